@@ -1,0 +1,51 @@
+# OpenFT developer commands. `make run` and `make test` are all a fresh clone needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Which ML build to install with `make install-ml`: cpu, cuda, or auto (cuda when nvidia-smi works).
+ACCEL ?= auto
+PYTEST_ARGS ?=
+
+export PYTHON VENV ACCEL
+
+.PHONY: run test test-fast lint format openapi install install-ml clean
+
+$(VENV)/.installed-core: pyproject.toml constraints.txt scripts/install.sh
+	scripts/install.sh core
+	@touch $@
+
+install: $(VENV)/.installed-core
+
+$(VENV)/.installed-ml: $(VENV)/.installed-core constraints.txt scripts/install.sh scripts/check_ml_imports.py
+	scripts/install.sh ml
+	@touch $@
+
+install-ml: $(VENV)/.installed-ml
+
+run: install
+	$(BIN)/openft serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest tests/unit --durations=30 $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+openapi: install
+	$(BIN)/openft openapi --output openapi/openapi.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""OpenFT's inference side: vLLM process management, adapter loading and the request gateway."""

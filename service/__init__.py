@@ -1,0 +1,1 @@
+"""OpenFT's API service: OpenAI-compatible HTTP endpoints over a database and a blob store."""

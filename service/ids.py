@@ -1,0 +1,28 @@
+"""Random, URL-safe object ids in the formats OpenAI uses (``file-``, ``ftjob-`` ...)."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+_BASE62 = string.ascii_letters + string.digits
+
+
+def base62(length: int) -> str:
+    return "".join(secrets.choice(_BASE62) for _ in range(length))
+
+
+def new_project_id() -> str:
+    return "proj_" + base62(24)
+
+
+def new_api_key_id() -> str:
+    return "key_" + base62(24)
+
+
+def new_file_id() -> str:
+    return "file-" + base62(22)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(16)

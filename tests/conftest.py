@@ -1,0 +1,30 @@
+"""Fixtures shared by every tier: database URLs (SQLite and a fresh PostgreSQL database)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import postgres
+from tests.support.ci import require
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test run."""
+    require(postgres.reachable(), f"PostgreSQL ({postgres.ADMIN_DSN})")
+    with postgres.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind, for tests of migrations and SQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'openft.db'}"
+        return
+    require(postgres.reachable(), f"PostgreSQL ({postgres.ADMIN_DSN})")
+    with postgres.fresh_database("mig") as url:
+        yield url

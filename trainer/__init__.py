@@ -1,0 +1,1 @@
+"""OpenFT's training workers: claim queued fine-tuning jobs and train LoRA adapters."""
