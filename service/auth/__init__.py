@@ -1,0 +1,1 @@
+"""Projects and API keys: issuing, hashing, revoking and checking bearer keys."""

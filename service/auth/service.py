@@ -1,0 +1,129 @@
+"""Issuing keys (for the CLI) and authenticating requests (for the API)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from service.auth import repository
+from service.auth.keys import generate_api_key, hash_api_key, mask_api_key, redact_api_key
+from service.db.database import Database
+from service.db.models import ApiKey, Project
+from service.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from service.ids import new_api_key_id, new_project_id
+
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). An operator can create one with "
+    "`openft keys create --project <slug>`."
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the project every query of this request is confined to."""
+
+    project_id: str
+    project_slug: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: str
+    key_id: str
+    project_id: str
+    project_slug: str
+    project_created: bool
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    key_id: str
+    project_slug: str
+    redacted: str
+    name: str | None
+    created_at: int
+    revoked_at: int | None
+
+
+class AccessService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def issue_key(self, project_slug: str, name: str | None = None) -> IssuedKey:
+        """A new key for ``project_slug``, creating the project on first use."""
+        if not SLUG.fullmatch(project_slug):
+            raise InvalidRequestError(
+                f"{project_slug!r} is not a valid project slug (lowercase letters, digits and '-', "
+                "at most 63 characters, starting with a letter or digit)",
+                param="project",
+            )
+        key = generate_api_key()
+        now = int(time.time())
+        with self._db.write() as session:
+            project = repository.project_by_slug(session, project_slug)
+            created = project is None
+            if project is None:
+                project = Project(id=new_project_id(), slug=project_slug, created_at=now)
+                session.add(project)
+                session.flush()
+            row = ApiKey(
+                id=new_api_key_id(),
+                project_id=project.id,
+                key_hash=hash_api_key(key),
+                redacted=redact_api_key(key),
+                name=name,
+                created_at=now,
+            )
+            session.add(row)
+        return IssuedKey(key, row.id, project.id, project.slug, created)
+
+    def has_projects(self) -> bool:
+        with self._db.read() as session:
+            return repository.any_project(session)
+
+    def list_keys(self, project_slug: str | None = None) -> list[KeyListing]:
+        with self._db.read() as session:
+            return [
+                KeyListing(k.id, p.slug, k.redacted, k.name, k.created_at, k.revoked_at)
+                for k, p in repository.keys_with_projects(session, project_slug)
+            ]
+
+    def revoke_key(self, key_id: str) -> None:
+        with self._db.write() as session:
+            row = repository.key_by_id(session, key_id)
+            if row is None:
+                raise NotFoundError(f"No such API key: {key_id}", param="key_id")
+            if row.revoked_at is None:
+                row.revoked_at = int(time.time())
+
+    def authenticate(self, authorization: str | None, project_header: str | None) -> Principal:
+        """Check a bearer key (and the optional ``OpenAI-Project`` header) against the database."""
+        key = _bearer_token(authorization)
+        with self._db.read() as session:
+            found = repository.active_key_with_project(session, hash_api_key(key))
+        if found is None:
+            raise AuthenticationError(
+                f"Incorrect API key provided: {mask_api_key(key)}. An operator can list keys with "
+                "`openft keys list` and create one with `openft keys create --project <slug>`.",
+                code="invalid_api_key",
+            )
+        api_key, project = found
+        if project_header and project_header not in (project.id, project.slug):
+            raise AuthenticationError(
+                "OpenAI-Project header should match project for API key",
+                code="mismatched_project",
+            )
+        return Principal(project.id, project.slug, api_key.id)
+
+
+def _bearer_token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError(NO_KEY_MESSAGE)
+    return token

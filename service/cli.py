@@ -1,0 +1,140 @@
+"""The ``openft`` command line: serve the API and manage API keys.
+
+Every command brings the database schema up to date first, so each works in an empty folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from service.app import create_app
+from service.auth.service import AccessService
+from service.db import migrate
+from service.db.database import Database
+from service.errors import OpenFTError
+from service.settings import Settings
+
+app = typer.Typer(help="OpenFT: self-hosted, OpenAI-compatible fine-tuning.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+DEFAULT_PROJECT = "default"
+err = Console(stderr=True)
+
+
+def _prepared_database(settings: Settings) -> Database:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    migrate.upgrade(database)
+    return database
+
+
+def _access(settings: Settings) -> AccessService:
+    return AccessService(_prepared_database(settings))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Start the API. On the first start it creates a project and prints its API key."""
+    settings = Settings()
+    access = _access(settings)
+    if not access.has_projects():
+        issued = access.issue_key(DEFAULT_PROJECT, name="created by openft serve")
+        err.print(f"Created project '{issued.project_slug}'. Its API key (shown only once):")
+        print(issued.key, flush=True)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project slug; created if it does not exist.")],
+    name: Annotated[str | None, typer.Option(help="A note saying what the key is for.")] = None,
+) -> None:
+    """Create an API key and print it on a line of its own (it is stored only as a hash)."""
+    try:
+        issued = _access(Settings()).issue_key(project, name)
+    except OpenFTError as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(2) from exc
+    if issued.project_created:
+        err.print(f"Created project '{issued.project_slug}' ({issued.project_id}).")
+    err.print(f"API key {issued.key_id} for project '{issued.project_slug}':")
+    print(issued.key, flush=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    project: Annotated[str | None, typer.Option(help="Only this project's keys.")] = None,
+) -> None:
+    """List API keys (redacted)."""
+    table = Table("id", "project", "key", "name", "created", "revoked")
+    for key in _access(Settings()).list_keys(project):
+        table.add_row(
+            key.key_id,
+            key.project_slug,
+            key.redacted,
+            key.name or "",
+            _when(key.created_at),
+            _when(key.revoked_at),
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id, e.g. key_...")]) -> None:
+    """Revoke an API key; requests with it fail from now on."""
+    try:
+        _access(Settings()).revoke_key(key_id)
+    except OpenFTError as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(2) from exc
+    err.print(f"Revoked {key_id}.")
+
+
+@app.command()
+def openapi(
+    output: Annotated[
+        Path | None, typer.Option(help="Write here instead of standard output.")
+    ] = None,
+) -> None:
+    """Print the API's OpenAPI document (checked in as openapi/openapi.json)."""
+    from service.openapi import render
+
+    document = render()
+    if output is None:
+        sys.stdout.write(document)
+    else:
+        output.write_text(document)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    _prepared_database(Settings())
+    err.print("Database schema is up to date.")
+
+
+def _when(timestamp: int | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,56 @@
+"""FastAPI dependencies: the wired application state, the caller's project, per-feature services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.auth.service import AccessService, Principal
+from service.blobstore import BlobStore
+from service.db.database import Database
+from service.files.service import FilesService
+from service.settings import Settings
+
+
+@dataclass
+class AppState:
+    """Everything ``create_app`` builds once and routes share."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    access: AccessService
+    files: FilesService
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.openft
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+bearer = HTTPBearer(auto_error=False, description="An OpenFT API key: `sk-openft-...`")
+
+
+def authenticate(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    openai_project: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    return state.access.authenticate(authorization, openai_project)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def files_service(state: State) -> FilesService:
+    return state.files
+
+
+Files = Annotated[FilesService, Depends(files_service)]

@@ -1,0 +1,1 @@
+"""The Files API: upload, list, retrieve, download and delete files."""

@@ -1,0 +1,90 @@
+"""HTTP routes of the Files API; rules live in ``FilesService``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import CurrentPrincipal, Files
+from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
+from service.files.upload import receive_upload
+
+router = APIRouter(tags=["Files"])
+
+CREATE_FILE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": list(UPLOAD_PURPOSES)},
+                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                        "expires_after[seconds]": {
+                            "type": "integer",
+                            "minimum": 3600,
+                            "maximum": 2592000,
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/files", response_model=FileObject, openapi_extra=CREATE_FILE_BODY)
+async def create_file(request: Request, principal: CurrentPrincipal, files: Files) -> FileObject:
+    """Upload a file (streamed; at most ``OPENFT_MAX_FILE_BYTES``)."""
+    upload = await receive_upload(request.headers, request.stream(), files.blobs, files.limits)
+    try:
+        return await run_in_threadpool(files.create, principal, upload)
+    finally:
+        upload.discard()  # a no-op once the blob is committed
+
+
+@router.get("/files", response_model=FileList)
+def list_files(
+    principal: CurrentPrincipal,
+    files: Files,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> FileList:
+    return files.list(principal, purpose=purpose, limit=limit, order=order, after=after)
+
+
+@router.get("/files/{file_id}", response_model=FileObject)
+def retrieve_file(file_id: str, principal: CurrentPrincipal, files: Files) -> FileObject:
+    return files.retrieve(principal, file_id)
+
+
+@router.delete("/files/{file_id}", response_model=FileDeleted)
+def delete_file(file_id: str, principal: CurrentPrincipal, files: Files) -> FileDeleted:
+    return files.delete(principal, file_id)
+
+
+@router.get(
+    "/files/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_file(file_id: str, principal: CurrentPrincipal, files: Files) -> StreamingResponse:
+    content = files.content(principal, file_id)
+    return StreamingResponse(
+        content.chunks,
+        media_type="application/octet-stream",
+        headers={
+            "content-length": str(content.size),
+            "content-disposition": f"attachment; filename*=UTF-8''{quote(content.filename)}",
+        },
+    )

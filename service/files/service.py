@@ -1,0 +1,224 @@
+"""Rules of the Files API: purposes, expiry, the fine-tune structure check, blob-then-row."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from service.auth.service import Principal
+from service.blobstore import BlobStore
+from service.db.database import Database
+from service.db.models import File
+from service.errors import InvalidRequestError, no_such_object
+from service.files import repository
+from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
+from service.files.upload import ReceivedUpload, UploadLimits
+from service.ids import new_file_id
+from service.pagination import Order, split_page
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXPIRES_MIN_S = 3600
+EXPIRES_MAX_S = 30 * 24 * 3600
+BATCH_DEFAULT_EXPIRY_S = 30 * 24 * 3600
+ORPHAN_GRACE_S = 3600.0
+
+
+def blob_key(file_id: str) -> str:
+    return f"files/{file_id}"
+
+
+@dataclass(frozen=True)
+class FileContent:
+    filename: str
+    size: int
+    chunks: Iterator[bytes]
+
+
+class FilesService:
+    def __init__(self, db: Database, blobs: BlobStore, settings: Settings) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.limits = UploadLimits(settings.max_file_bytes, settings.max_line_bytes)
+        self._max_filename = settings.max_filename_chars
+
+    def create(self, principal: Principal, upload: ReceivedUpload) -> FileObject:
+        """Check the received form, commit the blob, then insert the row that makes it visible."""
+        purpose = _purpose(upload.fields)
+        now = int(time.time())
+        expires_at = _expires_at(upload.fields, purpose, now)
+        if upload.blob is None:
+            raise InvalidRequestError(
+                "Missing required parameter: 'file'.",
+                param="file",
+                code="missing_required_parameter",
+            )
+        filename = upload.filename or "upload"
+        if len(filename) > self._max_filename:
+            raise InvalidRequestError(
+                f"'file' has a name longer than {self._max_filename} characters.", param="file"
+            )
+        if purpose == "fine-tune" and upload.jsonl_check and upload.jsonl_check.problem:
+            raise InvalidRequestError(
+                upload.jsonl_check.problem, param="file", code="invalid_file_format"
+            )
+        row = File(
+            id=new_file_id(),
+            project_id=principal.project_id,
+            purpose=purpose,
+            filename=filename,
+            bytes=upload.blob.size,
+            created_at=now,
+            expires_at=expires_at,
+            status="processed",
+        )
+        upload.blob.commit(blob_key(row.id))
+        try:
+            with self.db.write() as session:
+                session.add(row)
+        except BaseException:
+            self.blobs.delete(blob_key(row.id))
+            raise
+        return FileObject.from_row(row)
+
+    def list(
+        self,
+        principal: Principal,
+        *,
+        purpose: str | None,
+        limit: int,
+        order: Order,
+        after: str | None,
+    ) -> FileList:
+        now = int(time.time())
+        with self.db.read() as session:
+            after_seq = None
+            if after is not None:
+                after_seq = repository.seq_of(session, principal.project_id, after)
+                if after_seq is None:
+                    raise no_such_object("File", after, param="after")
+            rows = repository.page(
+                session,
+                principal.project_id,
+                now=now,
+                purpose=purpose,
+                after_seq=after_seq,
+                order=order,
+                limit=limit,
+            )
+        items, has_more = split_page(rows, limit)
+        data = [FileObject.from_row(row) for row in items]
+        return FileList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=has_more,
+        )
+
+    def retrieve(self, principal: Principal, file_id: str) -> FileObject:
+        return FileObject.from_row(self._get(principal, file_id))
+
+    def content(self, principal: Principal, file_id: str) -> FileContent:
+        row = self._get(principal, file_id)
+        return FileContent(row.filename, row.bytes, self.blobs.read(blob_key(row.id)))
+
+    def delete(self, principal: Principal, file_id: str) -> FileDeleted:
+        """Row first, then blob: a crash in between leaves an orphan blob, never a dangling row."""
+        with self.db.write() as session:
+            if repository.get(session, principal.project_id, file_id, int(time.time())) is None:
+                raise no_such_object("File", file_id)
+            repository.remove(session, principal.project_id, file_id)
+        self.blobs.delete(blob_key(file_id))
+        return FileDeleted(id=file_id, deleted=True)
+
+    def purge_expired(self, batch: int = 500) -> int:
+        """Delete expired files, rows then blobs; returns how many went."""
+        purged = 0
+        while True:
+            with self.db.write() as session:
+                ids = repository.expired_ids(session, int(time.time()), batch)
+                repository.remove_by_ids(session, ids)
+            for file_id in ids:
+                self.blobs.delete(blob_key(file_id))
+            purged += len(ids)
+            if len(ids) < batch:
+                return purged
+
+    def sweep_orphans(self, grace_s: float = ORPHAN_GRACE_S) -> int:
+        """Remove abandoned staged writes and file blobs whose row never appeared."""
+        swept = self.blobs.sweep_staging(grace_s)
+        keys = [key for key in self.blobs.keys("files") if self.blobs.age_seconds(key) > grace_s]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            ids = [key.removeprefix("files/") for key in chunk]
+            with self.db.read() as session:
+                present = repository.existing_ids(session, ids)
+            for file_id in ids:
+                if file_id not in present:
+                    self.blobs.delete(blob_key(file_id))
+                    swept += 1
+        if swept:
+            log.info("swept %d orphaned blobs", swept)
+        return swept
+
+    def _get(self, principal: Principal, file_id: str) -> File:
+        with self.db.read() as session:
+            row = repository.get(session, principal.project_id, file_id, int(time.time()))
+        if row is None:
+            raise no_such_object("File", file_id)
+        return row
+
+
+def _purpose(fields: dict[str, str]) -> str:
+    purpose = fields.get("purpose")
+    if purpose is None:
+        raise InvalidRequestError(
+            "Missing required parameter: 'purpose'.",
+            param="purpose",
+            code="missing_required_parameter",
+        )
+    if purpose not in UPLOAD_PURPOSES:
+        allowed = ", ".join(repr(p) for p in UPLOAD_PURPOSES)
+        raise InvalidRequestError(
+            f"{purpose!r} is not one of [{allowed}] - 'purpose'", param="purpose"
+        )
+    return purpose
+
+
+def _expires_at(fields: dict[str, str], purpose: str, now: int) -> int | None:
+    anchor = fields.get("expires_after[anchor]")
+    seconds = fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return now + BATCH_DEFAULT_EXPIRY_S if purpose == "batch" else None
+    if anchor is None or seconds is None:
+        missing = "anchor" if anchor is None else "seconds"
+        raise InvalidRequestError(
+            f"Missing required parameter: 'expires_after.{missing}'.",
+            param=f"expires_after.{missing}",
+            code="missing_required_parameter",
+        )
+    if anchor != "created_at":
+        raise InvalidRequestError(
+            f"{anchor!r} is not one of ['created_at'] - 'expires_after.anchor'",
+            param="expires_after.anchor",
+        )
+    try:
+        value = int(seconds)
+    except ValueError:
+        raise InvalidRequestError(
+            f"{seconds!r} is not of type 'integer' - 'expires_after.seconds'",
+            param="expires_after.seconds",
+        ) from None
+    if not EXPIRES_MIN_S <= value <= EXPIRES_MAX_S:
+        bound = (
+            "less than the minimum of 3600"
+            if value < EXPIRES_MIN_S
+            else ("greater than the maximum of 2592000")
+        )
+        raise InvalidRequestError(
+            f"{value} is {bound} - 'expires_after.seconds'", param="expires_after.seconds"
+        )
+    return now + value

@@ -1,0 +1,70 @@
+"""Render every error, ours, FastAPI's and unexpected ones, in OpenAI's error envelope."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import (
+    InternalServerError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    OpenFTError,
+)
+from service.http.request_id import REQUEST_ID_HEADER
+from service.http.validation import to_invalid_request
+
+log = logging.getLogger(__name__)
+
+
+def render(error: OpenFTError, request: Request | None = None) -> JSONResponse:
+    headers = dict(error.headers)
+    request_id = getattr(request.state, "request_id", None) if request is not None else None
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(error.envelope(), status_code=error.status_code, headers=headers)
+
+
+async def _openft_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OpenFTError)
+    return render(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return render(to_invalid_request(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    route = f"{request.method} {request.url.path}"
+    error: OpenFTError
+    if exc.status_code == 404:
+        error = NotFoundError(f"Invalid URL ({route})")
+    elif exc.status_code == 405:
+        error = MethodNotAllowedError(f"Invalid method for URL ({route})")
+    elif exc.status_code < 500:
+        error = InvalidRequestError(str(exc.detail), status_code=exc.status_code)
+    else:
+        error = InternalServerError()
+    return render(error)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", "-")
+    log.error(
+        "unhandled error in %s %s [%s]", request.method, request.url.path, request_id, exc_info=exc
+    )
+    return render(InternalServerError(), request)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OpenFTError, _openft_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,139 @@
+"""Validate response bodies against OpenAI's published OpenAPI spec (kept in ../shared).
+
+Known, documented differences between the spec and api.openai.com's real responses are
+accepted (see ``KNOWN_DIFFERENCES``); everything else must validate.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC_PATH = REPO.parent / "shared" / "openai-reference" / "openai-openapi.yaml"
+
+
+def spec_available() -> bool:
+    return SPEC_PATH.is_file()
+
+
+NULLABLE_IN_REALITY = ("expires_at", "status_details", "first_id", "last_id")
+
+
+def _null_in_reality(error: jsonschema.ValidationError) -> bool:
+    # The spec types OpenAIFile.expires_at / status_details as non-null strings or integers; the
+    # real API sends null. A list with no items has no first_id / last_id to give either.
+    return (
+        error.validator == "type"
+        and error.instance is None
+        and bool(error.path)
+        and error.path[-1] in NULLABLE_IN_REALITY
+    )
+
+
+def _evals_purpose(error: jsonschema.ValidationError) -> bool:
+    # `evals` is accepted on upload but missing from OpenAIFile.purpose's enum.
+    return (
+        error.validator == "enum"
+        and error.instance == "evals"
+        and bool(error.path)
+        and error.path[-1] == "purpose"
+    )
+
+
+KNOWN_DIFFERENCES: tuple[Callable[[jsonschema.ValidationError], bool], ...] = (
+    _null_in_reality,
+    _evals_purpose,
+)
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    with SPEC_PATH.open() as handle:
+        loaded: dict[str, Any] = yaml.load(
+            handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
+    return loaded
+
+
+@functools.cache
+def _routes() -> list[tuple[re.Pattern[str], str]]:
+    routes = []
+    for template in _spec()["paths"]:
+        parts = re.split(r"(\{[^/]+?\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        routes.append((re.compile(pattern + "$"), template))
+    # Literal segments beat parameters: /files/{id}/content must not match /files/{id}.
+    routes.sort(key=lambda route: route[1].count("{"))
+    return routes
+
+
+def operation_for(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+    path = path.removeprefix("/v1")
+    for pattern, template in _routes():
+        if pattern.match(path):
+            operation = _spec()["paths"][template].get(method.lower())
+            if operation is not None:
+                return template, operation
+    return None
+
+
+def response_schema(method: str, path: str, status: int) -> dict[str, Any] | None:
+    """The JSON schema a response must meet, or None where the spec declares none."""
+    if status >= 400:
+        return {"$ref": "#/components/schemas/ErrorResponse"}
+    found = operation_for(method, path)
+    if found is None:
+        return None
+    _template, operation = found
+    response = operation.get("responses", {}).get(str(status))
+    content = (response or {}).get("content", {}).get("application/json")
+    return None if content is None else content.get("schema")
+
+
+@functools.cache
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = {**json.loads(schema_json), "components": _spec()["components"]}
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema)
+
+
+def problems(method: str, path: str, status: int, body: Any) -> list[str]:
+    """Schema violations of one response body, minus the known real-world differences."""
+    schema = response_schema(method, path, status)
+    if schema is None:
+        return [f"{method} {path} -> {status}: OpenAI's spec declares no JSON body for this"]
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    found = []
+    for error in validator.iter_errors(body):
+        if any(known(error) for known in KNOWN_DIFFERENCES):
+            continue
+        found.append(
+            f"{method} {path} -> {status}: {'/'.join(map(str, error.path))}: {error.message}"
+        )
+    return found
+
+
+@dataclass
+class ConformanceRecorder:
+    """Collects every JSON body a test receives; ``check`` validates them all."""
+
+    bodies: list[tuple[str, str, int, Any]] = field(default_factory=list)
+
+    def record(self, method: str, path: str, status: int, body: Any) -> None:
+        if path.startswith("/v1/"):  # OpenFT's own endpoints (/healthz ...) are not OpenAI's
+            self.bodies.append((method.upper(), path, status, body))
+
+    def check(self) -> list[str]:
+        found: list[str] = []
+        for method, path, status, body in self.bodies:
+            found.extend(problems(method, path, status, body))
+        return found

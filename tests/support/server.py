@@ -1,0 +1,86 @@
+"""Run ``openft serve`` as a real process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+KEY_LINE = re.compile(r"^(sk-openft-\S+)$", re.MULTILINE)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def openft_command() -> list[str]:
+    script = Path(sys.executable).with_name("openft")
+    return [str(script)] if script.exists() else [shutil.which("openft") or "openft"]
+
+
+@dataclass
+class ServerProcess:
+    base_url: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v1"
+
+    def bootstrap_key(self) -> str | None:
+        found = KEY_LINE.search(self.stdout_path.read_text())
+        return found.group(1) if found else None
+
+    def logs(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-8000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(workdir: Path, extra_env: dict[str, str], timeout_s: float = 60) -> ServerProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data"), **extra_env}
+    stdout_path, stderr_path = workdir / "serve.out", workdir / "serve.err"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            [*openft_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", env, process, stdout_path, stderr_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"openft serve exited with {process.returncode}:\n{server.logs()}")
+        try:
+            if httpx.get(server.base_url + "/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"openft serve did not become ready in {timeout_s}s:\n{server.logs()}")

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.blobstore import LocalBlobStore
+from service.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.files.upload import MultipartUpload, UploadLimits, boundary_of
+
+LIMITS = UploadLimits(max_file_bytes=1000, max_line_bytes=100)
+
+
+def encode(data: dict[str, str], files: list[tuple[str, tuple[str, bytes]]]) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://x", data=data, files=files)
+    return request.read(), request.headers["content-type"]
+
+
+def parse(body: bytes, content_type: str, store: LocalBlobStore, chunk: int = 5) -> MultipartUpload:
+    upload = MultipartUpload(boundary_of(content_type), store, LIMITS)
+    for start in range(0, len(body), chunk):
+        upload.feed(body[start : start + chunk])
+    upload.finish()
+    return upload
+
+
+def test_fields_and_file_arrive_in_tiny_chunks(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    body, content_type = encode(
+        {"purpose": "fine-tune", "expires_after[anchor]": "created_at"},
+        [("file", ("données.jsonl", b'{"a": 1}\n{"b": 2}\n'))],
+    )
+
+    received = parse(body, content_type, store).received
+
+    assert received.fields == {"purpose": "fine-tune", "expires_after[anchor]": "created_at"}
+    assert received.filename == "données.jsonl"
+    assert received.blob is not None and received.blob.size == 18
+    assert received.jsonl_check is not None and received.jsonl_check.objects == 2
+    received.blob.commit("files/file-x")
+    assert b"".join(store.read("files/file-x")) == b'{"a": 1}\n{"b": 2}\n'
+
+
+def test_no_line_check_when_purpose_is_known_to_be_something_else(tmp_path: Path) -> None:
+    body, content_type = encode({"purpose": "user_data"}, [("file", ("a.bin", b"\xff\x00"))])
+
+    assert parse(body, content_type, LocalBlobStore(tmp_path)).received.jsonl_check is None
+
+
+def test_the_size_limit_is_enforced_while_streaming(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    body, content_type = encode({"purpose": "user_data"}, [("file", ("a.bin", b"x" * 1001))])
+    upload = MultipartUpload(boundary_of(content_type), store, LIMITS)
+
+    with pytest.raises(PayloadTooLargeError):
+        upload.feed(body)
+    upload.received.discard()
+
+    assert list((tmp_path / ".staging").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "files", "param"),
+    [
+        ({"purpose": "batch", "model": "x"}, [("file", ("a", b"1"))], "model"),
+        ({}, [("file", ("a", b"1")), ("file", ("b", b"2"))], "file"),
+        ({}, [("attachment", ("a", b"1"))], "attachment"),
+    ],
+)
+def test_unexpected_parts_are_refused(
+    tmp_path: Path, data: dict[str, str], files: list[tuple[str, tuple[str, bytes]]], param: str
+) -> None:
+    body, content_type = encode(data, files)
+
+    with pytest.raises(InvalidRequestError) as error:
+        parse(body, content_type, LocalBlobStore(tmp_path), chunk=len(body))
+    assert error.value.param == param
+
+
+def test_a_truncated_body_is_refused(tmp_path: Path) -> None:
+    body, content_type = encode({"purpose": "batch"}, [("file", ("a", b"12345"))])
+
+    with pytest.raises(InvalidRequestError, match="ended early"):
+        parse(body[:-20], content_type, LocalBlobStore(tmp_path))
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "multipart/form-data"])
+def test_only_multipart_with_a_boundary_is_accepted(content_type: str | None) -> None:
+    with pytest.raises(UnsupportedMediaTypeError):
+        boundary_of(content_type)
