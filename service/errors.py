@@ -83,10 +83,12 @@ class InternalServerError(OpenFTError):
     status_code = 500
     error_type = "server_error"
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str | None = None) -> None:
+        reference = f" (Please include the request ID {request_id} when reporting it.)"
         super().__init__(
             "The server had an error while processing your request. Sorry about that! "
-            "Quote the x-request-id header of this response when reporting it."
+            "You can retry your request, or tell your OpenFT operator if the error persists."
+            + (reference if request_id else "")
         )
 
 

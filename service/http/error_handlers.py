@@ -56,11 +56,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", "-")
+    request_id = getattr(request.state, "request_id", None)
     log.error(
         "unhandled error in %s %s [%s]", request.method, request.url.path, request_id, exc_info=exc
     )
-    return render(InternalServerError(), request)
+    return render(InternalServerError(request_id), request)
 
 
 def install_error_handlers(app: FastAPI) -> None:
