@@ -19,6 +19,11 @@ from service.files import router as files_router
 from service.files.service import FilesService
 from service.http.error_handlers import install_error_handlers
 from service.http.request_id import RequestIdMiddleware
+from service.jobs import router as jobs_router
+from service.jobs.service import JobsService
+from service.models import router as models_router
+from service.models.registry import ModelRegistry
+from service.models.service import ModelsService
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,12 +34,15 @@ API_VERSION = "0.1.0"
 def build_state(settings: Settings) -> AppState:
     db = Database(settings.database_url)
     blobs = LocalBlobStore(settings.blob_root)
+    registry = ModelRegistry(settings)
     return AppState(
         settings=settings,
         db=db,
         blobs=blobs,
         access=AccessService(db),
         files=FilesService(db, blobs, settings),
+        jobs=JobsService(db, registry),
+        models=ModelsService(db, registry),
     )
 
 
@@ -65,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(files_router.router, prefix="/v1")
+    app.include_router(jobs_router.router, prefix="/v1")
+    app.include_router(models_router.router, prefix="/v1")
     return app
 
 

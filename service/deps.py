@@ -12,6 +12,8 @@ from service.auth.service import AccessService, Principal
 from service.blobstore import BlobStore
 from service.db.database import Database
 from service.files.service import FilesService
+from service.jobs.service import JobsService
+from service.models.service import ModelsService
 from service.settings import Settings
 
 
@@ -24,6 +26,8 @@ class AppState:
     blobs: BlobStore
     access: AccessService
     files: FilesService
+    jobs: JobsService
+    models: ModelsService
 
 
 def app_state(request: Request) -> AppState:
@@ -54,3 +58,17 @@ def files_service(state: State) -> FilesService:
 
 
 Files = Annotated[FilesService, Depends(files_service)]
+
+
+def jobs_service(state: State) -> JobsService:
+    return state.jobs
+
+
+Jobs = Annotated[JobsService, Depends(jobs_service)]
+
+
+def models_service(state: State) -> ModelsService:
+    return state.models
+
+
+Models = Annotated[ModelsService, Depends(models_service)]

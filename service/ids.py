@@ -26,3 +26,16 @@ def new_file_id() -> str:
 
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(16)
+
+
+def new_job_id() -> str:
+    return "ftjob-" + base62(24)
+
+
+def new_event_id() -> str:
+    return "ftevent-" + base62(24)
+
+
+def new_model_tag() -> str:
+    """The 8-character tail of a fine-tuned model name (``ft:...:AbCd1234``)."""
+    return base62(8)

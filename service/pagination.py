@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute
+
+from service.errors import no_such_object
 
 Order = Literal["asc", "desc"]
 T = TypeVar("T")
@@ -25,3 +27,15 @@ def after_cursor(
 def split_page(rows: Sequence[T], limit: int) -> tuple[list[T], bool]:
     """The first ``limit`` rows and whether more exist (the query asked for ``limit + 1``)."""
     return list(rows[:limit]), len(rows) > limit
+
+
+def cursor_position(
+    after: str | None, seq_of: Callable[[str], int | None], kind: str
+) -> int | None:
+    """The ``seq`` of the ``after`` object; 404 (``param: after``) when it is not the caller's."""
+    if after is None:
+        return None
+    seq = seq_of(after)
+    if seq is None:
+        raise no_such_object(kind, after, param="after")
+    return seq

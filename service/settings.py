@@ -4,10 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+BASE_MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEMO_MODEL_NAME = "tiny-chat"
+
+
+class BaseModelConfig(BaseModel):
+    """A base model that can be fine-tuned: where its weights are and how LoRA is applied."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    name: str = Field(pattern=BASE_MODEL_NAME)
+    path: str = Field(description="Local folder or hub id of a transformers causal LM.")
+    lora_rank: int = Field(default=16, ge=1, le=256)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_target_modules: tuple[str, ...] = ALL_LINEAR
+    max_seq_length: int = Field(default=2048, ge=16)
+    learning_rate: float = Field(
+        default=2e-4, gt=0, description="LoRA learning rate at learning_rate_multiplier 1."
+    )
 
 
 class Settings(BaseSettings):
@@ -33,6 +52,12 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(
         default=300.0, gt=0, description="How often expired files are deleted."
     )
+    base_models: tuple[BaseModelConfig, ...] = Field(
+        default=(),
+        description="JSON list of base models; empty means the offline demo model `tiny-chat`.",
+    )
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    lease_seconds: int = Field(default=60, ge=5)
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:
@@ -43,6 +68,22 @@ class Settings(BaseSettings):
         if self.blob_dir is None:
             object.__setattr__(self, "blob_dir", data_dir / "blobs")
         return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def demo_model(self) -> BaseModelConfig:
+        # Random weights learn from a handful of examples only with a brisk learning rate.
+        return BaseModelConfig(
+            name=DEMO_MODEL_NAME, path=str(self.models_dir / DEMO_MODEL_NAME), learning_rate=1e-3
+        )
+
+    @property
+    def fine_tunable_models(self) -> tuple[BaseModelConfig, ...]:
+        """The configured base models, or the demo model when none is configured."""
+        return self.base_models or (self.demo_model,)
 
     @property
     def blob_root(self) -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from service.auth.service import Principal
 from service.blobstore import BlobStore
+from service.blobstore.keys import file_key
 from service.db.database import Database
 from service.db.models import File
 from service.errors import InvalidRequestError, no_such_object
@@ -16,7 +17,7 @@ from service.files import repository
 from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
 from service.files.upload import ReceivedUpload, UploadLimits
 from service.ids import new_file_id
-from service.pagination import Order, split_page
+from service.pagination import Order, cursor_position, split_page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,6 @@ EXPIRES_MIN_S = 3600
 EXPIRES_MAX_S = 30 * 24 * 3600
 BATCH_DEFAULT_EXPIRY_S = 30 * 24 * 3600
 ORPHAN_GRACE_S = 3600.0
-
-
-def blob_key(file_id: str) -> str:
-    return f"files/{file_id}"
 
 
 @dataclass(frozen=True)
@@ -75,12 +72,12 @@ class FilesService:
             expires_at=expires_at,
             status="processed",
         )
-        upload.blob.commit(blob_key(row.id))
+        upload.blob.commit(file_key(row.id))
         try:
             with self.db.write() as session:
                 session.add(row)
         except BaseException:
-            self.blobs.delete(blob_key(row.id))
+            self.blobs.delete(file_key(row.id))
             raise
         return FileObject.from_row(row)
 
@@ -95,11 +92,9 @@ class FilesService:
     ) -> FileList:
         now = int(time.time())
         with self.db.read() as session:
-            after_seq = None
-            if after is not None:
-                after_seq = repository.seq_of(session, principal.project_id, after)
-                if after_seq is None:
-                    raise no_such_object("File", after, param="after")
+            after_seq = cursor_position(
+                after, lambda i: repository.seq_of(session, principal.project_id, i), "File"
+            )
             rows = repository.page(
                 session,
                 principal.project_id,
@@ -123,7 +118,7 @@ class FilesService:
 
     def content(self, principal: Principal, file_id: str) -> FileContent:
         row = self._get(principal, file_id)
-        return FileContent(row.filename, row.bytes, self.blobs.read(blob_key(row.id)))
+        return FileContent(row.filename, row.bytes, self.blobs.read(file_key(row.id)))
 
     def delete(self, principal: Principal, file_id: str) -> FileDeleted:
         """Row first, then blob: a crash in between leaves an orphan blob, never a dangling row."""
@@ -131,7 +126,7 @@ class FilesService:
             if repository.get(session, principal.project_id, file_id, int(time.time())) is None:
                 raise no_such_object("File", file_id)
             repository.remove(session, principal.project_id, file_id)
-        self.blobs.delete(blob_key(file_id))
+        self.blobs.delete(file_key(file_id))
         return FileDeleted(id=file_id, deleted=True)
 
     def purge_expired(self, batch: int = 500) -> int:
@@ -142,7 +137,7 @@ class FilesService:
                 ids = repository.expired_ids(session, int(time.time()), batch)
                 repository.remove_by_ids(session, ids)
             for file_id in ids:
-                self.blobs.delete(blob_key(file_id))
+                self.blobs.delete(file_key(file_id))
             purged += len(ids)
             if len(ids) < batch:
                 return purged
@@ -158,7 +153,7 @@ class FilesService:
                 present = repository.existing_ids(session, ids)
             for file_id in ids:
                 if file_id not in present:
-                    self.blobs.delete(blob_key(file_id))
+                    self.blobs.delete(file_key(file_id))
                     swept += 1
         if swept:
             log.info("swept %d orphaned blobs", swept)

@@ -9,8 +9,8 @@ from unittest import mock
 import pytest
 
 from service.auth.service import Principal
+from service.blobstore.keys import file_key
 from service.deps import AppState
-from service.files.service import blob_key
 from service.files.upload import ReceivedUpload
 
 
@@ -60,8 +60,8 @@ def test_expired_files_disappear_and_are_purged(state: AppState) -> None:
         f.id for f in state.files.list(owner, purpose=None, limit=10, order="asc", after=None).data
     ] == [kept.id]
     assert state.files.purge_expired() == 1
-    assert not state.blobs.exists(blob_key(old.id))
-    assert state.blobs.exists(blob_key(kept.id))
+    assert not state.blobs.exists(file_key(old.id))
+    assert state.blobs.exists(file_key(kept.id))
 
 
 def test_a_failed_row_insert_leaves_no_blob(state: AppState) -> None:
@@ -93,4 +93,4 @@ def test_orphans_from_a_crash_are_swept_after_a_grace_period(state: AppState) ->
             os.utime(path, (stale, stale))
 
     assert state.files.sweep_orphans(grace_s=3600) == 2
-    assert list(state.blobs.keys("files")) == [blob_key(kept.id)]
+    assert list(state.blobs.keys("files")) == [file_key(kept.id)]

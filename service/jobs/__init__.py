@@ -1,0 +1,1 @@
+"""The Fine-tuning jobs API: create, list, retrieve, cancel jobs and list their events."""

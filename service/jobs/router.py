@@ -1,0 +1,62 @@
+"""HTTP routes of the Fine-tuning jobs API; rules live in ``JobsService``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from service.deps import CurrentPrincipal, Jobs
+from service.jobs.schemas import (
+    CreateJobRequest,
+    FineTuningJob,
+    FineTuningJobEventList,
+    FineTuningJobList,
+)
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["Fine-tuning"])
+METADATA_KEY = re.compile(r"metadata\[(.+)\]")
+
+
+@router.post("", response_model=FineTuningJob)
+def create_job(body: CreateJobRequest, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
+    return jobs.create(principal, body)
+
+
+@router.get("", response_model=FineTuningJobList)
+def list_jobs(
+    request: Request,
+    principal: CurrentPrincipal,
+    jobs: Jobs,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> FineTuningJobList:
+    """``metadata[key]=value`` query parameters filter on metadata (all must match)."""
+    metadata = {
+        found.group(1): value
+        for name, value in request.query_params.multi_items()
+        if (found := METADATA_KEY.fullmatch(name))
+    }
+    return jobs.list(principal, after=after, limit=limit, metadata=metadata)
+
+
+@router.get("/{fine_tuning_job_id}", response_model=FineTuningJob)
+def retrieve_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
+    return jobs.retrieve(principal, fine_tuning_job_id)
+
+
+@router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
+def cancel_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
+    return jobs.cancel(principal, fine_tuning_job_id)
+
+
+@router.get("/{fine_tuning_job_id}/events", response_model=FineTuningJobEventList)
+def list_events(
+    fine_tuning_job_id: str,
+    principal: CurrentPrincipal,
+    jobs: Jobs,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> FineTuningJobEventList:
+    return jobs.events(principal, fine_tuning_job_id, after=after, limit=limit)

@@ -1,0 +1,138 @@
+"""OpenAI wire shapes of the Fine-tuning API (field order as api.openai.com sends it)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.db.models import FineTuningJob as JobRow
+from service.db.models import FineTuningJobEvent as EventRow
+
+JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+AUTO_HYPERPARAMETERS: dict[str, Any] = {
+    "batch_size": "auto",
+    "learning_rate_multiplier": "auto",
+    "n_epochs": "auto",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SupervisedMethodIn(_Strict):
+    hyperparameters: dict[str, Any] | None = None
+
+
+class MethodIn(_Strict):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethodIn | None = None
+    dpo: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class CreateJobRequest(_Strict):
+    """``POST /v1/fine_tuning/jobs``; hyperparameter values are checked by the service."""
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = None
+    seed: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    hyperparameters: dict[str, Any] | None = None
+    method: MethodIn | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None
+
+
+class FineTuningJob(BaseModel):
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    id: str
+    model: str
+    created_at: int
+    finished_at: int | None
+    fine_tuned_model: str | None
+    organization_id: str
+    result_files: list[str]
+    status: JobStatus
+    validation_file: str | None
+    training_file: str
+    hyperparameters: dict[str, Any] | None
+    trained_tokens: int | None
+    error: JobError | dict[str, Any]
+    user_provided_suffix: str | None
+    seed: int
+    estimated_finish: int | None
+    integrations: list[dict[str, Any]]
+    metadata: dict[str, str] | None
+    usage_metrics: None = None
+    shared_with_openai: bool = False
+    eval_id: None = None
+    method: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> FineTuningJob:
+        supervised = row.method.get("supervised") or {}
+        return cls(
+            id=row.id,
+            model=row.model,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+            fine_tuned_model=row.fine_tuned_model,
+            organization_id=row.project_id,
+            result_files=row.result_files,
+            status=row.status,
+            validation_file=row.validation_file,
+            training_file=row.training_file,
+            hyperparameters=supervised.get("hyperparameters"),
+            trained_tokens=row.trained_tokens,
+            # api.openai.com sends {} (not null) for jobs that have not failed.
+            error=JobError(**row.error) if row.error else {},
+            user_provided_suffix=row.suffix,
+            seed=row.seed,
+            estimated_finish=row.estimated_finish,
+            integrations=row.integrations,
+            metadata=row.job_metadata,
+            method=row.method,
+        )
+
+
+class FineTuningJobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJob]
+    has_more: bool
+
+
+class FineTuningJobEvent(BaseModel):
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict[str, Any]
+    type: Literal["message", "metrics"]
+
+    @classmethod
+    def from_row(cls, row: EventRow) -> FineTuningJobEvent:
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            level=row.level,
+            message=row.message,
+            data=row.data or {},
+            type=row.type,
+        )
+
+
+class FineTuningJobEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobEvent]
+    has_more: bool

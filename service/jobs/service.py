@@ -1,0 +1,222 @@
+"""Rules of the Fine-tuning jobs API: what a valid job is, listing, cancelling, events."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.auth.service import Principal
+from service.db.database import Database
+from service.db.models import FineTuningJob as JobRow
+from service.errors import InvalidRequestError, no_such_object
+from service.files import repository as files_repository
+from service.ids import new_job_id
+from service.jobs import repository
+from service.jobs.hyperparameters import checked_hyperparameters
+from service.jobs.schemas import (
+    TERMINAL,
+    CreateJobRequest,
+    FineTuningJob,
+    FineTuningJobEvent,
+    FineTuningJobEventList,
+    FineTuningJobList,
+)
+from service.models.registry import ModelRegistry
+from service.pagination import cursor_position, split_page
+
+SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_METADATA_PAIRS = 16
+
+
+class JobsService:
+    def __init__(self, db: Database, registry: ModelRegistry) -> None:
+        self.db = db
+        self.registry = registry
+
+    def create(self, principal: Principal, request: CreateJobRequest) -> FineTuningJob:
+        """Check what is cheap to check now; the worker validates the file contents."""
+        if self.registry.get(request.model) is None:
+            raise InvalidRequestError(
+                f"Model {request.model} is not available for fine-tuning or does not exist.",
+                param="model",
+                code="model_not_available",
+            )
+        _check_suffix(request.suffix)
+        _check_metadata(request.metadata)
+        _check_integrations(request.integrations)
+        method = _method(request)
+        now = int(time.time())
+        with self.db.write() as session:
+            self._check_file(session, principal, request.training_file, "training_file")
+            if request.validation_file is not None:
+                self._check_file(session, principal, request.validation_file, "validation_file")
+            row = JobRow(
+                id=new_job_id(),
+                project_id=principal.project_id,
+                model=request.model,
+                training_file=request.training_file,
+                validation_file=request.validation_file,
+                suffix=request.suffix,
+                seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+                method=method,
+                job_metadata=request.metadata,
+                integrations=request.integrations or [],
+                status="validating_files",
+                result_files=[],
+                created_at=now,
+                attempt=0,
+                cancel_requested=False,
+            )
+            session.add(row)
+            session.flush()
+            repository.add_event(session, row, f"Created fine-tuning job: {row.id}")
+            repository.add_event(session, row, _validating_message(row))
+        return FineTuningJob.from_row(row)
+
+    def list(
+        self, principal: Principal, *, after: str | None, limit: int, metadata: dict[str, str]
+    ) -> FineTuningJobList:
+        with self.db.read() as session:
+            after_seq = cursor_position(
+                after,
+                lambda i: repository.seq_of(session, principal.project_id, i),
+                "FineTuningJob",
+            )
+            rows = repository.page(
+                session, principal.project_id, metadata=metadata, after_seq=after_seq, limit=limit
+            )
+        items, has_more = split_page(rows, limit)
+        return FineTuningJobList(data=[FineTuningJob.from_row(r) for r in items], has_more=has_more)
+
+    def retrieve(self, principal: Principal, job_id: str) -> FineTuningJob:
+        with self.db.read() as session:
+            return FineTuningJob.from_row(self._get(session, principal, job_id))
+
+    def cancel(self, principal: Principal, job_id: str) -> FineTuningJob:
+        """Cancelled at once; a worker training the job notices between steps and stops."""
+        with self.db.write() as session:
+            row = self._get(session, principal, job_id)
+            if row.status in TERMINAL:
+                raise InvalidRequestError(
+                    f"Fine-tuning job {job_id} has already finished with status "
+                    f"'{row.status}' and cannot be cancelled.",
+                    param="fine_tuning_job_id",
+                )
+            row.status = "cancelled"
+            row.cancel_requested = True
+            repository.add_event(session, row, "Fine-tuning job cancelled")
+        return FineTuningJob.from_row(row)
+
+    def events(
+        self, principal: Principal, job_id: str, *, after: str | None, limit: int
+    ) -> FineTuningJobEventList:
+        with self.db.read() as session:
+            self._get(session, principal, job_id)
+            after_seq = cursor_position(
+                after, lambda i: repository.event_seq_of(session, job_id, i), "FineTuningJobEvent"
+            )
+            rows = repository.events_page(session, job_id, after_seq=after_seq, limit=limit)
+        items, has_more = split_page(rows, limit)
+        return FineTuningJobEventList(
+            data=[FineTuningJobEvent.from_row(r) for r in items], has_more=has_more
+        )
+
+    @staticmethod
+    def _get(session: Session, principal: Principal, job_id: str) -> JobRow:
+        row = repository.get(session, principal.project_id, job_id)
+        if row is None:
+            raise no_such_object("FineTuningJob", job_id, param="fine_tuning_job_id")
+        return row
+
+    @staticmethod
+    def _check_file(session: Session, principal: Principal, file_id: str, param: str) -> None:
+        row = files_repository.get(session, principal.project_id, file_id, int(time.time()))
+        if row is None:
+            raise InvalidRequestError(f"invalid {param}: {file_id}", param=param)
+        if row.purpose != "fine-tune":
+            raise InvalidRequestError(
+                f"invalid {param}: {file_id} has purpose '{row.purpose}'; files for fine-tuning "
+                "must be uploaded with purpose 'fine-tune'.",
+                param=param,
+            )
+
+
+def _validating_message(row: JobRow) -> str:
+    if row.validation_file is None:
+        return f"Validating training file: {row.training_file}"
+    return (
+        f"Validating training file: {row.training_file} and validation file: {row.validation_file}"
+    )
+
+
+def _method(request: CreateJobRequest) -> dict[str, Any]:
+    """The normalised ``method`` object, with every hyperparameter present ("auto" if unset)."""
+    legacy = request.hyperparameters
+    if request.method is None:
+        values = checked_hyperparameters(legacy or {}, "hyperparameters")
+        return {"type": "supervised", "supervised": {"hyperparameters": values}}
+    if request.method.type != "supervised":
+        raise InvalidRequestError(
+            f"Fine-tuning method '{request.method.type}' is not supported yet; "
+            "only 'supervised' is.",
+            param="method.type",
+        )
+    nested = request.method.supervised.hyperparameters if request.method.supervised else None
+    if nested is not None and legacy is not None:
+        raise InvalidRequestError(
+            "Specify hyperparameters either in 'hyperparameters' or in "
+            "'method.supervised.hyperparameters', not both.",
+            param="hyperparameters",
+        )
+    if nested is not None:
+        values = checked_hyperparameters(nested, "method.supervised.hyperparameters")
+    else:
+        values = checked_hyperparameters(legacy or {}, "hyperparameters")
+    return {"type": "supervised", "supervised": {"hyperparameters": values}}
+
+
+def _check_suffix(suffix: str | None) -> None:
+    if suffix is not None and not SUFFIX.fullmatch(suffix):
+        raise InvalidRequestError(
+            f"'{suffix}' does not match '^[A-Za-z0-9_-]{{1,64}}$' - 'suffix'", param="suffix"
+        )
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequestError(
+            "Invalid 'metadata': too many properties. Expected an object with at most 16 "
+            f"properties, but got an object with {len(metadata)} properties instead.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if len(key) > 64 or len(value) > 512:
+            raise InvalidRequestError(
+                f"Invalid 'metadata': key '{key[:64]}' must be at most 64 characters and its "
+                "value at most 512 characters.",
+                param="metadata",
+            )
+
+
+def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
+    for index, integration in enumerate(integrations or []):
+        wandb = integration.get("wandb")
+        param = f"integrations[{index}]"
+        if integration.get("type") != "wandb" or not isinstance(wandb, dict):
+            kind = integration.get("type")
+            raise InvalidRequestError(
+                f"{kind!r} is not one of ['wandb'] - '{param}.type'", param=f"{param}.type"
+            )
+        if not wandb.get("project"):
+            raise InvalidRequestError(
+                f"Missing required parameter: '{param}.wandb.project'.",
+                param=f"{param}.wandb.project",
+                code="missing_required_parameter",
+            )

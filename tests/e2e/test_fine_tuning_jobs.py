@@ -1,0 +1,224 @@
+"""The Fine-tuning jobs API without training: create checks, list, retrieve, cancel, events.
+
+These run against API-only servers (``--workers 0``) on SQLite and PostgreSQL, so jobs stay
+where the test puts them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from service.auth.service import IssuedKey
+
+
+def chat_lines(n: int) -> bytes:
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    return (json.dumps(row) + "\n").encode() * n
+
+
+@pytest.fixture
+def training_file(client: openai.OpenAI) -> str:
+    return client.files.create(file=("train.jsonl", chat_lines(10)), purpose="fine-tune").id
+
+
+def test_create_returns_the_openai_shape(client: openai.OpenAI, training_file: str) -> None:
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat",
+        training_file=training_file,
+        suffix="support_v1",
+        seed=7,
+        metadata={"team": "support"},
+    )
+
+    assert job.id.startswith("ftjob-") and len(job.id) == len("ftjob-") + 24
+    assert (job.object, job.status, job.model) == (
+        "fine_tuning.job",
+        "validating_files",
+        "tiny-chat",
+    )
+    assert (job.training_file, job.validation_file, job.seed) == (training_file, None, 7)
+    assert job.fine_tuned_model is None and job.finished_at is None and job.result_files == []
+    assert job.hyperparameters.n_epochs == "auto"  # type: ignore[union-attr]
+    assert job.method.type == "supervised"  # type: ignore[union-attr]
+    assert job.metadata == {"team": "support"}
+    assert job.user_provided_suffix == "support_v1"  # type: ignore[attr-defined]
+    assert client.fine_tuning.jobs.retrieve(job.id).id == job.id
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id)]
+    assert messages == [
+        f"Validating training file: {training_file}",
+        f"Created fine-tuning job: {job.id}",
+    ]
+
+
+def test_legacy_and_method_hyperparameters(client: openai.OpenAI, training_file: str) -> None:
+    legacy = client.fine_tuning.jobs.create(
+        model="tiny-chat", training_file=training_file, hyperparameters={"n_epochs": 2}
+    )
+    method = client.fine_tuning.jobs.create(
+        model="tiny-chat",
+        training_file=training_file,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 4}}},
+    )
+
+    assert legacy.hyperparameters.n_epochs == 2  # type: ignore[union-attr]
+    assert legacy.hyperparameters.batch_size == "auto"  # type: ignore[union-attr]
+    assert method.method.supervised.hyperparameters.batch_size == 4  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("changes", "param", "fragment"),
+    [
+        ({"model": "gpt-nonexistent"}, "model", "Model gpt-nonexistent is not available"),
+        ({"training_file": "file-nope"}, "training_file", "invalid training_file: file-nope"),
+        ({"validation_file": "file-nope"}, "validation_file", "invalid validation_file: file-nope"),
+        ({"suffix": "has space"}, "suffix", "does not match"),
+        ({"suffix": "x" * 65}, "suffix", "does not match"),
+        (
+            {"hyperparameters": {"n_epochs": 0}},
+            "hyperparameters.n_epochs",
+            "0 is less than the minimum of 1",
+        ),
+        (
+            {"hyperparameters": {"n_epochs": 51}},
+            "hyperparameters.n_epochs",
+            "greater than the maximum of 50",
+        ),
+        ({"hyperparameters": {"batch_size": 257}}, "hyperparameters.batch_size", "maximum of 256"),
+        (
+            {"hyperparameters": {"learning_rate_multiplier": 0}},
+            "hyperparameters.learning_rate_multiplier",
+            "minimum of 0",
+        ),
+        (
+            {"hyperparameters": {"n_epochs": "many"}},
+            "hyperparameters.n_epochs",
+            "is not of type 'integer'",
+        ),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16 properties"),
+        ({"method": {"type": "dpo"}}, "method.type", "'dpo' is not supported yet"),
+        (
+            {"method": {"type": "reinforcement"}},
+            "method.type",
+            "'reinforcement' is not supported yet",
+        ),
+        ({"seed": -1}, "seed", "-1 is less than the minimum of 0"),
+    ],
+)
+def test_create_is_refused_in_openai_words(
+    client: openai.OpenAI, training_file: str, changes: dict[str, Any], param: str, fragment: str
+) -> None:
+    arguments = {"model": "tiny-chat", "training_file": training_file, **changes}
+
+    with pytest.raises(openai.BadRequestError) as error:
+        client.fine_tuning.jobs.create(**arguments)
+
+    assert error.value.param == param
+    assert fragment in error.value.message
+    assert client.fine_tuning.jobs.list().data == []
+
+
+def test_model_not_available_code(client: openai.OpenAI, training_file: str) -> None:
+    with pytest.raises(openai.BadRequestError) as error:
+        client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=training_file)
+
+    assert error.value.code == "model_not_available"
+
+
+def test_a_file_of_another_purpose_is_refused(client: openai.OpenAI) -> None:
+    other = client.files.create(file=("notes.txt", b"hello"), purpose="user_data")
+
+    with pytest.raises(openai.BadRequestError) as error:
+        client.fine_tuning.jobs.create(model="tiny-chat", training_file=other.id)
+
+    assert error.value.param == "training_file" and "purpose 'user_data'" in error.value.message
+
+
+def test_list_is_newest_first_paginated_and_filters_on_metadata(
+    client: openai.OpenAI, training_file: str
+) -> None:
+    ids = [
+        client.fine_tuning.jobs.create(
+            model="tiny-chat", training_file=training_file, metadata={"n": str(i % 2)}
+        ).id
+        for i in range(5)
+    ]
+
+    first = client.fine_tuning.jobs.list(limit=2)
+    everything = [job.id for job in client.fine_tuning.jobs.list(limit=2)]
+    odd = [job.id for job in client.fine_tuning.jobs.list(metadata={"n": "1"})]
+
+    assert [j.id for j in first.data] == ids[::-1][:2] and first.has_more is True
+    assert everything == ids[::-1]
+    assert odd == [ids[3], ids[1]]
+
+
+def test_events_paginate_newest_first(client: openai.OpenAI, training_file: str) -> None:
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training_file)
+    client.fine_tuning.jobs.cancel(job.id)
+
+    page = client.fine_tuning.jobs.list_events(job.id, limit=1)
+    everything = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=1)]
+
+    assert page.has_more is True and page.data[0].message == "Fine-tuning job cancelled"
+    assert everything[-1] == f"Created fine-tuning job: {job.id}" and len(everything) == 3
+    assert page.data[0].object == "fine_tuning.job.event" and page.data[0].id.startswith("ftevent-")
+
+
+def test_cancel_before_training_and_twice(client: openai.OpenAI, training_file: str) -> None:
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training_file)
+
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+
+    assert cancelled.status == "cancelled" and cancelled.finished_at is None
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError) as again:
+        client.fine_tuning.jobs.cancel(job.id)
+    assert "already finished with status 'cancelled'" in again.value.message
+
+
+def test_unknown_job(client: openai.OpenAI) -> None:
+    for attempt in (
+        client.fine_tuning.jobs.retrieve,
+        client.fine_tuning.jobs.cancel,
+        client.fine_tuning.jobs.list_events,
+    ):
+        with pytest.raises(openai.NotFoundError) as error:
+            attempt("ftjob-doesnotexist")
+        assert error.value.param == "fine_tuning_job_id"
+
+
+def test_other_projects_jobs_are_invisible(
+    make_client: Callable[..., openai.OpenAI], new_project: Callable[[], IssuedKey]
+) -> None:
+    alice = make_client(new_project().key)
+    bob = make_client(new_project().key)
+    data = alice.files.create(file=("t.jsonl", chat_lines(10)), purpose="fine-tune")
+    job = alice.fine_tuning.jobs.create(model="tiny-chat", training_file=data.id)
+
+    assert bob.fine_tuning.jobs.list().data == []
+    for attempt in (
+        bob.fine_tuning.jobs.retrieve,
+        bob.fine_tuning.jobs.cancel,
+        bob.fine_tuning.jobs.list_events,
+    ):
+        with pytest.raises(openai.NotFoundError):
+            attempt(job.id)
+    with pytest.raises(openai.BadRequestError) as error:
+        bob.fine_tuning.jobs.create(model="tiny-chat", training_file=data.id)
+    assert error.value.param == "training_file"
+    assert alice.fine_tuning.jobs.retrieve(job.id).status == "validating_files"
+
+
+def test_models_lists_the_base_model(client: openai.OpenAI) -> None:
+    models = client.models.list()
+
+    assert "tiny-chat" in [m.id for m in models.data]
+    assert client.models.retrieve("tiny-chat").owned_by == "system"
+    with pytest.raises(openai.NotFoundError) as error:
+        client.models.retrieve("ft:tiny-chat:nobody::abcdefgh")
+    assert error.value.code == "model_not_found"
