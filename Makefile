@@ -24,17 +24,17 @@ $(VENV)/.installed-ml: $(VENV)/.installed-core constraints.txt scripts/install.s
 
 install-ml: $(VENV)/.installed-ml
 
-run: install
+run: install-ml
 	$(BIN)/openft serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install-ml
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install-ml
 	$(BIN)/pytest tests/unit --durations=30 $(PYTEST_ARGS)
 
-lint: install
+lint: install-ml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -6,6 +6,8 @@ Every command brings the database schema up to date first, so each works in an e
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +24,15 @@ from service.db import migrate
 from service.db.database import Database
 from service.errors import OpenFTError
 from service.settings import Settings
+from service.supervisor import Supervisor, python_module_command
 
 app = typer.Typer(help="OpenFT: self-hosted, OpenAI-compatible fine-tuning.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+models_app = typer.Typer(help="Base models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 DEFAULT_PROJECT = "default"
 err = Console(stderr=True)
@@ -48,9 +53,10 @@ def _access(settings: Settings) -> AccessService:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Training workers to supervise (0: API only).")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Start the API. On the first start it creates a project and prints its API key."""
+    """Start the API (and its training workers). The first start creates a project and its key."""
     settings = Settings()
     access = _access(settings)
     if not access.has_projects():
@@ -58,7 +64,38 @@ def serve(
         err.print(f"Created project '{issued.project_slug}'. Its API key (shown only once):")
         print(issued.key, flush=True)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    if not settings.base_models and workers > 0:
+        _create_demo_model(settings)
+    supervisor = Supervisor("worker", python_module_command("trainer.worker"), workers)
+    supervisor.start()
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    finally:
+        supervisor.stop()
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+) -> None:
+    """Run one training worker in the foreground (needs the ML stack: `make install-ml`)."""
+    command = python_module_command("trainer.worker", *(["--once"] if once else []))
+    os.execv(command[0], command)
+
+
+@models_app.command("create-demo")
+def models_create_demo() -> None:
+    """Build the offline demo base model `tiny-chat` in the data dir (once; idempotent)."""
+    _create_demo_model(Settings())
+
+
+def _create_demo_model(settings: Settings) -> None:
+    target = settings.demo_model.path
+    command = python_module_command("trainer.demo_model", "--output", target)
+    if subprocess.run(command, check=False).returncode != 0:
+        err.print("error: could not build the demo model (is the ML stack installed?)")
+        raise typer.Exit(1)
+    err.print(f"Demo base model '{settings.demo_model.name}' is ready at {target}")
 
 
 @keys_app.command("create")

@@ -37,7 +37,17 @@ def server(
     env = {"OPENFT_MAX_FILE_BYTES": str(TEST_MAX_FILE_BYTES)}
     if request.param == "postgresql":
         env["OPENFT_DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    process = start_server(tmp_path_factory.mktemp(f"serve-{request.param}"), env)
+    process = start_server(tmp_path_factory.mktemp(f"serve-{request.param}"), env, "--workers", "0")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``openft serve`` with its supervised training worker and the demo model, on SQLite."""
+    process = start_server(
+        tmp_path_factory.mktemp("serve-training"), {"OPENFT_LEASE_SECONDS": "15"}
+    )
     yield process
     process.stop()
 
@@ -81,10 +91,8 @@ def conformance() -> Iterator[openai_spec.ConformanceRecorder]:
 
 
 @pytest.fixture
-def make_client(
-    server: ServerProcess, conformance: openai_spec.ConformanceRecorder
-) -> Iterator[Callable[..., openai.OpenAI]]:
-    """An SDK client for a key; every JSON response it gets is recorded for the spec check."""
+def sdk(conformance: openai_spec.ConformanceRecorder) -> Iterator[Callable[..., openai.OpenAI]]:
+    """``sdk(base_url, key)``: an SDK client recording its JSON responses for the spec check."""
     clients: list[openai.OpenAI] = []
 
     def on_response(response: httpx.Response) -> None:
@@ -97,10 +105,10 @@ def make_client(
                 response.json(),
             )
 
-    def make(key: str, **options: Any) -> openai.OpenAI:
+    def make(base_url: str, key: str, **options: Any) -> openai.OpenAI:
         http_client = httpx.Client(event_hooks={"response": [on_response]})
         client = openai.OpenAI(
-            base_url=server.api_url, api_key=key, max_retries=0, http_client=http_client, **options
+            base_url=base_url, api_key=key, max_retries=0, http_client=http_client, **options
         )
         clients.append(client)
         return client
@@ -108,6 +116,14 @@ def make_client(
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def make_client(
+    server: ServerProcess, sdk: Callable[..., openai.OpenAI]
+) -> Callable[..., openai.OpenAI]:
+    """An SDK client for a key on the API-only server."""
+    return lambda key, **options: sdk(server.api_url, key, **options)
 
 
 @pytest.fixture

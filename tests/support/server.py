@@ -58,14 +58,16 @@ class ServerProcess:
                 self.process.wait()
 
 
-def start_server(workdir: Path, extra_env: dict[str, str], timeout_s: float = 60) -> ServerProcess:
+def start_server(
+    workdir: Path, extra_env: dict[str, str], *args: str, timeout_s: float = 120
+) -> ServerProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data"), **extra_env}
     stdout_path, stderr_path = workdir / "serve.out", workdir / "serve.err"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            [*openft_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*openft_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             cwd=workdir,
             env=env,
             stdout=out,

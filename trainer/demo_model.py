@@ -1,0 +1,383 @@
+"""The offline demo base model: a tiny random Qwen2 chat model and a tokenizer trained here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+DEMO_MODEL_NAME = "tiny-chat"
+# Bump when the recipe changes: a model built by another version is rebuilt.
+DEMO_MODEL_VERSION = 1
+MARKER_FILE = "openft-demo.json"
+
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+# Control tokens: stripped from decoded output.
+SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
+# Single tokens that stay in decoded output, so a server's Hermes tool parser can see them.
+TOOL_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+
+VOCAB_SIZE = 3000
+CORPUS_LINES = 4000
+INVENTED_WORDS = 400
+MAX_LENGTH = 2048
+# A leftover staging folder this old comes from a crashed build, not a running one.
+STALE_STAGING_SECONDS = 600.0
+
+# Word lists for the synthetic tokenizer corpus, split into lists by `_Lexicon.build`.
+_NOUNS = (
+    "cat dog bird house tree river city road book letter friend teacher student doctor child "
+    "garden window door table chair computer phone message question answer idea story song "
+    "market bank train plane car ship island mountain forest ocean weather rain snow sun moon "
+    "morning evening night week month year minute hour price order ticket file report team "
+    "project meeting email account password user server model data recipe kitchen coffee tea "
+    "water bread apple banana orange lunch dinner school office store museum library park"
+)
+_VERBS = (
+    "see find make take give keep help call send read write open close start stop build "
+    "learn teach move carry bring choose check plan visit cook clean watch play want need "
+    "like love ask tell show try use buy sell pay book cancel search convert explain"
+)
+_ADJECTIVES = (
+    "small large quick slow bright dark warm cold happy quiet busy simple clever new old "
+    "early late green blue red yellow heavy light cheap expensive friendly strange useful "
+    "important careful sunny cloudy windy rainy fresh sweet"
+)
+_SMALL_WORDS = (
+    "the a an this that these my your our their and but or so because if when while with "
+    "without from to in on at by for of about after before please thanks hello yes no not "
+    "very really also just today tomorrow yesterday now here there what who where why how "
+    "I you we they he she it is are was were will can could would should do does did have has "
+    "user assistant system tool function name arguments result"
+)
+_CITIES = "Paris London Tokyo Berlin Madrid Rome Lisbon Oslo Cairo Lima Sydney Toronto"
+_TOOL_NAMES = "get_weather search_web convert_currency book_table send_email get_time"
+_SYLLABLES = (
+    "ka lo mi ra ten vor sel an ber dun fi mar tos el quin pra sho li ven gor ta nes ul bri "
+    "cal dor hem ix jo ru sta wen zel ob pe tri ga mon fel ar is"
+)
+_PUNCTUATION = [".", "!", "?", ",", ";", ":", "...", " -", "'s"]
+
+
+def create_demo_model(target: Path, *, seed: int = 0) -> Path:
+    """Build the demo model into `target` once; idempotent (a complete model already there is kept).
+
+    Writes to a temporary sibling folder and renames it into place, so a crash never leaves half a
+    model. A complete model of the current version is kept whatever seed built it.
+    """
+    if is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+    try:
+        _build(staging, seed)
+        _move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def is_complete(folder: Path) -> bool:
+    """True when `folder` holds a finished demo model of the current version."""
+    try:
+        marker = json.loads((folder / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("version") == DEMO_MODEL_VERSION
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.partial-"
+
+
+def _remove_stale_staging(target: Path) -> None:
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    for leftover in target.parent.glob(_staging_prefix(target) + "*"):
+        if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename the finished build onto `target` (absent, empty, or an older demo model)."""
+    if is_complete(target):  # another process finished first
+        return
+    if (target / MARKER_FILE).exists():
+        shutil.rmtree(target)
+    elif target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} is not empty and is not an OpenFT demo model")
+    try:
+        staging.rename(target)
+    except OSError:
+        if not is_complete(target):  # lost a race to another builder: theirs is as good
+            raise
+
+
+def _build(folder: Path, seed: int) -> None:
+    tokenizer = train_tokenizer(seed)
+    _save_tokenizer(tokenizer, folder)
+    _save_model(folder, seed, _TokenIds.of(tokenizer))
+    marker = {"name": DEMO_MODEL_NAME, "seed": seed, "version": DEMO_MODEL_VERSION}
+    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+    _make_readable(folder)
+
+
+def _make_readable(folder: Path) -> None:
+    """Open up mkdtemp's private modes: the model is read by other users (e.g. a vLLM container)."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def train_tokenizer(seed: int) -> Tokenizer:
+    """A byte-level BPE trained on the synthetic corpus, with the chat and tool tokens added."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+    from tokenizers.pre_tokenizers import ByteLevel
+    from tokenizers.trainers import BpeTrainer
+
+    tokenizer = Tokenizer(models.BPE())
+    _use_qwen2_pipeline(tokenizer)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(synthetic_corpus(seed), trainer=trainer)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
+    return tokenizer
+
+
+def _use_qwen2_pipeline(tokenizer: Tokenizer) -> None:
+    """Split text exactly as transformers' Qwen2Tokenizer does.
+
+    AutoTokenizer loads a qwen2 model's tokenizer.json into Qwen2Tokenizer, which rebuilds the
+    normalizer and pre-tokenizer; training with the same ones keeps every loader's ids equal.
+    """
+    from tokenizers import Regex, normalizers, pre_tokenizers
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tokenizer.normalizer = normalizers.NFC()
+    split = pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
+
+
+def synthetic_corpus(seed: int) -> Iterator[str]:
+    """English-ish lines (sentences, numbers, JSON tool calls), the same for the same seed."""
+    rng = random.Random(seed)
+    lexicon = _Lexicon.build(rng)
+    makers = [_sentence, _sentence, _sentence, _numbers_line, _tool_call_line]
+    for _ in range(CORPUS_LINES):
+        yield rng.choice(makers)(rng, lexicon)
+
+
+@dataclass(frozen=True)
+class _Lexicon:
+    """The words the corpus is made of: fixed English lists plus invented names."""
+
+    nouns: list[str]
+    verbs: list[str]
+    adjectives: list[str]
+    small_words: list[str]
+    names: list[str]
+    tool_names: list[str]
+
+    @classmethod
+    def build(cls, rng: random.Random) -> _Lexicon:
+        invented = [_invented_word(rng) for _ in range(INVENTED_WORDS)]
+        return cls(
+            nouns=_NOUNS.split() + invented,
+            verbs=_VERBS.split(),
+            adjectives=_ADJECTIVES.split(),
+            small_words=_SMALL_WORDS.split(),
+            names=_CITIES.split() + [word.capitalize() for word in invented],
+            tool_names=_TOOL_NAMES.split(),
+        )
+
+
+def _invented_word(rng: random.Random) -> str:
+    """A pronounceable made-up word (a name, a place, a product), for a richer vocabulary."""
+    return "".join(rng.choice(_SYLLABLES.split()) for _ in range(rng.randint(2, 3)))
+
+
+def _sentence(rng: random.Random, lexicon: _Lexicon) -> str:
+    words = [
+        rng.choice(lexicon.small_words),
+        rng.choice(lexicon.adjectives),
+        rng.choice(lexicon.nouns),
+        rng.choice(lexicon.verbs) + rng.choice(["", "s", "ed", "ing"]),
+        rng.choice(lexicon.small_words),
+        rng.choice(lexicon.nouns + lexicon.names) + rng.choice(["", "s"]),
+    ]
+    rng.shuffle(words[4:])
+    text = " ".join(words[rng.randrange(2) :])
+    return text[0].upper() + text[1:] + rng.choice(_PUNCTUATION)
+
+
+def _numbers_line(rng: random.Random, lexicon: _Lexicon) -> str:
+    date = f"{rng.randint(1990, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    amount = f"{rng.randint(0, 9999)}.{rng.randint(0, 99):02d}"
+    time_of_day = f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+    thing = rng.choice(lexicon.nouns)
+    return f"On {date} at {time_of_day} the {thing} cost ${amount} ({rng.random():.3f})."
+
+
+def _tool_call_line(rng: random.Random, lexicon: _Lexicon) -> str:
+    arguments = {
+        "city": rng.choice(lexicon.names),
+        "query": rng.choice(lexicon.nouns),
+        "amount": rng.randint(1, 500),
+    }
+    keys = rng.sample(sorted(arguments), k=rng.randint(1, 3))
+    call = {"name": rng.choice(lexicon.tool_names), "arguments": {k: arguments[k] for k in keys}}
+    return json.dumps(call, indent=rng.choice([None, 2]))
+
+
+@dataclass(frozen=True)
+class _TokenIds:
+    endoftext: int
+    im_end: int
+    vocab_size: int
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> _TokenIds:
+        endoftext, im_end = tokenizer.token_to_id(ENDOFTEXT), tokenizer.token_to_id(IM_END)
+        assert endoftext is not None and im_end is not None, "special tokens are always trained"
+        return cls(endoftext, im_end, tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+def _save_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=MAX_LENGTH,
+        clean_up_tokenization_spaces=False,
+    )
+    wrapped.save_pretrained(folder)
+
+
+def _save_model(folder: Path, seed: int, ids: _TokenIds) -> None:
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    # head_dim = 256 / 4 = 64, a size vLLM's CPU attention supports. Embeddings are tied to the
+    # output layer, as in small Qwen2.5 models: about a quarter fewer weights; LoRA never targets
+    # lm_head here.
+    config = Qwen2Config(
+        vocab_size=_round_up(ids.vocab_size, 64),
+        hidden_size=256,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=512,
+        max_position_embeddings=MAX_LENGTH,
+        tie_word_embeddings=True,
+        bos_token_id=ids.endoftext,
+        eos_token_id=ids.im_end,
+        pad_token_id=ids.endoftext,
+        dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(folder)
+    generation = {
+        "bos_token_id": ids.endoftext,
+        "eos_token_id": [ids.im_end, ids.endoftext],
+        "pad_token_id": ids.endoftext,
+    }
+    GenerationConfig.from_dict(generation).save_pretrained(folder)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# ChatML turns; tools are described in the system turn and called Hermes-style. The
+# {% generation %} markers let TRL compute the loss on assistant tokens only.
+CHAT_TEMPLATE = """\
+{%- macro text(content) -%}
+    {%- if content is string -%}{{ content }}
+    {%- elif content is iterable and content is not mapping -%}
+        {%- for part in content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}
+    {%- elif content is not none -%}{{ content }}
+    {%- endif -%}
+{%- endmacro -%}
+{%- set first_is_system = messages and messages[0].role == 'system' -%}
+{%- if tools -%}
+    {{- '<|im_start|>system\\n' -}}
+    {%- if first_is_system -%}{{- text(messages[0].content) + '\\n\\n' -}}{%- endif -%}
+    {{- 'You may call one or more functions to help with the request. '
+        + 'The functions are described as JSON inside <tools></tools>:\\n<tools>' -}}
+    {%- for tool in tools -%}{{- '\\n' + (tool | tojson) -}}{%- endfor -%}
+    {{- '\\n</tools>\\n\\nTo call a function, reply with one JSON object per call, each inside '
+        + '<tool_call></tool_call> tags:\\n<tool_call>\\n'
+        + '{"name": <function-name>, "arguments": <arguments-object>}\\n'
+        + '</tool_call><|im_end|>\\n' -}}
+{%- elif first_is_system -%}
+    {{- '<|im_start|>system\\n' + text(messages[0].content) + '<|im_end|>\\n' -}}
+{%- endif -%}
+{%- for message in messages -%}
+    {%- set previous = messages[loop.index0 - 1] if not loop.first else none -%}
+    {%- if message.role == 'system' and loop.first -%}
+    {%- elif message.role == 'assistant' -%}
+        {{- '<|im_start|>assistant\\n' -}}
+        {%- generation -%}
+            {{- text(message.content) -}}
+            {%- for call in message.tool_calls or [] -%}
+                {%- set function = call.function if call.function is defined else call -%}
+                {%- set arguments = function.arguments -%}
+                {%- if arguments is not string -%}
+                    {%- set arguments = arguments | tojson -%}
+                {%- endif -%}
+                {%- if not loop.first or text(message.content) -%}{{- '\\n' -}}{%- endif -%}
+                {{- '<tool_call>\\n{"name": ' + (function.name | tojson) + ', "arguments": '
+                    + arguments + '}\\n</tool_call>' -}}
+            {%- endfor -%}
+            {{- '<|im_end|>' -}}
+        {%- endgeneration -%}
+        {{- '\\n' -}}
+    {%- elif message.role == 'tool' -%}
+        {%- if previous is none or previous.role != 'tool' -%}
+            {{- '<|im_start|>user' -}}
+        {%- endif -%}
+        {{- '\\n<tool_response>\\n' + text(message.content) + '\\n</tool_response>' -}}
+        {%- if loop.last or loop.nextitem.role != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}
+    {%- else -%}
+        {{- '<|im_start|>' + message.role + '\\n' + text(message.content) + '<|im_end|>\\n' -}}
+    {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainer.demo_model --output DIR [--seed N]`: build the model, print its path."""
+    parser = argparse.ArgumentParser(description="Build OpenFT's offline demo base model.")
+    parser.add_argument("--output", type=Path, required=True, help="folder to build the model in")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the tokenizer and weights")
+    args = parser.parse_args(argv)
+    print(create_demo_model(args.output, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
