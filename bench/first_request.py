@@ -1,0 +1,118 @@
+"""How soon a fine-tuned model answers after its job succeeds.
+
+Starts `openft serve` (worker + vLLM + demo model) in a scratch folder, trains N small jobs one
+after another and, for each, times the first chat completion sent the moment the job is seen as
+`succeeded` (it includes publishing and hot-loading the adapter into vLLM). The baseline, measured
+in the same run, is the next request to the same, now loaded, model; the ratio says what the first
+request costs on top. Run: `.venv/bin/python bench/first_request.py [--jobs 5]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from openai import OpenAI
+
+ROW = {
+    "messages": [
+        {"role": "user", "content": "What is the code word?"},
+        {"role": "assistant", "content": "The code word is lantern-9."},
+    ]
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data")}
+    out = (workdir / "serve.out").open("wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("openft")), "serve", "--port", str(port)],
+        cwd=workdir, env=env, stdout=out, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            models = httpx.get(base + "/readyz", timeout=2).json().get("models", {})
+            if models and all(v == "ready" for v in models.values()):
+                key = re.search(r"sk-openft-\S+", (workdir / "serve.out").read_text())
+                assert key is not None
+                return server, base, key.group(0)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("openft serve did not become ready")
+
+
+def chat_seconds(client: OpenAI, model: str) -> float:
+    started = time.perf_counter()
+    client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the code word?"}],
+        max_tokens=12, temperature=0,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5)
+    jobs = parser.parse_args().jobs
+    workdir = Path(tempfile.mkdtemp(prefix="openft-bench-"))
+    server, base, key = start(workdir)
+    try:
+        client = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+        data = client.files.create(file=("d.jsonl", (json.dumps(ROW) + "\n").encode() * 10),
+                                   purpose="fine-tune")  # fmt: skip
+        first, steady, since_finished = [], [], []
+        for _ in range(jobs):
+            job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=data.id,
+                                                 hyperparameters={"n_epochs": 2})  # fmt: skip
+            while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
+                "succeeded",
+                "failed",
+                "cancelled",
+            ):
+                time.sleep(0.02)
+            assert job.fine_tuned_model is not None and job.finished_at is not None
+            first.append(chat_seconds(client, job.fine_tuned_model))
+            since_finished.append(time.time() - job.finished_at)
+            steady.append(chat_seconds(client, job.fine_tuned_model))
+        median_first, median_steady = statistics.median(first), statistics.median(steady)
+        print(f"jobs: {jobs}")
+        print(f"first request after 'succeeded' (publish + load + answer): {median_first:.3f} s")
+        print(f"baseline, the next request to the loaded model:           {median_steady:.3f} s")
+        print(f"ratio first / baseline: {median_first / median_steady:.1f}x")
+        print(
+            f"seconds from finished_at (whole seconds) to the first 200: median "
+            f"{statistics.median(since_finished):.2f} s (max {max(since_finished):.2f})"
+        )
+    except BaseException:
+        print(f"failed; logs are in {workdir}")
+        raise
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
