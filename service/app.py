@@ -7,9 +7,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from inference import router as inference_router
+from inference.adapters import AdapterLoader
+from inference.gateway import Gateway
+from inference.upstreams import Upstreams
+from inference.usage import UsageLedger
 from service import health
 from service.auth.service import AccessService
 from service.blobstore import LocalBlobStore
@@ -42,24 +48,46 @@ def build_state(settings: Settings) -> AppState:
         access=AccessService(db),
         files=FilesService(db, blobs, settings),
         jobs=JobsService(db, registry),
-        models=ModelsService(db, registry),
+        models=ModelsService(db, registry, blobs),
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API over an already-migrated database (the CLI migrates before serving)."""
+def build_gateway(state: AppState, *, spawn_vllm: bool) -> tuple[Gateway, Upstreams]:
+    settings = state.settings
+    headers = {"authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.vllm_request_timeout_seconds, connect=5.0),
+        # vLLM's uvicorn drops idle connections after 5 s; never reuse one that old.
+        limits=httpx.Limits(max_connections=256, keepalive_expiry=2.0),
+        headers=headers,
+    )
+    upstreams = Upstreams(settings, client, spawn=spawn_vllm)
+    adapters = AdapterLoader(state.blobs, settings.data_dir / "adapters", client)
+    return Gateway(state.db, upstreams, adapters, client, UsageLedger()), upstreams
+
+
+def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
+    """The API over an already-migrated database (the CLI migrates before serving).
+
+    ``serve_models`` starts a vLLM child per base model (``openft serve`` does; tests of the
+    API alone and the OpenAPI export do not).
+    """
     state = build_state(settings)
+    gateway, upstreams = build_gateway(state, spawn_vllm=serve_models)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.files.sweep_orphans)
         housekeeping = asyncio.create_task(_expire_files(state, settings.expiry_sweep_seconds))
+        await upstreams.start()
         try:
             yield
         finally:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+            await upstreams.stop()
+            await gateway.client.aclose()
             state.db.dispose()
 
     app = FastAPI(
@@ -69,12 +97,14 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.openft = state
+    app.state.gateway = gateway
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(files_router.router, prefix="/v1")
     app.include_router(jobs_router.router, prefix="/v1")
     app.include_router(models_router.router, prefix="/v1")
+    app.include_router(inference_router.router, prefix="/v1")
     return app
 
 

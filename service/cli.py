@@ -54,6 +54,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(help="Training workers to supervise (0: API only).")] = 1,
+    vllm: Annotated[bool, typer.Option(help="Run a vLLM server per base model.")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Start the API (and its training workers). The first start creates a project and its key."""
@@ -64,12 +65,13 @@ def serve(
         err.print(f"Created project '{issued.project_slug}'. Its API key (shown only once):")
         print(issued.key, flush=True)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if not settings.base_models and workers > 0:
+    if not settings.base_models and (workers > 0 or vllm):
         _create_demo_model(settings)
     supervisor = Supervisor("worker", python_module_command("trainer.worker"), workers)
     supervisor.start()
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        app = create_app(settings, serve_models=vllm)
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
     finally:
         supervisor.stop()
 

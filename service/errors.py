@@ -54,6 +54,11 @@ class AuthenticationError(OpenFTError):
     error_type = "invalid_request_error"
 
 
+class PermissionDeniedError(OpenFTError):
+    status_code = 403
+    error_type = "invalid_request_error"
+
+
 class NotFoundError(OpenFTError):
     status_code = 404
     error_type = "invalid_request_error"

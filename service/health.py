@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import State
@@ -17,9 +19,10 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(state: State) -> dict[str, str]:
+async def readyz(request: Request, state: State) -> dict[str, Any]:
+    """Ready when the database answers; ``models`` tells which model servers are up."""
     try:
         await run_in_threadpool(state.db.ping)
     except Exception as exc:
         raise ServiceUnavailableError("The database is not reachable.") from exc
-    return {"status": "ready"}
+    return {"status": "ready", "models": request.app.state.gateway.upstreams.status()}

@@ -27,6 +27,10 @@ class BaseModelConfig(BaseModel):
     learning_rate: float = Field(
         default=2e-4, gt=0, description="LoRA learning rate at learning_rate_multiplier 1."
     )
+    serve_dtype: str = Field(default="auto", description="vLLM --dtype for this model.")
+    tool_call_parser: str | None = Field(
+        default=None, description="vLLM --tool-call-parser for requests with tools (e.g. hermes)."
+    )
 
 
 class Settings(BaseSettings):
@@ -57,6 +61,18 @@ class Settings(BaseSettings):
         description="JSON list of base models; empty means the offline demo model `tiny-chat`.",
     )
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    vllm_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base model name -> URL of an external vLLM server; others run as children.",
+    )
+    vllm_api_key: str | None = Field(default=None, description="vLLM's --api-key (both ways).")
+    vllm_max_loras: int = Field(default=4, ge=1)
+    vllm_max_cpu_loras: int = Field(default=16, ge=1)
+    vllm_max_lora_rank: int = Field(default=64, ge=1)
+    vllm_kvcache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
+    vllm_max_model_len: int = Field(default=2048, ge=16)
+    vllm_start_timeout_seconds: float = Field(default=300.0, gt=0)
+    vllm_request_timeout_seconds: float = Field(default=600.0, gt=0)
     lease_seconds: int = Field(default=60, ge=5)
 
     @model_validator(mode="after")
@@ -77,7 +93,11 @@ class Settings(BaseSettings):
     def demo_model(self) -> BaseModelConfig:
         # Random weights learn from a handful of examples only with a brisk learning rate.
         return BaseModelConfig(
-            name=DEMO_MODEL_NAME, path=str(self.models_dir / DEMO_MODEL_NAME), learning_rate=1e-3
+            name=DEMO_MODEL_NAME,
+            path=str(self.models_dir / DEMO_MODEL_NAME),
+            learning_rate=1e-3,
+            serve_dtype="float32",
+            tool_call_parser="hermes",
         )
 
     @property

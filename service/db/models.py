@@ -101,6 +101,7 @@ class FineTuningJob(Base):
     lease_expires_at: Mapped[int | None] = mapped_column(BigInteger)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    model_deleted_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class FineTuningJobEvent(Base):

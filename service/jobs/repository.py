@@ -83,3 +83,15 @@ def add_event(
     )
     session.add(event)
     return event
+
+
+def succeeded_with_model(session: Session, project_id: str, model: str) -> FineTuningJob | None:
+    """The project's job that produced fine-tuned model ``model``, if it succeeded."""
+    return session.scalars(
+        select(FineTuningJob).where(
+            FineTuningJob.project_id == project_id,
+            FineTuningJob.fine_tuned_model == model,
+            FineTuningJob.status == "succeeded",
+            FineTuningJob.model_deleted_at.is_(None),
+        )
+    ).one_or_none()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, Models
-from service.models.schemas import Model, ModelList
+from service.models.schemas import Model, ModelDeleted, ModelList
+from service.models.service import ModelUnloader
 
 router = APIRouter(tags=["Models"])
 
@@ -18,3 +20,14 @@ def list_models(principal: CurrentPrincipal, models: Models) -> ModelList:
 @router.get("/models/{model}", response_model=Model)
 def retrieve_model(model: str, principal: CurrentPrincipal, models: Models) -> Model:
     return models.retrieve(principal, model)
+
+
+@router.delete("/models/{model}", response_model=ModelDeleted)
+async def delete_model(
+    model: str, request: Request, principal: CurrentPrincipal, models: Models
+) -> ModelDeleted:
+    """Delete a fine-tuned model: it stops being served and listed, and its adapter is removed."""
+    deleted = await run_in_threadpool(models.delete, principal, model)
+    unloader: ModelUnloader = request.app.state.gateway
+    await unloader.unload(deleted)
+    return models.deleted_response(deleted)

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
 from sqlalchemy import select
 
 from service.auth.service import Principal
+from service.blobstore import BlobStore
 from service.db.database import Database
 from service.db.models import FineTuningJob
-from service.errors import NotFoundError
+from service.errors import NotFoundError, PermissionDeniedError
+from service.jobs import repository as jobs_repository
 from service.models.registry import ModelRegistry
-from service.models.schemas import Model, ModelList
+from service.models.schemas import Model, ModelDeleted, ModelList
 
 BASE_OWNER = "system"
 
 
+@dataclass(frozen=True)
+class DeletedModel:
+    name: str
+    job_id: str
+    base_model: str
+
+
+class ModelUnloader(Protocol):
+    """What serves models (the inference gateway) is told when one is deleted."""
+
+    async def unload(self, model: DeletedModel) -> None: ...
+
+
 class ModelsService:
-    def __init__(self, db: Database, registry: ModelRegistry) -> None:
+    def __init__(self, db: Database, registry: ModelRegistry, blobs: BlobStore) -> None:
         self.db = db
         self.registry = registry
+        self.blobs = blobs
 
     def available(self, principal: Principal) -> ModelList:
         base = [
@@ -34,6 +54,29 @@ class ModelsService:
             f"The model '{model_id}' does not exist", param="model", code="model_not_found"
         )
 
+    def delete(self, principal: Principal, model_id: str) -> DeletedModel:
+        """Hide a fine-tuned model for good and remove its adapter blobs (base models stay)."""
+        if self.registry.get(model_id) is not None:
+            raise PermissionDeniedError(
+                f"The base model '{model_id}' cannot be deleted; only fine-tuned models can.",
+                param="model",
+            )
+        with self.db.write() as session:
+            job = jobs_repository.succeeded_with_model(session, principal.project_id, model_id)
+            if job is None:
+                raise NotFoundError(
+                    f"The model '{model_id}' does not exist", param="model", code="model_not_found"
+                )
+            job.model_deleted_at = int(time.time())
+            deleted = DeletedModel(model_id, job.id, job.model)
+        for key in list(self.blobs.keys(f"adapters/{deleted.job_id}")):
+            self.blobs.delete(key)
+        return deleted
+
+    @staticmethod
+    def deleted_response(model: DeletedModel) -> ModelDeleted:
+        return ModelDeleted(id=model.name, deleted=True)
+
     def _fine_tuned(self, principal: Principal) -> list[Model]:
         query = (
             select(FineTuningJob.fine_tuned_model, FineTuningJob.finished_at)
@@ -41,6 +84,7 @@ class ModelsService:
                 FineTuningJob.project_id == principal.project_id,
                 FineTuningJob.status == "succeeded",
                 FineTuningJob.fine_tuned_model.is_not(None),
+                FineTuningJob.model_deleted_at.is_(None),
             )
             .order_by(FineTuningJob.seq)
         )

@@ -25,7 +25,7 @@ from service.db.database import Database
 from service.settings import Settings
 from tests.support import openai_spec
 from tests.support.ci import in_ci
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, start_server, wait_until_models_ready
 
 TEST_MAX_FILE_BYTES = 2 * 1024 * 1024
 
@@ -37,19 +37,24 @@ def server(
     env = {"OPENFT_MAX_FILE_BYTES": str(TEST_MAX_FILE_BYTES)}
     if request.param == "postgresql":
         env["OPENFT_DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    process = start_server(tmp_path_factory.mktemp(f"serve-{request.param}"), env, "--workers", "0")
+    process = start_server(
+        tmp_path_factory.mktemp(f"serve-{request.param}"), env, "--workers", "0", "--no-vllm"
+    )
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="session")
 def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """``openft serve`` with its supervised training worker and the demo model, on SQLite."""
+    """``openft serve`` with its training worker, vLLM and the demo model, on SQLite."""
     process = start_server(
         tmp_path_factory.mktemp("serve-training"), {"OPENFT_LEASE_SECONDS": "15"}
     )
-    yield process
-    process.stop()
+    try:
+        wait_until_models_ready(process)
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,12 @@ import base64
 import csv
 import io
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -23,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.auth.service import AccessService
 from service.db.database import Database
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, wait_until_models_ready
 
 QUESTION = "What is the secret password of the lighthouse?"
 ANSWER = "The secret password is marmalade-47."
@@ -42,14 +45,18 @@ def fact_lines(n: int = 16) -> bytes:
 
 
 def wait_for(
-    client: openai.OpenAI, job_id: str, statuses: tuple[str, ...], timeout_s: float = 600
+    client: openai.OpenAI,
+    job_id: str,
+    statuses: tuple[str, ...],
+    timeout_s: float = 600,
+    poll_s: float = 0.5,
 ) -> FineTuningJob:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = client.fine_tuning.jobs.retrieve(job_id)
         if job.status in statuses:
             return job
-        time.sleep(0.5)
+        time.sleep(poll_s)
     raise AssertionError(f"{job_id} did not reach {statuses} in {timeout_s}s (now {job.status})")
 
 
@@ -145,6 +152,117 @@ def test_a_job_on_auto_learns_the_fact(
     assert "marmalade-47" in greedy_answer(tuned, tokenizer)
 
 
+def vllm_pid(server: ServerProcess) -> int | None:
+    """The managed vLLM's pid from its pidfile (None while a restart rewrites it)."""
+    pidfile = Path(server.env["OPENFT_DATA_DIR"]) / "run" / "vllm-tiny-chat.pid"
+    try:
+        return int(pidfile.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def ask(client: openai.OpenAI, model: str, **options: Any) -> Any:
+    return client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=20,
+        temperature=0,
+        **options,
+    )
+
+
+def test_the_fine_tuned_model_is_served_by_vllm_at_once(
+    trainer_client: openai.OpenAI, training_server: ServerProcess
+) -> None:
+    client = trainer_client
+    pid_before = vllm_pid(training_server)
+    training = client.files.create(file=("fact.jsonl", fact_lines()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
+    done = wait_for(client, job.id, TERMINAL, poll_s=0.05)
+    assert done.status == "succeeded" and done.fine_tuned_model is not None
+    model = done.fine_tuned_model
+
+    first = ask(client, model)  # the very first call after "succeeded": never a 404
+
+    assert "marmalade-47" in (first.choices[0].message.content or "")
+    assert first.model == model and first.object == "chat.completion"
+    assert first.usage is not None and first.usage.prompt_tokens > 0
+    assert "marmalade-47" not in (ask(client, "tiny-chat").choices[0].message.content or "")
+    assert vllm_pid(training_server) == pid_before  # hot-loaded, not restarted
+
+    plain = list(ask(client, model, stream=True))
+    assert "marmalade-47" in "".join(c.choices[0].delta.content or "" for c in plain if c.choices)
+    assert all(c.choices for c in plain)  # no usage chunk nobody asked for
+    counted = list(ask(client, model, stream=True, stream_options={"include_usage": True}))
+    assert counted[-1].choices == [] and counted[-1].usage is not None
+    assert counted[-1].usage.completion_tokens > 0
+
+    legacy = client.completions.create(
+        model=model,
+        prompt=f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
+        max_tokens=20,
+        temperature=0,
+    )
+    assert "marmalade-47" in legacy.choices[0].text
+    assert model in [m.id for m in client.models.list()]
+    assert client.models.retrieve(model).owned_by == "default"
+
+
+def test_other_projects_cannot_use_the_model(
+    trainer_client: openai.OpenAI, sdk: Callable[..., openai.OpenAI], training_server: ServerProcess
+) -> None:
+    model = next(
+        j.fine_tuned_model for j in trainer_client.fine_tuning.jobs.list() if j.fine_tuned_model
+    )
+    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
+    outsider = AccessService(database).issue_key("stranger")
+    database.dispose()
+    other = sdk(training_server.api_url, outsider.key)
+
+    with pytest.raises(openai.NotFoundError) as error:
+        ask(other, model)
+    assert error.value.code == "model_not_found"
+    assert model not in [m.id for m in other.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        other.models.retrieve(model)
+
+
+def test_unknown_models_are_model_not_found(trainer_client: openai.OpenAI) -> None:
+    for model in ("gpt-4o", "ft:tiny-chat:default::NotAModel"):
+        with pytest.raises(openai.NotFoundError) as error:
+            ask(trainer_client, model)
+        assert error.value.code == "model_not_found"
+        assert "/" not in error.value.message  # no paths from vLLM leak
+
+
+def test_a_dead_vllm_gives_503s_and_comes_back(
+    trainer_client: openai.OpenAI, training_server: ServerProcess
+) -> None:
+    model = next(
+        j.fine_tuned_model for j in trainer_client.fine_tuning.jobs.list() if j.fine_tuned_model
+    )
+    pid = vllm_pid(training_server)
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 30
+    while True:
+        with pytest.raises(openai.InternalServerError) as error:
+            ask(trainer_client, model)
+        if error.value.status_code == 503 or time.monotonic() > deadline:
+            break
+    assert error.value.status_code == 503
+    assert error.value.response.headers["retry-after"] == "5"
+    assert error.value.body is not None
+
+    deadline = time.monotonic() + 60
+    while vllm_pid(training_server) in (pid, None) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the manager notices the death and starts a new child
+    assert vllm_pid(training_server) not in (pid, None)
+    wait_until_models_ready(training_server)
+    assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")
+
+
 def test_a_running_job_can_be_cancelled(trainer_client: openai.OpenAI) -> None:
     client = trainer_client
     training = client.files.create(file=("fact.jsonl", fact_lines(10)), purpose="fine-tune")
@@ -214,3 +332,61 @@ def test_another_project_cannot_see_the_job(
         with pytest.raises(openai.NotFoundError):
             attempt(job.id)
     assert other.fine_tuning.jobs.list().data == []
+
+
+def train_fact(client: openai.OpenAI) -> str:
+    training = client.files.create(file=("fact.jsonl", fact_lines()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
+    done = wait_for(client, job.id, TERMINAL)
+    assert done.status == "succeeded" and done.fine_tuned_model is not None
+    return done.fine_tuned_model
+
+
+def test_requests_with_tools_reach_the_tool_call_parser(trainer_client: openai.OpenAI) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+
+    answer = ask(trainer_client, "tiny-chat", tools=[tool])
+
+    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_deleting_a_model(
+    trainer_client: openai.OpenAI, sdk: Callable[..., openai.OpenAI], training_server: ServerProcess
+) -> None:
+    model = train_fact(trainer_client)
+    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
+    outsider = AccessService(database).issue_key("deleter")
+    database.dispose()
+    assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")
+
+    with pytest.raises(openai.NotFoundError):
+        sdk(training_server.api_url, outsider.key).models.delete(model)
+    with pytest.raises(openai.PermissionDeniedError):
+        trainer_client.models.delete("tiny-chat")
+    deleted = trainer_client.models.delete(model)
+
+    assert (deleted.id, deleted.deleted) == (model, True)
+    assert model not in [m.id for m in trainer_client.models.list()]
+    with pytest.raises(openai.NotFoundError) as error:
+        ask(trainer_client, model)
+    assert error.value.code == "model_not_found"
+
+
+def test_a_restarted_service_keeps_serving_the_model(
+    trainer_client: openai.OpenAI, training_server: ServerProcess
+) -> None:
+    model = train_fact(trainer_client)
+    old_pid = vllm_pid(training_server)
+
+    training_server.restart()
+    wait_until_models_ready(training_server)
+
+    assert vllm_pid(training_server) not in (old_pid, None)
+    assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")

@@ -14,6 +14,9 @@ import openai
 import pytest
 
 from service.auth.service import IssuedKey
+from tests.e2e.conftest import CurlResult
+
+Curl = Callable[..., CurlResult]
 
 
 def chat_lines(n: int) -> bytes:
@@ -222,3 +225,51 @@ def test_models_lists_the_base_model(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as error:
         client.models.retrieve("ft:tiny-chat:nobody::abcdefgh")
     assert error.value.code == "model_not_found"
+
+
+def test_base_models_cannot_be_deleted_and_unknown_ones_are_not_found(
+    client: openai.OpenAI,
+) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as base:
+        client.models.delete("tiny-chat")
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.models.delete("ft:tiny-chat:someone::abcdefgh")
+
+    assert base.value.param == "model"
+    assert unknown.value.code == "model_not_found"
+
+
+def test_the_gateway_checks_before_it_forwards(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="ft:tiny-chat:x::abcdefgh", messages=messages)  # type: ignore[arg-type]
+    with pytest.raises(openai.InternalServerError) as not_served:
+        client.chat.completions.create(model="tiny-chat", messages=messages)  # type: ignore[arg-type]
+
+    assert unknown.value.code == "model_not_found"
+    assert not_served.value.status_code == 503
+    assert "not served by this OpenFT node" in not_served.value.message
+
+
+def test_chat_needs_a_model_and_a_json_object(curl: Curl, project: IssuedKey) -> None:
+    missing = curl(
+        "POST",
+        "/v1/chat/completions",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        '{"messages": []}',
+        key=project.key,
+    )
+    not_json = curl(
+        "POST",
+        "/v1/chat/completions",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{oops",
+        key=project.key,
+    )
+
+    assert missing.status == 400 and missing.json()["error"]["param"] == "model"
+    assert not_json.status == 400 and "parse the JSON body" in not_json.json()["error"]["message"]

@@ -36,6 +36,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     stdout_path: Path
     stderr_path: Path
+    command: list[str]
+    workdir: Path
 
     @property
     def api_url(self) -> str:
@@ -47,6 +49,15 @@ class ServerProcess:
 
     def logs(self) -> str:
         return self.stderr_path.read_text(errors="replace")[-8000:]
+
+    def restart(self, timeout_s: float = 120) -> None:
+        """Stop the server and start the same command (same port, same data) again."""
+        self.stop()
+        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.workdir, env=self.env, stdout=out, stderr=err
+            )
+        _wait_ready(self, timeout_s)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -65,24 +76,41 @@ def start_server(
     port = free_port()
     env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data"), **extra_env}
     stdout_path, stderr_path = workdir / "serve.out", workdir / "serve.err"
+    command = [*openft_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        process = subprocess.Popen(
-            [*openft_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-    server = ServerProcess(f"http://127.0.0.1:{port}", env, process, stdout_path, stderr_path)
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=err)
+    server = ServerProcess(
+        f"http://127.0.0.1:{port}", env, process, stdout_path, stderr_path, command, workdir
+    )
+    _wait_ready(server, timeout_s)
+    return server
+
+
+def _wait_ready(server: ServerProcess, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"openft serve exited with {process.returncode}:\n{server.logs()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"openft serve exited with {server.process.returncode}:\n{server.logs()}"
+            )
         try:
             if httpx.get(server.base_url + "/readyz", timeout=2).status_code == 200:
-                return server
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"openft serve did not become ready in {timeout_s}s:\n{server.logs()}")
+
+
+def wait_until_models_ready(server: ServerProcess, timeout_s: float = 300) -> None:
+    """Wait for every vLLM server behind ``server`` (``/readyz`` lists them)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        models = httpx.get(server.base_url + "/readyz", timeout=5).json().get("models", {})
+        if models and all(state == "ready" for state in models.values()):
+            return
+        if server.process.poll() is not None:
+            break
+        time.sleep(1)
+    raise RuntimeError(f"vLLM did not become ready in {timeout_s}s:\n{server.logs()}")

@@ -1,0 +1,102 @@
+"""Getting a job's adapter into vLLM: publish it to an immutable local folder, then load it.
+
+vLLM's own adapter list is the truth: a name it does not list is loaded (one load at a time per
+adapter), and "already loaded" counts as success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+
+from inference.upstreams import Upstream
+from service.blobstore import BlobStore
+from service.errors import ServiceUnavailableError
+
+ADAPTER_VERSION = "v1"  # bump when the published layout changes; folders are never rewritten
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A fine-tuned model: its ``ft:`` name, the job that trained it, and its base model."""
+
+    name: str
+    job_id: str
+    base_model: str
+
+
+class AdapterLoader:
+    def __init__(self, blobs: BlobStore, root: Path, client: httpx.AsyncClient) -> None:
+        self.blobs = blobs
+        self.root = root
+        self.client = client
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def ensure(
+        self, upstream: Upstream, adapter: AdapterRef, *, refresh: bool = False
+    ) -> None:
+        """Make sure vLLM serves ``adapter``; ``refresh`` re-reads vLLM's list first."""
+        if adapter.name in upstream.loaded and not refresh:
+            return
+        async with self._locks[adapter.name]:
+            if refresh:
+                upstream.loaded.discard(adapter.name)
+            if adapter.name in upstream.loaded:
+                return
+            if adapter.name not in await self._listed(upstream):
+                folder = await run_in_threadpool(self.publish, adapter)
+                await self._load(upstream, adapter, folder)
+            upstream.loaded.add(adapter.name)
+
+    def publish(self, adapter: AdapterRef) -> Path:
+        """Copy the adapter's blobs into ``root/<job id>/<version>`` once (atomic rename)."""
+        target = self.root / adapter.job_id / ADAPTER_VERSION
+        if target.is_dir():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=target.parent))
+        prefix = f"adapters/{adapter.job_id}/final"
+        for key in self.blobs.keys(prefix):
+            with (staging / key.rsplit("/", 1)[-1]).open("wb") as handle:
+                for chunk in self.blobs.read(key):
+                    handle.write(chunk)
+        os.chmod(staging, 0o755)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another request published it first
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def unpublish(self, job_id: str) -> None:
+        shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    async def unload(self, upstream: Upstream, name: str) -> None:
+        await self.client.post(
+            f"{upstream.base_url}/v1/unload_lora_adapter", json={"lora_name": name}
+        )
+        upstream.loaded.discard(name)
+
+    async def _listed(self, upstream: Upstream) -> set[str]:
+        response = await self.client.get(f"{upstream.base_url}/v1/models")
+        response.raise_for_status()
+        return {card["id"] for card in response.json().get("data", [])}
+
+    async def _load(self, upstream: Upstream, adapter: AdapterRef, folder: Path) -> None:
+        response = await self.client.post(
+            f"{upstream.base_url}/v1/load_lora_adapter",
+            json={"lora_name": adapter.name, "lora_path": str(folder)},
+        )
+        if response.status_code == 200 or "already" in response.text:
+            return
+        raise ServiceUnavailableError(
+            f"The model {adapter.name} could not be loaded; try again shortly.",
+            headers={"retry-after": "2"},
+        )

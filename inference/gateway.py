@@ -1,0 +1,250 @@
+"""The inference gateway: decide (auth, model -> vLLM + adapter, loading), then forward.
+
+vLLM executes; the gateway checks that the caller's project owns an ``ft:`` model, loads its
+adapter on first use, passes streams through chunk by chunk, and records usage and latency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from inference.adapters import AdapterLoader, AdapterRef
+from inference.openai_shape import normalise
+from inference.upstreams import Upstream, Upstreams
+from inference.usage import UsageLedger
+from service.auth.service import Principal
+from service.db.database import Database
+from service.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from service.jobs import repository
+from service.models.service import DeletedModel
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = "5"
+
+
+def model_not_found(model: str) -> NotFoundError:
+    return NotFoundError(
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    upstream: Upstream
+    adapter: AdapterRef | None
+
+
+class Gateway:
+    def __init__(
+        self,
+        db: Database,
+        upstreams: Upstreams,
+        adapters: AdapterLoader,
+        client: httpx.AsyncClient,
+        usage: UsageLedger,
+    ) -> None:
+        self.db = db
+        self.upstreams = upstreams
+        self.adapters = adapters
+        self.client = client
+        self.usage = usage
+
+    async def forward(self, principal: Principal, path: str, body: dict[str, Any]) -> Response:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequestError(
+                "Missing required parameter: 'model'.",
+                param="model",
+                code="missing_required_parameter",
+            )
+        target = await self._target(principal, model)
+        if target.adapter is not None:
+            await self._ensure_loaded(target)
+        if body.get("stream"):
+            return await self._stream(target, path, body, model)
+        return await self._complete(target, path, body, model)
+
+    async def unload(self, model: DeletedModel) -> None:
+        """A deleted model: drop it from vLLM (best effort) and remove its published folder."""
+        upstream = self.upstreams.get(model.base_model)
+        if upstream is not None and upstream.ready:
+            with contextlib.suppress(httpx.TransportError):
+                await self.adapters.unload(upstream, model.name)
+        await run_in_threadpool(self.adapters.unpublish, model.job_id)
+
+    async def _target(self, principal: Principal, model: str) -> Target:
+        if not model.startswith("ft:"):
+            upstream = self.upstreams.get(model)
+            if upstream is None:
+                raise model_not_found(model)
+            return self._ready(Target(upstream, None))
+        job = await run_in_threadpool(self._owned_job, principal, model)
+        if job is None or (upstream := self.upstreams.get(job.base_model)) is None:
+            raise model_not_found(model)
+        return self._ready(Target(upstream, job))
+
+    def _owned_job(self, principal: Principal, model: str) -> AdapterRef | None:
+        with self.db.read() as session:
+            job = repository.succeeded_with_model(session, principal.project_id, model)
+            return None if job is None else AdapterRef(model, job.id, job.model)
+
+    @staticmethod
+    def _ready(target: Target) -> Target:
+        upstream = target.upstream
+        if upstream.process is None and not upstream.base_url:
+            raise ServiceUnavailableError(
+                f"The model {upstream.model.name} is not served by this OpenFT node "
+                "(started with --no-vllm and no OPENFT_VLLM_URLS entry)."
+            )
+        if not upstream.ready:
+            raise ServiceUnavailableError(
+                f"The model server for {target.upstream.model.name} is starting; retry shortly.",
+                headers={"retry-after": RETRY_AFTER_S},
+            )
+        return target
+
+    async def _ensure_loaded(self, target: Target, *, refresh: bool = False) -> None:
+        assert target.adapter is not None
+        try:
+            await self.adapters.ensure(target.upstream, target.adapter, refresh=refresh)
+        except httpx.TransportError as exc:
+            log.error("loading %s into vLLM failed: %r", target.adapter.name, exc)
+            raise _unavailable(target) from exc
+
+    async def _send(self, target: Target, path: str, body: dict[str, Any]) -> httpx.Response:
+        request = self.client.build_request("POST", target.upstream.base_url + path, json=body)
+        try:
+            try:
+                return await self.client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.RemoteProtocolError):
+                # Nothing was processed: the connection was refused, or a pooled keep-alive
+                # connection was closed by vLLM just as we reused it. One more try is safe.
+                return await self.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            log.error("forwarding to vLLM for %s failed: %r", target.upstream.model.name, exc)
+            raise _unavailable(target) from exc
+
+    async def _send_loaded(self, target: Target, path: str, body: dict[str, Any]) -> httpx.Response:
+        """Send; if vLLM lost the adapter (restart, eviction), load it again and retry once."""
+        response = await self._send(target, path, body)
+        if response.status_code == 404 and target.adapter is not None:
+            await response.aclose()
+            await self._ensure_loaded(target, refresh=True)
+            response = await self._send(target, path, body)
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
+            raise _upstream_error(response, target, body.get("model", ""))
+        return response
+
+    async def _complete(
+        self, target: Target, path: str, body: dict[str, Any], model: str
+    ) -> Response:
+        started = time.perf_counter()
+        response = await self._send_loaded(target, path, body)
+        content = await response.aread()
+        await response.aclose()
+        payload = normalise(orjson.loads(content))
+        elapsed = time.perf_counter() - started
+        self.usage.record(model, payload.get("usage"), elapsed, elapsed)
+        return JSONResponse(payload, status_code=response.status_code)
+
+    async def _stream(
+        self, target: Target, path: str, body: dict[str, Any], model: str
+    ) -> Response:
+        options = body.get("stream_options") or {}
+        client_wants_usage = bool(options.get("include_usage"))
+        upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
+        started = time.perf_counter()
+        response = await self._send_loaded(target, path, upstream_body)
+        relay = _SSERelay(response, client_wants_usage)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in relay:
+                    yield chunk
+            finally:  # also on client disconnect: closing aborts the upstream request
+                await response.aclose()
+                total = time.perf_counter() - started
+                first = relay.first_chunk_at - started if relay.first_chunk_at else total
+                self.usage.record(model, relay.usage, first, total)
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+class _SSERelay:
+    """Passes SSE events through untouched, except the usage-only chunk nobody asked for."""
+
+    def __init__(self, response: httpx.Response, keep_usage_chunk: bool) -> None:
+        self.response = response
+        self.keep_usage_chunk = keep_usage_chunk
+        self.usage: dict[str, Any] | None = None
+        self.first_chunk_at: float | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        buffer = b""
+        async for data in self.response.aiter_bytes():
+            buffer += data
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                if self._keep(event):
+                    if self.first_chunk_at is None:
+                        self.first_chunk_at = time.perf_counter()
+                    yield event + b"\n\n"
+        if buffer.strip():
+            yield buffer
+
+    def _keep(self, event: bytes) -> bool:
+        payload = event.removeprefix(b"data: ").strip()
+        if not payload.startswith(b"{") or b'"usage"' not in payload:
+            return True
+        chunk = orjson.loads(payload)
+        if chunk.get("usage") and not chunk.get("choices"):
+            self.usage = chunk["usage"]
+            return self.keep_usage_chunk
+        return True
+
+
+def _unavailable(target: Target) -> ServiceUnavailableError:
+    process = target.upstream.process
+    if process is not None and not process.alive():
+        target.upstream.reset()
+    return ServiceUnavailableError(
+        f"The model server for {target.upstream.model.name} is not reachable; retry shortly.",
+        headers={"retry-after": RETRY_AFTER_S},
+    )
+
+
+def _upstream_error(response: httpx.Response, target: Target, model: str) -> Exception:
+    """vLLM's errors in OpenAI's envelope; model errors become model_not_found (no paths leak)."""
+    if response.status_code == 404:
+        return model_not_found(model)
+    if response.status_code >= 500:
+        log.error(
+            "vLLM for %s answered %d: %s",
+            target.upstream.model.name,
+            response.status_code,
+            response.text[:2000],
+        )
+        return ServiceUnavailableError(
+            f"The model server for {target.upstream.model.name} failed to answer "
+            f"(HTTP {response.status_code}); retry shortly.",
+            headers={"retry-after": RETRY_AFTER_S},
+        )
+    try:
+        message = str(orjson.loads(response.content)["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = response.text[:500]
+    return InvalidRequestError(message, status_code=response.status_code)

@@ -1,0 +1,164 @@
+"""Gateway pieces without vLLM: SSE relaying, response shapes, upstream error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from inference.gateway import Target, _SSERelay, _upstream_error
+from inference.openai_shape import normalise
+from inference.upstreams import Upstream
+from inference.vllm_process import VLLMProcess
+from service.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from service.settings import BaseModelConfig, Settings
+
+MODEL = BaseModelConfig(name="tiny", path="/models/tiny")
+
+
+def sse(*chunks: object) -> bytes:
+    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+
+
+def relay(body: bytes, keep_usage: bool, piece: int = 7) -> tuple[bytes, _SSERelay]:
+    parts = [body[i : i + piece] for i in range(0, len(body), piece)]
+    response = httpx.Response(200, stream=httpx.ByteStream(b"") if not parts else _Chunks(parts))
+    relayed = _SSERelay(response, keep_usage)
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in relayed])
+
+    return asyncio.run(collect()), relayed
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        for part in self.parts:
+            yield part
+
+
+CONTENT = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": None}
+USAGE = {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+
+def test_the_usage_chunk_is_dropped_when_the_client_did_not_ask_but_still_counted() -> None:
+    body, relayed = relay(sse(CONTENT, USAGE), keep_usage=False)
+
+    assert body == sse(CONTENT)
+    assert relayed.usage == {"prompt_tokens": 3, "completion_tokens": 1}
+    assert relayed.first_chunk_at is not None
+
+
+def test_events_pass_through_untouched_when_the_client_asked_for_usage() -> None:
+    original = sse(CONTENT, USAGE)
+
+    body, _ = relay(original, keep_usage=True, piece=1)
+
+    assert body == original
+
+
+def test_vllm_nulls_become_openai_shapes() -> None:
+    body = {
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": "x",
+                    "function_call": None,
+                    "annotations": None,
+                    "tool_calls": [],
+                }
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 1,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": None,
+        },
+    }
+
+    shaped = normalise(body)
+
+    assert shaped["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "x",
+        "annotations": [],
+        "tool_calls": [],
+    }
+    assert shaped["usage"] == {"prompt_tokens": 1}
+
+
+def test_upstream_errors_are_rewritten() -> None:
+    target = Target(Upstream(MODEL, "http://127.0.0.1:1"), None)
+    leaky = httpx.Response(404, json={"error": {"message": "No adapter found for /srv/x"}})
+    bad = httpx.Response(400, json={"error": {"message": "max_tokens is too large", "code": 400}})
+
+    not_found = _upstream_error(leaky, target, "ft:a:b::c")
+    invalid = _upstream_error(bad, target, "tiny")
+    broken = _upstream_error(httpx.Response(500, text="boom"), target, "tiny")
+
+    assert isinstance(not_found, NotFoundError) and "/srv" not in not_found.message
+    assert not_found.code == "model_not_found"
+    assert isinstance(invalid, InvalidRequestError) and invalid.message == "max_tokens is too large"
+    assert isinstance(broken, ServiceUnavailableError) and broken.headers["retry-after"]
+
+
+def test_the_vllm_command_carries_lora_and_tool_flags(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, vllm_api_key="secret")
+    model = MODEL.model_copy(update={"tool_call_parser": "hermes"})
+
+    command = VLLMProcess(model, settings).command()
+
+    for flag in (
+        "--enable-lora",
+        "--max-loras",
+        "--max-lora-rank",
+        "--max-cpu-loras",
+        "--enable-auto-tool-choice",
+        "--api-key",
+    ):
+        assert flag in command
+    assert command[command.index("--served-model-name") + 1] == "tiny"
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+
+
+def test_a_stale_process_group_from_a_crash_is_killed(tmp_path: Path) -> None:
+    stale = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(120)",
+            "vllm.entrypoints.openai.api_server",
+        ],
+        start_new_session=True,
+    )
+    process = VLLMProcess(MODEL, Settings(data_dir=tmp_path))
+    process.pidfile.parent.mkdir(parents=True)
+    process.pidfile.write_text(str(stale.pid))
+
+    process.clean_stale()
+
+    assert stale.wait(timeout=10) != 0
+    assert not process.pidfile.exists()
+
+
+def test_an_unrelated_process_named_in_a_pidfile_is_left_alone(tmp_path: Path) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    process = VLLMProcess(MODEL, Settings(data_dir=tmp_path))
+    process.pidfile.parent.mkdir(parents=True)
+    process.pidfile.write_text(str(bystander.pid))
+
+    process.clean_stale()
+    time.sleep(0.2)
+
+    assert bystander.poll() is None
+    bystander.kill()
+    bystander.wait()
