@@ -7,7 +7,6 @@ the API process dies, and is recorded in a pidfile so a later start can remove a
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -21,9 +20,9 @@ from pathlib import Path
 import httpx
 
 from service.settings import BaseModelConfig, Settings
+from service.supervisor import die_with_parent
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 
 
@@ -32,11 +31,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _on_gpu() -> bool:
@@ -98,7 +92,7 @@ class VLLMProcess:
         with self.logfile.open("ab") as log_handle:
             self.process = subprocess.Popen(
                 self.command(), env=self.environment(), stdout=log_handle,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
             )  # fmt: skip
         self.pidfile.write_text(str(self.process.pid))
         log.info("started vLLM for %s (pid %d, port %d)", self.model.name, self.pid, self.port)

@@ -22,7 +22,7 @@ PR_SET_PDEATHSIG = 1
 MAX_BACKOFF_S = 30.0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: SIGTERM it when the parent goes away (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -69,7 +69,7 @@ class Supervisor:
         with self._lock:
             if self._stopping.is_set():
                 return None
-            child = subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+            child = subprocess.Popen(self.command, preexec_fn=die_with_parent)
             self._children.append(child)
             return child
 
