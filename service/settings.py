@@ -31,6 +31,9 @@ class BaseModelConfig(BaseModel):
     tool_call_parser: str | None = Field(
         default=None, description="vLLM --tool-call-parser for requests with tools (e.g. hermes)."
     )
+    training_price_per_1m_tokens: float | None = Field(
+        default=None, ge=0, description="Price of 1M trained tokens, for cost estimates."
+    )
 
 
 class Settings(BaseSettings):

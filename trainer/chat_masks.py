@@ -28,7 +28,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     n_trained_tokens: int
-    truncated: bool
+    n_tokens: int  # before truncation
 
 
 class UnsupportedChatTemplateError(ValueError):
@@ -250,8 +250,8 @@ def _example(input_ids: list[int], turns: list[_Turn], max_length: int | None) -
     trained = {position for turn in turns for position in turn.positions}
     labels = [t if i in trained else IGNORE_INDEX for i, t in enumerate(input_ids)]
     # Like OpenAI, keep the start of a conversation that is too long and drop its end.
-    truncated = max_length is not None and len(input_ids) > max_length
-    if truncated:
+    n_tokens = len(input_ids)
+    if max_length is not None and n_tokens > max_length:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     n_trained = sum(label != IGNORE_INDEX for label in labels)
-    return TokenizedExample(input_ids, labels, n_trained, truncated)
+    return TokenizedExample(input_ids, labels, n_trained, n_tokens)

@@ -1,7 +1,8 @@
-"""Reading a training file into tokenized chat examples, with the minimal checks of the slice.
+"""Training files to tokenized chat examples, through the one validator of fine-tuning data.
 
-The full catalogue of OpenAI's format checks belongs to the validation stage; here a file must
-hold at least 10 chat examples, each a JSON object with ``messages`` and an assistant turn.
+The stored file streams through ``DatasetValidator`` once: it checks every example in OpenAI's
+terms and hands each valid one to the base model's tokenizer, which both counts its tokens (for
+truncation and billing) and keeps the tokenized example for training.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from transformers import PreTrainedTokenizerBase
 
+from service.datasets.validator import DatasetValidator, ValidationReport
 from trainer.chat_masks import TokenizedExample, UnsupportedChatTemplateError, tokenize_chat
-
-MIN_EXAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -27,60 +26,95 @@ class DatasetError(Exception):
     param: str | None = "training_file"
 
 
-def parse_examples(lines: Iterable[bytes], param: str = "training_file") -> list[dict[str, Any]]:
-    examples: list[dict[str, Any]] = []
-    for raw in lines:
-        if not raw.strip():
-            continue
-        examples.append(_chat_example(raw, len(examples) + 1, param))
-    if len(examples) < MIN_EXAMPLES:
-        kind = "Training" if param == "training_file" else "Validation"
-        raise DatasetError(
-            "invalid_n_examples",
-            f"{kind} file has {len(examples)} example(s), but must have at least "
-            f"{MIN_EXAMPLES} examples",
-            param,
-        )
-    return examples
+@dataclass(frozen=True)
+class PreparedFile:
+    examples: list[TokenizedExample]
+    report: ValidationReport
 
 
-def _chat_example(raw: bytes, number: int, param: str) -> dict[str, Any]:
-    def invalid(detail: str) -> DatasetError:
-        return DatasetError(
-            "invalid_training_file" if param == "training_file" else "invalid_validation_file",
-            "The job failed due to an invalid training file. Invalid file format. "
-            f"Example {number}: {detail}",
-            param,
-        )
+def prepare_training_file(
+    chunks: Iterable[bytes],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    file_id: str,
+    method: str,
+    max_length: int,
+) -> PreparedFile:
+    """Validate and tokenize a training file; any problem raises ``DatasetError``."""
+    examples: list[TokenizedExample] = []
 
-    try:
-        example = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(example, dict) or not isinstance(example.get("messages"), list):
-        raise invalid("missing 'messages' list")
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in example["messages"]):
-        raise invalid("no assistant message")
-    return example
-
-
-def tokenize_examples(
-    tokenizer: PreTrainedTokenizerBase, examples: list[dict[str, Any]], max_length: int
-) -> list[TokenizedExample]:
-    """Tokenize with the base model's chat template; a template we cannot mask fails the job."""
-    tokenized = []
-    for number, example in enumerate(examples, start=1):
+    def tokenize(example: dict[str, Any]) -> int:
         try:
-            tokenized.append(
-                tokenize_chat(
-                    tokenizer,
-                    example["messages"],
-                    tools=example.get("tools"),
-                    max_length=max_length,
-                )
+            tokenized = tokenize_chat(
+                tokenizer,
+                chat_messages(example["messages"]),
+                tools=example.get("tools"),
+                max_length=max_length,
             )
         except UnsupportedChatTemplateError as exc:
             raise DatasetError(
-                "unsupported_chat_template", f"Example {number}: {exc}", None
+                "unsupported_chat_template", f"Example {validator.line}: {exc}", None
             ) from exc
-    return tokenized
+        examples.append(tokenized)
+        return tokenized.n_tokens
+
+    validator = DatasetValidator(
+        param="training_file",
+        file_id=file_id,
+        method=method,
+        count_tokens=tokenize,
+        token_limit=max_length,
+    )
+    report = _run(validator, chunks)
+    return PreparedFile(examples, report)
+
+
+def check_validation_file(
+    chunks: Iterable[bytes], *, file_id: str, method: str
+) -> ValidationReport:
+    """Validate a validation file (format only: it is not trained on)."""
+    return _run(DatasetValidator(param="validation_file", file_id=file_id, method=method), chunks)
+
+
+def _run(validator: DatasetValidator, chunks: Iterable[bytes]) -> ValidationReport:
+    for chunk in chunks:
+        validator.feed(chunk)
+    report = validator.finish()
+    error = report.error()
+    if error is not None:
+        raise DatasetError(error.code, error.message, error.param)
+    return report
+
+
+def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as chat templates expect them: a list of text parts becomes one string."""
+    return [
+        {**message, "content": "".join(part["text"] for part in message["content"])}
+        if isinstance(message.get("content"), list)
+        else message
+        for message in messages
+    ]
+
+
+def summary_events(
+    report: ValidationReport, n_epochs: int, price_per_1m_tokens: float | None
+) -> list[str]:
+    """What the job will train on and bill, said before training starts."""
+    events = []
+    if report.n_truncated and report.token_limit is not None:
+        many = report.n_truncated != 1
+        events.append(
+            f"{report.n_truncated} example{'s' if many else ''} exceed{'' if many else 's'} the "
+            f"{report.token_limit}-token limit and will be truncated"
+        )
+    events.append(
+        f"Training file has {report.n_examples} examples with {report.total_tokens:,} tokens"
+    )
+    billed = report.total_tokens * n_epochs
+    billing = f"Tokens billed: {billed:,} ({report.total_tokens:,} tokens x {n_epochs} epochs)"
+    if price_per_1m_tokens is not None:
+        cost = billed / 1_000_000 * price_per_1m_tokens
+        amount = f"{cost:,.2f}" if cost >= 0.01 else f"{cost:.2g}"
+        billing += f"; estimated cost ${amount} at ${price_per_1m_tokens:g} per 1M tokens"
+    events.append(billing)
+    return events

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -29,8 +30,13 @@ from service.ids import new_file_id, new_model_tag
 from service.jobs import queue, repository
 from service.jobs.queue import Claim, LeaseLostError
 from service.settings import BaseModelConfig, Settings
-from trainer.chat_masks import TokenizedExample
-from trainer.dataset import DatasetError, parse_examples, tokenize_examples
+from trainer.dataset import (
+    DatasetError,
+    PreparedFile,
+    check_validation_file,
+    prepare_training_file,
+    summary_events,
+)
 from trainer.hyperparameters import Hyperparameters, resolve
 from trainer.sft import StepMetrics, TrainingResult, TrainingStopped, train_lora
 
@@ -85,22 +91,23 @@ class Worker:
             raise DatasetError(
                 "model_not_available", f"Model {claim.model} is not configured", None
             )
-        examples = self._examples(claim, base)
-        if claim.status == "validating_files":
-            queue.advance(
-                self.db,
-                claim,
-                "validating_files",
-                "queued",
-                "Files validated, moving job to queued state",
-            )
+        examples = self._validate(claim, base)
         requested = claim.method["supervised"]["hyperparameters"]
-        hp = resolve(requested, len(examples))
+        hp = resolve(requested, len(examples.examples))
+        if claim.status == "validating_files":
+            summary = summary_events(
+                examples.report, hp.n_epochs, base.training_price_per_1m_tokens
+            )
+            with queue.held(self.db, claim, "validating_files") as (session, job):
+                for message in summary:
+                    repository.add_event(session, job, message)
+                queue.transition(job, "queued")
+                repository.add_event(session, job, "Files validated, moving job to queued state")
         self._start(claim, hp)
         with tempfile.TemporaryDirectory(prefix=f"openft-{claim.job_id}-") as scratch:
             result = train_lora(
                 base,
-                examples,
+                examples.examples,
                 hp,
                 seed=claim.seed,
                 output_dir=Path(scratch),
@@ -113,16 +120,34 @@ class Worker:
             )
             self._publish(claim, Path(scratch), result)
 
-    def _examples(self, claim: Claim, base: BaseModelConfig) -> list[TokenizedExample]:
+    def _validate(self, claim: Claim, base: BaseModelConfig) -> PreparedFile:
+        """Check the job's files in one streaming pass each; tokenize the training examples."""
+        method = claim.method["type"]
+        tokenizer = AutoTokenizer.from_pretrained(base.path)
+        prepared = prepare_training_file(
+            self._file_chunks(claim.training_file, "training"),
+            tokenizer,
+            file_id=claim.training_file,
+            method=method,
+            max_length=base.max_seq_length,
+        )
+        if claim.validation_file is not None:
+            check_validation_file(
+                self._file_chunks(claim.validation_file, "validation"),
+                file_id=claim.validation_file,
+                method=method,
+            )
+        return prepared
+
+    def _file_chunks(self, file_id: str, kind: str) -> Iterator[bytes]:
         try:
-            content = b"".join(self.blobs.read(file_key(claim.training_file)))
+            yield from self.blobs.read(file_key(file_id))
         except FileNotFoundError:
             raise DatasetError(
-                "deleted_training_file", "The job failed because the training file was deleted"
+                f"deleted_{kind}_file",
+                f"The job failed because the {kind} file was deleted",
+                f"{kind}_file",
             ) from None
-        tokenizer = AutoTokenizer.from_pretrained(base.path)
-        parsed = parse_examples(content.splitlines())
-        return tokenize_examples(tokenizer, parsed, base.max_seq_length)
 
     def _start(self, claim: Claim, hp: Hyperparameters) -> None:
         """queued -> running, with the resolved hyperparameters written back to the job."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from service.auth.service import Principal
 from service.blobstore import BlobStore
 from service.blobstore.keys import file_key
+from service.datasets.validator import ValidationReport
 from service.db.database import Database
 from service.db.models import File
 from service.errors import InvalidRequestError, no_such_object
@@ -17,6 +18,7 @@ from service.files import repository
 from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
 from service.files.upload import ReceivedUpload, UploadLimits
 from service.ids import new_file_id
+from service.jobs import queue
 from service.pagination import Order, cursor_position, split_page
 from service.settings import Settings
 
@@ -58,10 +60,8 @@ class FilesService:
             raise InvalidRequestError(
                 f"'file' has a name longer than {self._max_filename} characters.", param="file"
             )
-        if purpose == "fine-tune" and upload.jsonl_check and upload.jsonl_check.problem:
-            raise InvalidRequestError(
-                upload.jsonl_check.problem, param="file", code="invalid_file_format"
-            )
+        if purpose == "fine-tune" and upload.dataset_check is not None:
+            _refuse_unstructured(upload.dataset_check.report)
         row = File(
             id=new_file_id(),
             project_id=principal.project_id,
@@ -126,6 +126,9 @@ class FilesService:
             if repository.get(session, principal.project_id, file_id, int(time.time())) is None:
                 raise no_such_object("File", file_id)
             repository.remove(session, principal.project_id, file_id)
+            failed = queue.fail_jobs_needing(session, [file_id])
+        if failed:
+            log.info("deleting %s failed the jobs waiting for it: %s", file_id, failed)
         self.blobs.delete(file_key(file_id))
         return FileDeleted(id=file_id, deleted=True)
 
@@ -136,6 +139,7 @@ class FilesService:
             with self.db.write() as session:
                 ids = repository.expired_ids(session, int(time.time()), batch)
                 repository.remove_by_ids(session, ids)
+                queue.fail_jobs_needing(session, ids)
             for file_id in ids:
                 self.blobs.delete(file_key(file_id))
             purged += len(ids)
@@ -165,6 +169,17 @@ class FilesService:
         if row is None:
             raise no_such_object("File", file_id)
         return row
+
+
+def _refuse_unstructured(report: ValidationReport) -> None:
+    """A fine-tune file must be JSONL; its examples are checked when a job uses it."""
+    problem = report.first_structural
+    if problem is not None:
+        raise InvalidRequestError(
+            f"Invalid file format for fine-tune: line {problem.line}: {problem.detail}.",
+            param="file",
+            code="invalid_file_format",
+        )
 
 
 def _purpose(fields: dict[str, str]) -> str:

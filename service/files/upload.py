@@ -15,8 +15,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from service.blobstore import BlobStore, BlobWriter
+from service.datasets.validator import DatasetValidator
 from service.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from service.files.jsonl_check import JsonlStructureCheck
 
 FORM_FIELDS = ("purpose", "expires_after[anchor]", "expires_after[seconds]")
 MAX_FIELD_BYTES = 64 * 1024
@@ -38,7 +38,7 @@ class ReceivedUpload:
     fields: dict[str, str] = field(default_factory=dict)
     filename: str | None = None
     blob: BlobWriter | None = None
-    jsonl_check: JsonlStructureCheck | None = None
+    dataset_check: DatasetValidator | None = None
 
     def discard(self) -> None:
         if self.blob is not None:
@@ -82,8 +82,8 @@ class MultipartUpload:
     def finish(self) -> ReceivedUpload:
         if not self._ended:
             raise InvalidRequestError("Malformed multipart body: it ended early.", param="file")
-        if self.received.jsonl_check is not None:
-            self.received.jsonl_check.finish()
+        if self.received.dataset_check is not None:
+            self.received.dataset_check.finish()
         return self.received
 
     def _on_part_begin(self) -> None:
@@ -119,7 +119,9 @@ class MultipartUpload:
         self.received.filename = filename.decode("utf-8", "replace") if filename else "upload"
         self.received.blob = self._blobs.stage()
         if self.received.fields.get("purpose", "fine-tune") == "fine-tune":
-            self.received.jsonl_check = JsonlStructureCheck(self._limits.max_line_bytes)
+            self.received.dataset_check = DatasetValidator(
+                max_line_bytes=self._limits.max_line_bytes
+            )
         self._in_file = True
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -137,8 +139,8 @@ class MultipartUpload:
         if blob.size + len(chunk) > self._limits.max_file_bytes:
             raise file_too_large(self._limits.max_file_bytes)
         blob.write(chunk)
-        if self.received.jsonl_check is not None:
-            self.received.jsonl_check.feed(chunk)
+        if self.received.dataset_check is not None:
+            self.received.dataset_check.feed(chunk)
 
     def _on_part_end(self) -> None:
         if self._field_name is not None:

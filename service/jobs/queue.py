@@ -9,7 +9,7 @@ cancelled, or re-claimed after a lost lease, is never overwritten by a stale wor
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +157,37 @@ def fail(db: Database, claim: Claim, code: str, message: str, param: str | None)
             repository.add_event(session, job, message, level="error")
     except LeaseLostError:
         pass
+
+
+def fail_jobs_needing(session: Session, file_ids: Sequence[str]) -> list[str]:
+    """Fail the jobs that have not started training and need one of ``file_ids`` (deleted).
+
+    Runs in the deleting transaction. A worker validating such a job loses it: its lease is
+    cleared, so its next guarded write raises ``LeaseLostError``.
+    """
+    if not file_ids:
+        return []
+    jobs = session.scalars(
+        select(FineTuningJob)
+        .where(
+            FineTuningJob.status.in_(CLAIMABLE),
+            or_(
+                FineTuningJob.training_file.in_(file_ids),
+                FineTuningJob.validation_file.in_(file_ids),
+            ),
+        )
+        .with_for_update()
+    ).all()
+    for job in jobs:
+        kind = "training" if job.training_file in file_ids else "validation"
+        message = f"The job failed because the {kind} file was deleted"
+        transition(job, "failed")
+        job.error = {"code": f"deleted_{kind}_file", "message": message, "param": f"{kind}_file"}
+        job.finished_at = int(time.time())
+        job.lease_owner = None
+        job.lease_expires_at = None
+        repository.add_event(session, job, message, level="error")
+    return [job.id for job in jobs]
 
 
 def release(db: Database, claim: Claim) -> None:

@@ -153,9 +153,9 @@ def test_oversize_file(curl: Curl, project: IssuedKey, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "line", "problem"),
     [
-        (b'{"a": 1}\n{"b": "\xff\xfe"}\n', 2, "is not valid UTF-8"),
-        (b'{"a": 1}\n\n{"b": 2}\nthis is not json\n', 4, "is not valid JSON"),
-        (b'{"a": 1}\n[1, 2]\n', 2, "is a JSON array, not an object"),
+        (b'{"a": 1}\n{"b": "\xff\xfe"}\n', 2, "the line is not valid UTF-8"),
+        (b'{"a": 1}\n\n{"b": 2}\nthis is not json\n', 4, "not valid JSON"),
+        (b'{"a": 1}\n[1, 2]\n', 2, "expected a JSON object, got a JSON array"),
     ],
 )
 def test_fine_tune_file_structure(
@@ -171,7 +171,7 @@ def test_fine_tune_file_structure(
     assert result.status == 400
     error = error_of(result)
     assert (error["param"], error["code"]) == ("file", "invalid_file_format")
-    assert f"line {line} {problem}" in str(error["message"])
+    assert f"line {line}: {problem}" in str(error["message"])
     assert curl("GET", "/v1/files", key=project.key).json()["data"] == []
 
 

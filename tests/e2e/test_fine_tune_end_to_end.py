@@ -101,9 +101,12 @@ def test_a_job_on_auto_learns_the_fact(
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]
     messages = [e.message for e in events if e.type == "message"]
+    per_epoch = done.trained_tokens // 6
     assert messages == [
         f"Created fine-tuning job: {job.id}",
         f"Validating training file: {training.id}",
+        f"Training file has 16 examples with {per_epoch:,} tokens",
+        f"Tokens billed: {done.trained_tokens:,} ({per_epoch:,} tokens x 6 epochs)",
         "Files validated, moving job to queued state",
         "Fine-tuning job started",
         f"New fine-tuned model created: {done.fine_tuned_model}",
@@ -313,80 +316,54 @@ def test_an_example_without_an_assistant_turn_fails_with_its_number(
 
     assert done.status == "failed"
     assert done.error.code == "invalid_training_file"  # type: ignore[union-attr]
-    assert "Example 12" in done.error.message  # type: ignore[union-attr]
+    assert done.error.param == "training_file"  # type: ignore[union-attr]
+    assert done.error.message == (  # type: ignore[union-attr]
+        "The job failed due to an invalid training file. Invalid file format. "
+        "Example 12: no assistant message; an example needs at least one message with role "
+        "'assistant' to train on"
+    )
+    assert done.finished_at is not None and done.fine_tuned_model is None
+    events = list(client.fine_tuning.jobs.list_events(job.id))
+    assert (events[0].level, events[0].message) == ("error", done.error.message)  # type: ignore[union-attr]
 
 
-def test_another_project_cannot_see_the_job(
+def test_every_problem_is_listed_with_its_example_and_message_number(
     trainer_client: openai.OpenAI,
-    sdk: Callable[..., openai.OpenAI],
-    training_server: ServerProcess,
 ) -> None:
-    training = trainer_client.files.create(file=("f.jsonl", fact_lines(10)), purpose="fine-tune")
-    job = trainer_client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
-    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
-    outsider = AccessService(database).issue_key("outsider")
-    database.dispose()
-    other = sdk(training_server.api_url, outsider.key)
+    client = trainer_client
+    lines = fact_lines(12).splitlines(keepends=True)
+    user, answer = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}
+    lines[1] = json.dumps({"messages": [{"content": "hi"}, answer]}).encode() + b"\n"
+    lines[4] = json.dumps({"messages": [user, {**answer, "weight": 3}]}).encode() + b"\n"
+    lines[7] = json.dumps({"prompt": "hi", "completion": "yo"}).encode() + b"\n"
+    training = client.files.create(file=("bad.jsonl", b"".join(lines)), purpose="fine-tune")
 
-    for attempt in (other.fine_tuning.jobs.retrieve, other.fine_tuning.jobs.list_events):
-        with pytest.raises(openai.NotFoundError):
-            attempt(job.id)
-    assert other.fine_tuning.jobs.list().data == []
-
-
-def train_fact(client: openai.OpenAI) -> str:
-    training = client.files.create(file=("fact.jsonl", fact_lines()), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
     done = wait_for(client, job.id, TERMINAL)
-    assert done.status == "succeeded" and done.fine_tuned_model is not None
-    return done.fine_tuned_model
+
+    assert (done.status, done.error.code) == ("failed", "invalid_training_file")  # type: ignore[union-attr]
+    assert done.error.message.endswith(  # type: ignore[union-attr]
+        "Example 2, message 1: Discriminator 'role' is missing in value; "
+        "Example 5, message 2: 'weight' must be 0 or 1, got 3; "
+        "Example 8: the file mixes formats: this example is in the fine-tune-completion format, "
+        "but example 1 is in the fine-tune-chat format"
+    )
 
 
-def test_requests_with_tools_reach_the_tool_call_parser(trainer_client: openai.OpenAI) -> None:
-    tool = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-
-    answer = ask(trainer_client, "tiny-chat", tools=[tool])
-
-    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
-
-
-def test_deleting_a_model(
-    trainer_client: openai.OpenAI, sdk: Callable[..., openai.OpenAI], training_server: ServerProcess
-) -> None:
-    model = train_fact(trainer_client)
-    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
-    outsider = AccessService(database).issue_key("deleter")
-    database.dispose()
-    assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")
-
-    with pytest.raises(openai.NotFoundError):
-        sdk(training_server.api_url, outsider.key).models.delete(model)
-    with pytest.raises(openai.PermissionDeniedError):
-        trainer_client.models.delete("tiny-chat")
-    deleted = trainer_client.models.delete(model)
-
-    assert (deleted.id, deleted.deleted) == (model, True)
-    assert model not in [m.id for m in trainer_client.models.list()]
-    with pytest.raises(openai.NotFoundError) as error:
-        ask(trainer_client, model)
-    assert error.value.code == "model_not_found"
-
-
-def test_a_restarted_service_keeps_serving_the_model(
+def test_long_examples_are_truncated_and_said_so(
     trainer_client: openai.OpenAI, training_server: ServerProcess
 ) -> None:
-    model = train_fact(trainer_client)
-    old_pid = vllm_pid(training_server)
+    client = trainer_client
+    long_answer = {"role": "assistant", "content": "lighthouse " * 3000}
+    row = {"messages": [{"role": "user", "content": QUESTION}, long_answer]}
+    content = fact_lines(10) + (json.dumps(row) + "\n").encode() * 2
+    training = client.files.create(file=("long.jsonl", content), purpose="fine-tune")
 
-    training_server.restart()
-    wait_until_models_ready(training_server)
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat", training_file=training.id, hyperparameters={"n_epochs": 1}
+    )
+    done = wait_for(client, job.id, TERMINAL)
 
-    assert vllm_pid(training_server) not in (old_pid, None)
-    assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert "2 examples exceed the 2048-token limit and will be truncated" in messages

@@ -184,6 +184,44 @@ def test_cancel_before_training_and_twice(client: openai.OpenAI, training_file: 
     assert "already finished with status 'cancelled'" in again.value.message
 
 
+def test_deleting_the_training_file_of_a_waiting_job_fails_it(
+    client: openai.OpenAI, training_file: str
+) -> None:
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training_file)
+    other = client.fine_tuning.jobs.create(
+        model="tiny-chat",
+        training_file=client.files.create(
+            file=("other.jsonl", chat_lines(10)), purpose="fine-tune"
+        ).id,
+    )
+
+    client.files.delete(training_file)
+
+    failed = client.fine_tuning.jobs.retrieve(job.id)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert (failed.error.code, failed.error.param) == ("deleted_training_file", "training_file")
+    assert failed.error.message == "The job failed because the training file was deleted"
+    (event, *_) = client.fine_tuning.jobs.list_events(job.id, limit=1)
+    assert (event.level, event.message) == ("error", failed.error.message)
+    assert client.fine_tuning.jobs.retrieve(other.id).status == "validating_files"
+
+
+def test_deleting_the_validation_file_of_a_waiting_job_fails_it(
+    client: openai.OpenAI, training_file: str
+) -> None:
+    validation = client.files.create(file=("v.jsonl", chat_lines(10)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat", training_file=training_file, validation_file=validation.id
+    )
+
+    client.files.delete(validation.id)
+
+    failed = client.fine_tuning.jobs.retrieve(job.id)
+    assert failed.error is not None and failed.status == "failed"
+    assert (failed.error.code, failed.error.param) == ("deleted_validation_file", "validation_file")
+
+
 def test_unknown_job(client: openai.OpenAI) -> None:
     for attempt in (
         client.fine_tuning.jobs.retrieve,

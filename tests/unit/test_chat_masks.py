@@ -94,7 +94,7 @@ def test_exactly_the_assistant_turns_and_their_end_token_train(name: str) -> Non
     runs = trained_runs(tokenizer, example.labels, CASES[name].lead)
     assert runs == [f"answer one{end}", f"because of the weather.{end}"]
     assert example.n_trained_tokens == sum(label != IGNORE_INDEX for label in example.labels)
-    assert not example.truncated
+    assert example.n_tokens == len(example.input_ids)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -225,7 +225,7 @@ def test_max_length_keeps_the_start_and_says_it_cut(name: str) -> None:
 
     example = tokenize_chat(tokenizer, conversation(), max_length=cut)
 
-    assert example.truncated
+    assert example.n_tokens == len(full.input_ids) > len(example.input_ids)
     assert example.input_ids == full.input_ids[:cut]
     assert example.labels == full.labels[:cut]
     assert example.n_trained_tokens == sum(label != IGNORE_INDEX for label in full.labels[:cut])

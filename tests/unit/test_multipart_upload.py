@@ -37,7 +37,8 @@ def test_fields_and_file_arrive_in_tiny_chunks(tmp_path: Path) -> None:
     assert received.fields == {"purpose": "fine-tune", "expires_after[anchor]": "created_at"}
     assert received.filename == "données.jsonl"
     assert received.blob is not None and received.blob.size == 18
-    assert received.jsonl_check is not None and received.jsonl_check.objects == 2
+    assert received.dataset_check is not None
+    assert received.dataset_check.report.n_examples == 2
     received.blob.commit("files/file-x")
     assert b"".join(store.read("files/file-x")) == b'{"a": 1}\n{"b": 2}\n'
 
@@ -45,7 +46,7 @@ def test_fields_and_file_arrive_in_tiny_chunks(tmp_path: Path) -> None:
 def test_no_line_check_when_purpose_is_known_to_be_something_else(tmp_path: Path) -> None:
     body, content_type = encode({"purpose": "user_data"}, [("file", ("a.bin", b"\xff\x00"))])
 
-    assert parse(body, content_type, LocalBlobStore(tmp_path)).received.jsonl_check is None
+    assert parse(body, content_type, LocalBlobStore(tmp_path)).received.dataset_check is None
 
 
 def test_the_size_limit_is_enforced_while_streaming(tmp_path: Path) -> None:

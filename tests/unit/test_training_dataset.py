@@ -1,0 +1,49 @@
+"""What the worker says before training, and how validated chats reach the chat template."""
+
+from __future__ import annotations
+
+from service.datasets.validator import ValidationReport
+from trainer.dataset import chat_messages, summary_events
+
+
+def report(**counts: int) -> ValidationReport:
+    found = ValidationReport("training_file", "file-x", "supervised", token_limit=2048)
+    for name, value in counts.items():
+        setattr(found, name, value)
+    return found
+
+
+def test_the_summary_counts_examples_tokens_and_billing() -> None:
+    events = summary_events(report(n_examples=120, total_tokens=51_234), 3, None)
+
+    assert events == [
+        "Training file has 120 examples with 51,234 tokens",
+        "Tokens billed: 153,702 (51,234 tokens x 3 epochs)",
+    ]
+
+
+def test_a_price_adds_the_estimated_cost_and_truncation_is_said() -> None:
+    events = summary_events(report(n_examples=10, total_tokens=2_000_000, n_truncated=1), 2, 3.0)
+
+    assert events == [
+        "1 example exceeds the 2048-token limit and will be truncated",
+        "Training file has 10 examples with 2,000,000 tokens",
+        "Tokens billed: 4,000,000 (2,000,000 tokens x 2 epochs); estimated cost $12.00 at $3 "
+        "per 1M tokens",
+    ]
+    assert summary_events(report(n_truncated=4), 1, None)[0].startswith("4 examples exceed the")
+    assert summary_events(report(total_tokens=100), 1, 2.5)[-1].endswith(
+        "cost $0.00025 at $2.5 per 1M tokens"
+    )
+
+
+def test_text_parts_become_one_string_and_other_messages_stay_as_written() -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "you"}],
+        },
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}], "weight": 1},
+    ]
+
+    assert chat_messages(messages) == [{"role": "user", "content": "Hello, you"}, messages[1]]
