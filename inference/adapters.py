@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inference.upstreams import Upstream
 from service.blobstore import BlobStore
+from service.blobstore.keys import FINAL, adapter_prefix
 from service.errors import ServiceUnavailableError
 
 ADAPTER_VERSION = "v1"  # bump when the published layout changes; folders are never rewritten
@@ -26,11 +27,15 @@ ADAPTER_VERSION = "v1"  # bump when the published layout changes; folders are ne
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """A fine-tuned model: its ``ft:`` name, the job that trained it, and its base model."""
+    """A fine-tuned model: its ``ft:`` name, the job that trained it, and its base model.
+
+    ``variant`` says which of the job's adapters: ``final``, or ``step-N`` for a checkpoint.
+    """
 
     name: str
     job_id: str
     base_model: str
+    variant: str = FINAL
 
 
 class AdapterLoader:
@@ -57,14 +62,13 @@ class AdapterLoader:
             upstream.loaded.add(adapter.name)
 
     def publish(self, adapter: AdapterRef) -> Path:
-        """Copy the adapter's blobs into ``root/<job id>/<version>`` once (atomic rename)."""
-        target = self.root / adapter.job_id / ADAPTER_VERSION
+        """Copy the blobs into ``root/<job id>/<variant>/<version>`` once (atomic rename)."""
+        target = self.root / adapter.job_id / adapter.variant / ADAPTER_VERSION
         if target.is_dir():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=target.parent))
-        prefix = f"adapters/{adapter.job_id}/final"
-        for key in self.blobs.keys(prefix):
+        for key in self.blobs.keys(adapter_prefix(adapter.job_id, adapter.variant)):
             with (staging / key.rsplit("/", 1)[-1]).open("wb") as handle:
                 for chunk in self.blobs.read(key):
                     handle.write(chunk)

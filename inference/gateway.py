@@ -23,6 +23,7 @@ from inference.openai_shape import normalise
 from inference.upstreams import Upstream, Upstreams
 from inference.usage import UsageLedger
 from service.auth.service import Principal
+from service.blobstore.keys import checkpoint_variant
 from service.db.database import Database
 from service.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from service.jobs import repository
@@ -96,9 +97,16 @@ class Gateway:
         return self._ready(Target(upstream, job))
 
     def _owned_job(self, principal: Principal, model: str) -> AdapterRef | None:
+        """The project's fine-tuned model or checkpoint called ``model``, if any."""
         with self.db.read() as session:
             job = repository.succeeded_with_model(session, principal.project_id, model)
-            return None if job is None else AdapterRef(model, job.id, job.model)
+            if job is not None:
+                return AdapterRef(model, job.id, job.model)
+            found = repository.servable_checkpoint(session, principal.project_id, model)
+            if found is None:
+                return None
+            checkpoint, owner = found
+            return AdapterRef(model, owner.id, owner.model, checkpoint_variant(checkpoint.step))
 
     @staticmethod
     def _ready(target: Target) -> Target:

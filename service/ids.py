@@ -39,3 +39,7 @@ def new_event_id() -> str:
 def new_model_tag() -> str:
     """The 8-character tail of a fine-tuned model name (``ft:...:AbCd1234``)."""
     return base62(8)
+
+
+def new_checkpoint_id() -> str:
+    return "ftckpt_" + base62(24)

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     vllm_start_timeout_seconds: float = Field(default=300.0, gt=0)
     vllm_request_timeout_seconds: float = Field(default=600.0, gt=0)
     lease_seconds: int = Field(default=60, ge=5)
+    max_lost_leases: int = Field(
+        default=3, ge=0, description="Restarts after a worker dies before the job fails."
+    )
+    snapshot_every_steps: int = Field(
+        default=200, ge=0, description="Resume snapshot interval (also at every epoch end)."
+    )
+    checkpoints_kept: int = Field(default=3, ge=1, description="Published checkpoints per job.")
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -1,14 +1,22 @@
-"""Supervised LoRA fine-tuning: a plain torch loop over peft, loss on assistant tokens only."""
+"""Supervised LoRA fine-tuning: a plain torch loop over peft, loss on assistant tokens only.
+
+The loop can stop between any two steps and continue later from a snapshot (adapter weights,
+optimizer, scheduler, RNG, step count and the metrics so far): the order of examples depends only
+on (seed, epoch), so a resumed run takes exactly the steps an uninterrupted one would.
+"""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
 
 from service.settings import BaseModelConfig
@@ -16,6 +24,7 @@ from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
 from trainer.hyperparameters import Hyperparameters
 
 MAX_GRAD_NORM = 1.0
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,47 @@ class TrainingResult:
 
 
 class TrainingStopped(Exception):
-    """``should_stop`` said so (cancelled, lease lost, or shutting down)."""
+    """The worker asked to stop (cancelled, lease lost, paused or shutting down)."""
+
+    def __init__(self, reason: str, step: int) -> None:
+        super().__init__(f"stopped at step {step}: {reason}")
+        self.reason, self.step = reason, step
+
+
+class TrainingFailed(Exception):
+    """Training cannot succeed (the loss diverged, memory ran out): fail the job at once."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class TrainingHooks:
+    """How the loop talks to its worker; every hook is optional."""
+
+    on_step: Callable[[StepMetrics], None] = lambda _metrics: None
+    # Between steps: None to go on, or why to stop; "pause"/"shutdown" save a snapshot first.
+    stop_reason: Callable[[], str | None] = lambda: None
+    # A snapshot file was written at this step: store it where another worker can find it.
+    on_snapshot: Callable[[int, Path], None] = lambda _step, _path: None
+    # An epoch (not the last) ended: its adapter is in the folder, to publish as a checkpoint.
+    on_epoch_end: Callable[[StepMetrics, Path], None] = lambda _metrics, _folder: None
+    snapshot_every: int = 0  # steps; 0 = only at epoch ends and when stopping
+
+
+@dataclass
+class _Progress:
+    step: int = 0
+    trained_tokens: int = 0
+    steps: list[StepMetrics] = field(default_factory=list)
+
+
+def epoch_order(seed: int, epoch: int, n_examples: int) -> list[int]:
+    """The order of examples in one epoch: a function of (seed, epoch) only."""
+    indices = list(range(n_examples))
+    random.Random(seed * 1_000_003 + epoch).shuffle(indices)
+    return indices
 
 
 def train_lora(
@@ -43,33 +92,102 @@ def train_lora(
     *,
     seed: int,
     output_dir: Path,
-    on_step: Callable[[StepMetrics], None],
-    should_stop: Callable[[], bool],
+    hooks: TrainingHooks | None = None,
+    resume_from: Path | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter on ``examples`` and save it (PEFT format) to ``output_dir``."""
+    hooks = hooks or TrainingHooks()
     torch.manual_seed(seed)
     model = _lora_model(base)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=base.learning_rate * hp.learning_rate_multiplier)
     total = hp.total_steps(len(examples))
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, total)
-    order = random.Random(seed)
-    steps: list[StepMetrics] = []
-    trained_tokens = 0
+    progress = _Progress()
+    if resume_from is not None:
+        progress = _restore(resume_from, model, optimizer, scheduler)
+    per_epoch = math.ceil(len(examples) / hp.batch_size)
     model.train()
-    for _epoch in range(hp.n_epochs):
-        indices = list(range(len(examples)))
-        order.shuffle(indices)
-        for start in range(0, len(indices), hp.batch_size):
-            batch = [examples[i] for i in indices[start : start + hp.batch_size]]
-            loss, accuracy = _step(model, batch, optimizer, scheduler, trainable)
-            trained_tokens += sum(len(e.input_ids) for e in batch)
-            steps.append(StepMetrics(len(steps) + 1, total, loss, accuracy))
-            on_step(steps[-1])
-            if should_stop():
-                raise TrainingStopped
-    model.save_pretrained(str(output_dir))
-    return TrainingResult(steps, trained_tokens)
+    while progress.step < total:
+        epoch, position = divmod(progress.step, per_epoch)
+        order = epoch_order(seed, epoch, len(examples))
+        start = position * hp.batch_size
+        batch = [examples[i] for i in order[start : start + hp.batch_size]]
+        loss, accuracy = _step(model, batch, optimizer, scheduler, trainable)
+        if not math.isfinite(loss):
+            raise TrainingFailed(
+                "training_diverged",
+                f"Training stopped at step {progress.step + 1}: the loss is not a finite number "
+                f"({loss}). Try a lower learning_rate_multiplier.",
+            )
+        progress.step += 1
+        progress.trained_tokens += sum(len(e.input_ids) for e in batch)
+        progress.steps.append(StepMetrics(progress.step, total, loss, accuracy))
+        hooks.on_step(progress.steps[-1])
+        epoch_ended = progress.step % per_epoch == 0
+        if epoch_ended and progress.step < total:
+            folder = output_dir / f"step-{progress.step}"
+            model.save_pretrained(str(folder))
+            hooks.on_epoch_end(progress.steps[-1], folder)
+        every = hooks.snapshot_every
+        if epoch_ended or (every and progress.step % every == 0):
+            _snapshot(output_dir, model, optimizer, scheduler, progress, hooks)
+        reason = hooks.stop_reason()
+        if reason is not None:
+            if reason in ("pause", "shutdown") and not epoch_ended:
+                _snapshot(output_dir, model, optimizer, scheduler, progress, hooks)
+            raise TrainingStopped(reason, progress.step)
+    if not all(bool(torch.isfinite(p).all()) for p in trainable):
+        raise TrainingFailed(
+            "invalid_adapter",
+            "The trained adapter has weights that are not finite numbers, so it cannot be "
+            "served. Try a lower learning_rate_multiplier.",
+        )
+    model.save_pretrained(str(output_dir / "final"))
+    return TrainingResult(progress.steps, progress.trained_tokens)
+
+
+def _snapshot(
+    folder: Path,
+    model: PeftModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: _Progress,
+    hooks: TrainingHooks,
+) -> None:
+    path = folder / f"snapshot-{progress.step}.pt"
+    state: dict[str, Any] = {
+        "format": SNAPSHOT_FORMAT,
+        "adapter": get_peft_model_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "step": progress.step,
+        "trained_tokens": progress.trained_tokens,
+        "steps": [asdict(m) for m in progress.steps],
+    }
+    torch.save(state, path)
+    try:
+        hooks.on_snapshot(progress.step, path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _restore(
+    path: Path,
+    model: PeftModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> _Progress:
+    state = torch.load(path, weights_only=True)
+    if state.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"snapshot {path.name} has format {state.get('format')}")
+    set_peft_model_state_dict(model, state["adapter"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    steps = [StepMetrics(**m) for m in state["steps"]]
+    return _Progress(state["step"], state["trained_tokens"], steps)
 
 
 def _lora_model(base: BaseModelConfig) -> PeftModel:

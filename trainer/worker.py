@@ -1,7 +1,9 @@
 """The worker process: claim a job, validate its files, train, publish the adapter and results.
 
 Run as ``python -m trainer.worker`` (``openft serve`` supervises one). It talks to the rest of
-OpenFT only through the database and the blob store.
+OpenFT only through the database and the blob store, so any number of workers on any number of
+machines share one queue. A job survives its worker: resume snapshots go to the blob store, and a
+job whose worker died is queued again by the next worker's reaper and resumed from the newest one.
 """
 
 from __future__ import annotations
@@ -19,13 +21,23 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
+import torch
+from sqlalchemy import select
 from transformers import AutoTokenizer
 
 from service.blobstore import BlobStore, LocalBlobStore
-from service.blobstore.keys import adapter_key, file_key
+from service.blobstore.keys import (
+    adapter_key,
+    adapter_prefix,
+    checkpoint_variant,
+    file_key,
+    snapshot_key,
+    snapshot_prefix,
+)
 from service.db.database import Database
-from service.db.models import File
+from service.db.models import File, FineTuningJob
 from service.ids import new_file_id, new_model_tag
 from service.jobs import queue, repository
 from service.jobs.queue import Claim, LeaseLostError
@@ -37,11 +49,20 @@ from trainer.dataset import (
     prepare_training_file,
     summary_events,
 )
+from trainer.faults import fault_point
 from trainer.hyperparameters import Hyperparameters, resolve
-from trainer.sft import StepMetrics, TrainingResult, TrainingStopped, train_lora
+from trainer.sft import (
+    StepMetrics,
+    TrainingFailed,
+    TrainingHooks,
+    TrainingResult,
+    TrainingStopped,
+    train_lora,
+)
 
 log = logging.getLogger("openft.worker")
 RESULT_COLUMNS = "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+FILES_VALIDATED = "Files validated, moving job to queued state"
 
 
 class Worker:
@@ -55,7 +76,13 @@ class Worker:
 
     def run(self, *, once: bool = False) -> None:
         """Process jobs until stopped (or, with ``once``, until the queue is empty)."""
+        self.sweep_snapshots()
         while not self.stopping.is_set():
+            reaped = queue.reap_expired_leases(self.db, self.settings.max_lost_leases)
+            if reaped:
+                log.warning("freed jobs whose worker stopped responding: %s", reaped)
+                for job_id in reaped:
+                    self._forget_snapshots_if_finished(job_id)
             claim = queue.claim(self.db, self.owner, self.settings.lease_seconds)
             if claim is None:
                 if once:
@@ -70,20 +97,45 @@ class Worker:
         beat.start()
         try:
             self._run_job(claim, beat)
-        except DatasetError as exc:
-            queue.fail(self.db, claim, exc.code, exc.message, exc.param)
-        except TrainingStopped:
-            if self.stopping.is_set():
-                queue.release(self.db, claim)
-            log.info("stopped %s", claim.job_id)
+        except TrainingStopped as stopped:
+            self._stopped(claim, stopped)
         except LeaseLostError:
-            log.info("%s is no longer ours (cancelled or re-claimed)", claim.job_id)
+            log.info("%s is no longer ours (cancelled, paused or re-claimed)", claim.job_id)
+            queue.let_go(self.db, claim)
+        except DatasetError as exc:
+            self._fail(claim, exc.code, exc.message, exc.param)
+        except TrainingFailed as exc:
+            self._fail(claim, exc.code, exc.message, None)
+        except (torch.OutOfMemoryError, MemoryError):
+            log.exception("job %s ran out of memory", claim.job_id)
+            message = (
+                "Training ran out of memory. Try a smaller batch_size, or a base model with a "
+                "lower max_seq_length."
+            )
+            self._fail(claim, "out_of_memory", message, None)
         except Exception as exc:
             log.exception("job %s failed", claim.job_id)
             message = f"Training failed: {type(exc).__name__}: {exc}"
-            queue.fail(self.db, claim, "training_failed", message, None)
+            self._fail(claim, "training_failed", message, None)
         finally:
             beat.stop()
+
+    def _stopped(self, claim: Claim, stopped: TrainingStopped) -> None:
+        log.info("%s stopped at step %d (%s)", claim.job_id, stopped.step, stopped.reason)
+        if stopped.reason == "shutdown":
+            queue.release(
+                self.db,
+                claim,
+                f"The worker is shutting down; the job will resume from step {stopped.step}",
+            )
+        elif stopped.reason == "pause":
+            queue.let_go(self.db, claim)
+        else:
+            self._forget_snapshots_if_finished(claim.job_id)
+
+    def _fail(self, claim: Claim, code: str, message: str, param: str | None) -> None:
+        queue.fail(self.db, claim, code, message, param)
+        self._delete(snapshot_prefix(claim.job_id))
 
     def _run_job(self, claim: Claim, beat: _Heartbeat) -> None:
         base = self.models.get(claim.model)
@@ -94,31 +146,43 @@ class Worker:
         examples = self._validate(claim, base)
         requested = claim.method["supervised"]["hyperparameters"]
         hp = resolve(requested, len(examples.examples))
-        if claim.status == "validating_files":
-            summary = summary_events(
-                examples.report, hp.n_epochs, base.training_price_per_1m_tokens
-            )
-            with queue.held(self.db, claim, "validating_files") as (session, job):
-                for message in summary:
-                    repository.add_event(session, job, message)
-                queue.transition(job, "queued")
-                repository.add_event(session, job, "Files validated, moving job to queued state")
-        self._start(claim, hp)
+        self._finish_validation(claim, examples, hp, base)
         with tempfile.TemporaryDirectory(prefix=f"openft-{claim.job_id}-") as scratch:
+            workdir = Path(scratch)
+            snapshot = self._download_newest_snapshot(claim, workdir)
+            self._start(claim, hp, snapshot)
+            hooks = TrainingHooks(
+                on_step=lambda m: self._record_step(claim, m),
+                stop_reason=lambda: self._stop_reason(claim, beat),
+                on_snapshot=lambda step, path: self._store_snapshot(claim, step, path),
+                on_epoch_end=lambda m, folder: self._publish_checkpoint(claim, m, folder),
+                snapshot_every=self.settings.snapshot_every_steps,
+            )
             result = train_lora(
                 base,
                 examples.examples,
                 hp,
                 seed=claim.seed,
-                output_dir=Path(scratch),
-                on_step=lambda m: self._record_step(claim, m),
-                should_stop=lambda: (
-                    self.stopping.is_set()
-                    or beat.lost.is_set()
-                    or not queue.still_ours(self.db, claim)
-                ),
+                output_dir=workdir,
+                hooks=hooks,
+                resume_from=snapshot[1] if snapshot else None,
             )
-            self._publish(claim, Path(scratch), result)
+            self._publish(claim, workdir / "final", result)
+
+    def _finish_validation(
+        self, claim: Claim, examples: PreparedFile, hp: Hyperparameters, base: BaseModelConfig
+    ) -> None:
+        """Say what the files hold, once per job, and move it from validating_files to queued."""
+        with queue.held(self.db, claim, "validating_files", "queued") as (session, job):
+            if repository.has_event(session, job.id, FILES_VALIDATED):
+                return
+            price = base.training_price_per_1m_tokens
+            for message in summary_events(examples.report, hp.n_epochs, price):
+                repository.add_event(session, job, message)
+            if job.status == "validating_files":
+                queue.transition(job, "queued")
+            repository.add_event(session, job, FILES_VALIDATED)
+        fault_point("after_validation")
 
     def _validate(self, claim: Claim, base: BaseModelConfig) -> PreparedFile:
         """Check the job's files in one streaming pass each; tokenize the training examples."""
@@ -149,38 +213,96 @@ class Worker:
                 f"{kind}_file",
             ) from None
 
-    def _start(self, claim: Claim, hp: Hyperparameters) -> None:
+    def _start(self, claim: Claim, hp: Hyperparameters, snapshot: tuple[int, Path] | None) -> None:
         """queued -> running, with the resolved hyperparameters written back to the job."""
         with queue.held(self.db, claim, "queued") as (session, job):
             queue.transition(job, "running")
             job.method = {"type": "supervised", "supervised": {"hyperparameters": hp.as_dict()}}
-            repository.add_event(session, job, "Fine-tuning job started")
+            if snapshot is not None:
+                message = f"Fine-tuning job resumed from step {snapshot[0]}"
+            elif repository.has_event(session, job.id, "Fine-tuning job started"):
+                message = "Fine-tuning job restarted from the beginning"
+            else:
+                message = "Fine-tuning job started"
+            repository.add_event(session, job, message)
+
+    def _stop_reason(self, claim: Claim, beat: _Heartbeat) -> str | None:
+        if beat.lost.is_set():
+            return "lost"
+        reason = queue.stop_reason(self.db, claim)
+        if reason is None and self.stopping.is_set():
+            return "shutdown"
+        return reason
 
     def _record_step(self, claim: Claim, metrics: StepMetrics) -> None:
-        with queue.held(self.db, claim, "running") as (session, job):
+        # Also when paused (or paused and resumed) meanwhile: the step just taken is kept.
+        with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
             repository.add_event(
                 session,
                 job,
                 f"Step {metrics.step}/{metrics.total_steps}: "
                 f"training loss={metrics.train_loss:.2f}",
-                data={
-                    "step": metrics.step,
-                    "train_loss": metrics.train_loss,
-                    "total_steps": metrics.total_steps,
-                    "train_mean_token_accuracy": metrics.train_mean_token_accuracy,
-                },
+                data=_metrics_data(metrics),
             )
+        fault_point("after_step")
+
+    def _store_snapshot(self, claim: Claim, step: int, path: Path) -> None:
+        """Upload the snapshot, then drop the older ones: one complete snapshot always exists."""
+        key = snapshot_key(claim.job_id, step)
+        with path.open("rb") as handle:
+            self._put_stream(key, handle)
+        for older in list(self.blobs.keys(snapshot_prefix(claim.job_id))):
+            if older < key:
+                self.blobs.delete(older)
+        fault_point("after_snapshot_upload")
+
+    def _download_newest_snapshot(self, claim: Claim, workdir: Path) -> tuple[int, Path] | None:
+        keys = sorted(self.blobs.keys(snapshot_prefix(claim.job_id)))
+        if not keys:
+            return None
+        newest = keys[-1]
+        path = workdir / "resume.pt"
+        with path.open("wb") as handle:
+            for chunk in self.blobs.read(newest):
+                handle.write(chunk)
+        step = int(newest.rsplit("step-", 1)[1].removesuffix(".pt"))
+        log.info("%s resumes from the snapshot at step %d", claim.job_id, step)
+        return step, path
+
+    def _publish_checkpoint(self, claim: Claim, metrics: StepMetrics, folder: Path) -> None:
+        """An epoch's adapter: blobs under its step, then its row (once), then pruning."""
+        variant = checkpoint_variant(metrics.step)
+        self._put_folder(claim.job_id, folder, variant)
+        name = (
+            f"ft:{claim.model}:{claim.project_slug}:{claim.suffix or ''}:{new_model_tag()}"
+            f":ckpt-step-{metrics.step}"
+        )
+        with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
+            kept = repository.add_checkpoint(
+                session, job, metrics.step, name, _checkpoint_metrics(metrics)
+            )
+            if kept.name == name:  # new, not found from before a resume
+                repository.add_event(
+                    session,
+                    job,
+                    f"Checkpoint created at step {metrics.step} with Snapshot ID: {name}",
+                )
+            pruned = repository.prune_checkpoints(
+                session, claim.job_id, self.settings.checkpoints_kept
+            )
+        self._delete_checkpoints(claim.job_id, pruned)
+        fault_point("after_checkpoint_publish")
 
     def _publish(self, claim: Claim, adapter_dir: Path, result: TrainingResult) -> None:
         """Blobs first (adapter, result file), then one transaction makes the job succeed."""
-        for path in sorted(adapter_dir.iterdir()):
-            if path.is_file():
-                self._put(adapter_key(claim.job_id, path.name), path.read_bytes())
+        self._put_folder(claim.job_id, adapter_dir)
         result_id = new_file_id()
-        result_csv = _result_csv(result)
-        self._put(file_key(result_id), base64.b64encode(result_csv))
+        result_csv = base64.b64encode(_result_csv(result))
+        self._put(file_key(result_id), result_csv)
+        fault_point("before_success")
         name = f"ft:{claim.model}:{claim.project_slug}:{claim.suffix or ''}:{new_model_tag()}"
         now = int(time.time())
+        last = result.steps[-1]
         with queue.held(self.db, claim, "running") as (session, job):
             session.add(
                 File(
@@ -188,7 +310,7 @@ class Worker:
                     project_id=claim.project_id,
                     purpose="fine-tune-results",
                     filename="step_metrics.csv",
-                    bytes=len(base64.b64encode(result_csv)),
+                    bytes=len(result_csv),
                     created_at=now,
                     expires_at=None,
                     status="processed",
@@ -200,14 +322,57 @@ class Worker:
             job.trained_tokens = result.trained_tokens
             job.finished_at = now
             job.lease_owner = None
+            # As OpenAI does, the final checkpoint carries the fine-tuned model's own name.
+            repository.add_checkpoint(session, job, last.step, name, _checkpoint_metrics(last))
+            pruned = repository.prune_checkpoints(
+                session, claim.job_id, self.settings.checkpoints_kept
+            )
             repository.add_event(session, job, f"New fine-tuned model created: {name}")
             repository.add_event(session, job, "The job has successfully completed")
+        self._delete_checkpoints(claim.job_id, pruned)
+        self._delete(snapshot_prefix(claim.job_id))
         log.info("%s succeeded: %s", claim.job_id, name)
+
+    def sweep_snapshots(self) -> None:
+        """Delete the snapshots of jobs that ended while no worker held them (e.g. cancelled)."""
+        job_ids = {key.split("/")[1] for key in self.blobs.keys("snapshots")}
+        for job_id in sorted(job_ids):
+            self._forget_snapshots_if_finished(job_id)
+
+    def _forget_snapshots_if_finished(self, job_id: str) -> None:
+        with self.db.read() as session:
+            status = session.scalar(select(FineTuningJob.status).where(FineTuningJob.id == job_id))
+        if status in (None, "succeeded", "failed", "cancelled"):
+            self._delete(snapshot_prefix(job_id))
+
+    def _delete_checkpoints(self, job_id: str, steps: list[int]) -> None:
+        for step in steps:
+            self._delete(adapter_prefix(job_id, checkpoint_variant(step)))
+
+    def _delete(self, prefix: str) -> None:
+        for key in list(self.blobs.keys(prefix)):
+            self.blobs.delete(key)
+
+    def _put_folder(self, job_id: str, folder: Path, variant: str = "final") -> None:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                with path.open("rb") as handle:
+                    self._put_stream(adapter_key(job_id, path.name, variant), handle)
 
     def _put(self, key: str, data: bytes) -> None:
         writer = self.blobs.stage()
         try:
             writer.write(data)
+            writer.commit(key)
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _put_stream(self, key: str, handle: BinaryIO) -> None:
+        writer = self.blobs.stage()
+        try:
+            while chunk := handle.read(1 << 20):
+                writer.write(chunk)
             writer.commit(key)
         except BaseException:
             writer.abort()
@@ -231,6 +396,24 @@ class _Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._done.set()
+
+
+def _metrics_data(metrics: StepMetrics) -> dict[str, float | int]:
+    return {
+        "step": metrics.step,
+        "train_loss": metrics.train_loss,
+        "total_steps": metrics.total_steps,
+        "train_mean_token_accuracy": metrics.train_mean_token_accuracy,
+    }
+
+
+def _checkpoint_metrics(metrics: StepMetrics) -> dict[str, float | int | str]:
+    return {
+        "step": metrics.step,
+        "train_loss": metrics.train_loss,
+        "train_mean_token_accuracy": metrics.train_mean_token_accuracy,
+        "type": "supervised",
+    }
 
 
 def _result_csv(result: TrainingResult) -> bytes:

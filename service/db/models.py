@@ -102,12 +102,16 @@ class FineTuningJob(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     model_deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+    lost_leases: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class FineTuningJobEvent(Base):
+    """An event; ``step`` is set on metrics events, which are unique per (job, type, step)."""
+
     __tablename__ = "fine_tuning_job_events"
     __table_args__ = (
         Index("ix_fine_tuning_job_events_job_id_seq", "job_id", "seq"),
+        Index("uq_fine_tuning_job_events_job_id_type_step", "job_id", "type", "step", unique=True),
         {"sqlite_autoincrement": True},
     )
 
@@ -120,3 +124,24 @@ class FineTuningJobEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    step: Mapped[int | None] = mapped_column(Integer)
+
+
+class FineTuningJobCheckpoint(Base):
+    """A published checkpoint: an adapter a job saved at an epoch end, servable by its name."""
+
+    __tablename__ = "fine_tuning_job_checkpoints"
+    __table_args__ = (
+        Index("ix_fine_tuning_job_checkpoints_job_id_seq", "job_id", "seq"),
+        Index("uq_fine_tuning_job_checkpoints_job_id_step", "job_id", "step", unique=True),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(300), index=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -1,9 +1,12 @@
 """The job queue in SQL: claim with a lease, guarded writes by the lease holder, transitions.
 
 One claim statement serves both databases: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and on
-SQLite the write transaction's ``BEGIN IMMEDIATE`` serialises claimers. Every write a worker makes
-is guarded by ``lease_owner`` and ``attempt``, and by the status it expects, so a job that was
-cancelled, or re-claimed after a lost lease, is never overwritten by a stale worker.
+SQLite the write transaction's ``BEGIN IMMEDIATE`` serialises claimers. Lease times come from the
+database's clock, so workers on machines whose clocks disagree still agree on expiry. Every write a
+worker makes is guarded by ``lease_owner`` and ``attempt`` (a fencing token bumped by each claim),
+and by the status it expects, so a job that was cancelled, paused, or re-claimed after a lost lease
+is never overwritten by a stale worker. ``lost_leases`` counts the leases that expired (a worker
+died); graceful hand-overs do not count, and past ``max_lost_leases`` the reaper fails the job.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from service.db.database import Database
@@ -22,10 +25,12 @@ from service.db.models import FineTuningJob, Project
 from service.jobs import repository
 
 CLAIMABLE = ("validating_files", "queued")
+LEASED = (*CLAIMABLE, "running")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "validating_files": ("queued", "failed", "cancelled"),
-    "queued": ("running", "failed", "cancelled"),
-    "running": ("succeeded", "failed", "cancelled", "queued"),
+    "validating_files": ("queued", "failed", "cancelled", "paused"),
+    "queued": ("running", "failed", "cancelled", "paused"),
+    "running": ("succeeded", "failed", "cancelled", "queued", "paused"),
+    "paused": ("queued", "failed", "cancelled"),
     "succeeded": (),
     "failed": (),
     "cancelled": (),
@@ -65,22 +70,32 @@ def transition(job: FineTuningJob, status: str) -> None:
     job.status = status
 
 
+def database_now(session: Session) -> int:
+    """Seconds since the epoch by the database's clock (the one clock all workers share)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return int(
+            session.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar_one()
+        )
+    return int(session.execute(text("SELECT CAST(strftime('%s', 'now') AS INTEGER)")).scalar_one())
+
+
 def claim(db: Database, owner: str, lease_s: int) -> Claim | None:
     """Take the oldest claimable job whose lease is free or expired."""
-    now = int(time.time())
     query = (
         select(FineTuningJob, Project.slug)
         .join(Project, Project.id == FineTuningJob.project_id)
-        .where(
-            FineTuningJob.status.in_(CLAIMABLE),
-            or_(FineTuningJob.lease_owner.is_(None), FineTuningJob.lease_expires_at < now),
-        )
+        .where(FineTuningJob.status.in_(CLAIMABLE))
         .order_by(FineTuningJob.seq)
         .limit(1)
         .with_for_update(skip_locked=True, of=FineTuningJob)
     )
     with db.write() as session:
-        found = session.execute(query).first()
+        now = database_now(session)
+        found = session.execute(
+            query.where(
+                or_(FineTuningJob.lease_owner.is_(None), FineTuningJob.lease_expires_at < now)
+            )
+        ).first()
         if found is None:
             return None
         job, slug = found
@@ -122,21 +137,29 @@ def held(db: Database, claim: Claim, *statuses: str) -> Iterator[tuple[Session, 
 def renew(db: Database, claim: Claim, lease_s: int) -> bool:
     """Heartbeat: push the lease forward; False once the job is no longer ours."""
     try:
-        with held(db, claim, *CLAIMABLE, "running") as (_session, job):
-            job.lease_expires_at = int(time.time()) + lease_s
+        with held(db, claim, *LEASED) as (session, job):
+            job.lease_expires_at = database_now(session) + lease_s
         return True
     except LeaseLostError:
         return False
 
 
-def still_ours(db: Database, claim: Claim) -> bool:
+def stop_reason(db: Database, claim: Claim) -> str | None:
+    """Why the worker should stop training now: "lost" (cancelled, re-claimed), "pause", or None."""
     with db.read() as session:
         row = session.execute(
             select(
-                FineTuningJob.lease_owner, FineTuningJob.attempt, FineTuningJob.cancel_requested
+                FineTuningJob.lease_owner,
+                FineTuningJob.attempt,
+                FineTuningJob.cancel_requested,
+                FineTuningJob.status,
             ).where(FineTuningJob.id == claim.job_id)
         ).one_or_none()
-    return row is not None and (row[0], row[1], row[2]) == (claim.owner, claim.attempt, False)
+    if row is None or (row[0], row[1], row[2]) != (claim.owner, claim.attempt, False):
+        return "lost"
+    # "queued" under our lease: paused and resumed before we noticed. Either way, save a
+    # snapshot and let go; the queue hands the job out again and it resumes from there.
+    return "pause" if row[3] in ("paused", "queued") else None
 
 
 def advance(db: Database, claim: Claim, expected: str, status: str, message: str) -> None:
@@ -149,7 +172,7 @@ def advance(db: Database, claim: Claim, expected: str, status: str, message: str
 def fail(db: Database, claim: Claim, code: str, message: str, param: str | None) -> None:
     """End the job as failed with OpenAI's error object; no-op if it is no longer ours."""
     try:
-        with held(db, claim, *CLAIMABLE, "running") as (session, job):
+        with held(db, claim, *LEASED) as (session, job):
             transition(job, "failed")
             job.error = {"code": code, "message": message, "param": param}
             job.finished_at = int(time.time())
@@ -190,14 +213,72 @@ def fail_jobs_needing(session: Session, file_ids: Sequence[str]) -> list[str]:
     return [job.id for job in jobs]
 
 
-def release(db: Database, claim: Claim) -> None:
-    """Give a job back to the queue (graceful shutdown); it restarts from the beginning."""
+def release(db: Database, claim: Claim, message: str) -> None:
+    """Give a job back to the queue (graceful shutdown) without counting it as a lost lease."""
     try:
-        with held(db, claim, *CLAIMABLE, "running") as (session, job):
+        with held(db, claim, *LEASED) as (session, job):
             if job.status == "running":
                 transition(job, "queued")
-                repository.add_event(session, job, "Worker stopped; the job is queued again")
+                repository.add_event(session, job, message)
             job.lease_owner = None
             job.lease_expires_at = None
     except LeaseLostError:
         pass
+
+
+def let_go(db: Database, claim: Claim) -> None:
+    """Free the lease if it is still ours, whatever the job's status (paused, resumed, ...).
+
+    A worker that stops working on a job calls this, so the job never waits for its lease to
+    expire; the fencing columns make it a no-op once another worker holds the job.
+    """
+    with db.write() as session:
+        session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == claim.job_id,
+                FineTuningJob.lease_owner == claim.owner,
+                FineTuningJob.attempt == claim.attempt,
+            )
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+
+
+def reap_expired_leases(db: Database, max_lost_leases: int) -> list[str]:
+    """Free jobs whose worker died (lease expired): queue them again, or fail them past the bound.
+
+    Returns the ids of the jobs it touched. Safe to run from every worker at once.
+    """
+    touched = []
+    with db.write() as session:
+        now = database_now(session)
+        expired = session.scalars(
+            select(FineTuningJob)
+            .where(
+                FineTuningJob.status.in_(LEASED),
+                FineTuningJob.lease_owner.is_not(None),
+                FineTuningJob.lease_expires_at < now,
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in expired:
+            job.lease_owner = None
+            job.lease_expires_at = None
+            job.lost_leases += 1
+            touched.append(job.id)
+            if job.lost_leases > max_lost_leases:
+                message = (
+                    f"The job failed because its worker stopped responding {job.lost_leases} "
+                    f"times (at most {max_lost_leases} restarts are allowed)"
+                )
+                transition(job, "failed")
+                job.error = {"code": "worker_lost", "message": message, "param": None}
+                job.finished_at = now
+                repository.add_event(session, job, message, level="error")
+            elif job.status == "running":
+                transition(job, "queued")
+                repository.add_event(
+                    session, job, "The worker stopped responding; the job is queued to resume",
+                    level="warn",
+                )  # fmt: skip
+    return touched

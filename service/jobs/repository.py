@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from service.db.models import FineTuningJob, FineTuningJobEvent
-from service.ids import new_event_id
+from service.db.models import FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
+from service.ids import new_checkpoint_id, new_event_id
 from service.pagination import after_cursor
 
 
@@ -70,7 +70,22 @@ def add_event(
     level: str = "info",
     data: dict[str, Any] | None = None,
 ) -> FineTuningJobEvent:
-    """Append an event; ``data`` makes it a ``metrics`` event."""
+    """Append an event; ``data`` makes it a ``metrics`` event, kept once per step.
+
+    A resumed run repeats the steps after its snapshot: their metrics events already exist, and
+    the existing one is returned (the unique index on (job, type, step) backs this up).
+    """
+    step = data.get("step") if data is not None else None
+    if step is not None:
+        existing = session.scalars(
+            select(FineTuningJobEvent).where(
+                FineTuningJobEvent.job_id == job.id,
+                FineTuningJobEvent.type == "metrics",
+                FineTuningJobEvent.step == step,
+            )
+        ).one_or_none()
+        if existing is not None:
+            return existing
     event = FineTuningJobEvent(
         id=new_event_id(),
         job_id=job.id,
@@ -80,9 +95,19 @@ def add_event(
         message=message,
         type="metrics" if data is not None else "message",
         data=data or {},
+        step=step,
     )
     session.add(event)
     return event
+
+
+def has_event(session: Session, job_id: str, message: str) -> bool:
+    found = session.scalars(
+        select(FineTuningJobEvent.seq)
+        .where(FineTuningJobEvent.job_id == job_id, FineTuningJobEvent.message == message)
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def succeeded_with_model(session: Session, project_id: str, model: str) -> FineTuningJob | None:
@@ -95,3 +120,100 @@ def succeeded_with_model(session: Session, project_id: str, model: str) -> FineT
             FineTuningJob.model_deleted_at.is_(None),
         )
     ).one_or_none()
+
+
+def add_checkpoint(
+    session: Session, job: FineTuningJob, step: int, name: str, metrics: dict[str, Any]
+) -> FineTuningJobCheckpoint:
+    """Record a published checkpoint once per (job, step); a resumed run finds the first one."""
+    existing = session.scalars(
+        select(FineTuningJobCheckpoint).where(
+            FineTuningJobCheckpoint.job_id == job.id, FineTuningJobCheckpoint.step == step
+        )
+    ).one_or_none()
+    if existing is not None:
+        return existing
+    checkpoint = FineTuningJobCheckpoint(
+        id=new_checkpoint_id(),
+        job_id=job.id,
+        project_id=job.project_id,
+        step=step,
+        name=name,
+        metrics=metrics,
+        created_at=int(time.time()),
+    )
+    session.add(checkpoint)
+    session.flush()
+    return checkpoint
+
+
+def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[int]:
+    """Delete all but the ``keep`` newest checkpoints of a job; returns the steps removed."""
+    steps = list(
+        session.scalars(
+            select(FineTuningJobCheckpoint.step)
+            .where(FineTuningJobCheckpoint.job_id == job_id)
+            .order_by(FineTuningJobCheckpoint.step.desc())
+        )
+    )
+    removed = steps[keep:]
+    if removed:
+        session.execute(
+            delete(FineTuningJobCheckpoint).where(
+                FineTuningJobCheckpoint.job_id == job_id,
+                FineTuningJobCheckpoint.step.in_(removed),
+            )
+        )
+    return removed
+
+
+def checkpoint_seq_of(session: Session, job_id: str, checkpoint_id: str) -> int | None:
+    return session.scalars(
+        select(FineTuningJobCheckpoint.seq).where(
+            FineTuningJobCheckpoint.job_id == job_id, FineTuningJobCheckpoint.id == checkpoint_id
+        )
+    ).one_or_none()
+
+
+def checkpoints_page(
+    session: Session, job_id: str, *, after_seq: int | None, limit: int
+) -> list[FineTuningJobCheckpoint]:
+    """Newest first, as OpenAI lists them."""
+    query = select(FineTuningJobCheckpoint).where(FineTuningJobCheckpoint.job_id == job_id)
+    ordered = after_cursor(query, FineTuningJobCheckpoint.seq, after_seq, "desc")
+    return list(session.scalars(ordered.limit(limit + 1)))
+
+
+def servable_checkpoint(
+    session: Session, project_id: str, name: str
+) -> tuple[FineTuningJobCheckpoint, FineTuningJob] | None:
+    """The project's checkpoint called ``name``, with its job, unless the model was deleted."""
+    found = session.execute(
+        select(FineTuningJobCheckpoint, FineTuningJob)
+        .join(FineTuningJob, FineTuningJob.id == FineTuningJobCheckpoint.job_id)
+        .where(
+            FineTuningJobCheckpoint.project_id == project_id,
+            FineTuningJobCheckpoint.name == name,
+            FineTuningJob.model_deleted_at.is_(None),
+        )
+    ).first()
+    return None if found is None else (found[0], found[1])
+
+
+def project_checkpoints(session: Session, project_id: str) -> list[FineTuningJobCheckpoint]:
+    """The project's checkpoints that are not the final model of their job, oldest first."""
+    return list(
+        session.scalars(
+            select(FineTuningJobCheckpoint)
+            .join(FineTuningJob, FineTuningJob.id == FineTuningJobCheckpoint.job_id)
+            .where(
+                FineTuningJobCheckpoint.project_id == project_id,
+                FineTuningJob.model_deleted_at.is_(None),
+                or_(
+                    FineTuningJob.fine_tuned_model.is_(None),
+                    FineTuningJobCheckpoint.name != FineTuningJob.fine_tuned_model,
+                ),
+            )
+            .order_by(FineTuningJobCheckpoint.seq)
+        )
+    )

@@ -11,6 +11,7 @@ from service.deps import CurrentPrincipal, Jobs
 from service.jobs.schemas import (
     CreateJobRequest,
     FineTuningJob,
+    FineTuningJobCheckpointList,
     FineTuningJobEventList,
     FineTuningJobList,
 )
@@ -49,6 +50,27 @@ def retrieve_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Job
 @router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
 def cancel_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
     return jobs.cancel(principal, fine_tuning_job_id)
+
+
+@router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJob)
+def pause_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
+    return jobs.pause(principal, fine_tuning_job_id)
+
+
+@router.post("/{fine_tuning_job_id}/resume", response_model=FineTuningJob)
+def resume_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
+    return jobs.resume(principal, fine_tuning_job_id)
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints", response_model=FineTuningJobCheckpointList)
+def list_checkpoints(
+    fine_tuning_job_id: str,
+    principal: CurrentPrincipal,
+    jobs: Jobs,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> FineTuningJobCheckpointList:
+    return jobs.checkpoints(principal, fine_tuning_job_id, after=after, limit=limit)
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=FineTuningJobEventList)

@@ -7,9 +7,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.db.models import FineTuningJob as JobRow
+from service.db.models import FineTuningJobCheckpoint as CheckpointRow
 from service.db.models import FineTuningJobEvent as EventRow
 
-JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal[
+    "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
+]
 TERMINAL: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 AUTO_HYPERPARAMETERS: dict[str, Any] = {
     "batch_size": "auto",
@@ -136,3 +139,32 @@ class FineTuningJobEventList(BaseModel):
     object: Literal["list"] = "list"
     data: list[FineTuningJobEvent]
     has_more: bool
+
+
+class FineTuningJobCheckpoint(BaseModel):
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+    @classmethod
+    def from_row(cls, row: CheckpointRow) -> FineTuningJobCheckpoint:
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            fine_tuned_model_checkpoint=row.name,
+            fine_tuning_job_id=row.job_id,
+            metrics=row.metrics,
+            step_number=row.step,
+        )
+
+
+class FineTuningJobCheckpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobCheckpoint]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None

@@ -15,12 +15,14 @@ from service.db.models import FineTuningJob as JobRow
 from service.errors import InvalidRequestError, no_such_object
 from service.files import repository as files_repository
 from service.ids import new_job_id
-from service.jobs import repository
+from service.jobs import queue, repository
 from service.jobs.hyperparameters import checked_hyperparameters
 from service.jobs.schemas import (
     TERMINAL,
     CreateJobRequest,
     FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobCheckpointList,
     FineTuningJobEvent,
     FineTuningJobEventList,
     FineTuningJobList,
@@ -110,6 +112,54 @@ class JobsService:
             row.cancel_requested = True
             repository.add_event(session, row, "Fine-tuning job cancelled")
         return FineTuningJob.from_row(row)
+
+    def pause(self, principal: Principal, job_id: str) -> FineTuningJob:
+        """Paused at once; a worker training the job saves a snapshot and lets it go."""
+        with self.db.write() as session:
+            row = self._get(session, principal, job_id)
+            if row.status not in ("queued", "running", "validating_files"):
+                raise InvalidRequestError(
+                    f"Fine-tuning job {job_id} is {row.status} and cannot be paused; only "
+                    "queued or running jobs can.",
+                    param="fine_tuning_job_id",
+                )
+            queue.transition(row, "paused")
+            repository.add_event(session, row, "Fine-tuning job paused")
+        return FineTuningJob.from_row(row)
+
+    def resume(self, principal: Principal, job_id: str) -> FineTuningJob:
+        """Back in the queue; a worker continues from the newest snapshot."""
+        with self.db.write() as session:
+            row = self._get(session, principal, job_id)
+            if row.status != "paused":
+                raise InvalidRequestError(
+                    f"Fine-tuning job {job_id} is {row.status}, not paused, so it cannot be "
+                    "resumed.",
+                    param="fine_tuning_job_id",
+                )
+            queue.transition(row, "queued")
+            repository.add_event(session, row, "Fine-tuning job resumed")
+        return FineTuningJob.from_row(row)
+
+    def checkpoints(
+        self, principal: Principal, job_id: str, *, after: str | None, limit: int
+    ) -> FineTuningJobCheckpointList:
+        with self.db.read() as session:
+            self._get(session, principal, job_id)
+            after_seq = cursor_position(
+                after,
+                lambda i: repository.checkpoint_seq_of(session, job_id, i),
+                "FineTuningJobCheckpoint",
+            )
+            rows = repository.checkpoints_page(session, job_id, after_seq=after_seq, limit=limit)
+        items, has_more = split_page(rows, limit)
+        data = [FineTuningJobCheckpoint.from_row(r) for r in items]
+        return FineTuningJobCheckpointList(
+            data=data,
+            has_more=has_more,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
 
     def events(
         self, principal: Principal, job_id: str, *, after: str | None, limit: int

@@ -90,7 +90,12 @@ class ModelsService:
         )
         with self.db.read() as session:
             rows = session.execute(query).all()
-        return [
+            checkpoints = jobs_repository.project_checkpoints(session, principal.project_id)
+        models = [
             Model(id=name, created=finished or 0, owned_by=principal.project_slug)
             for name, finished in rows
+        ]
+        return models + [
+            Model(id=c.name, created=c.created_at, owned_by=principal.project_slug)
+            for c in checkpoints
         ]

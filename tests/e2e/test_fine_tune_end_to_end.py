@@ -102,6 +102,17 @@ def test_a_job_on_auto_learns_the_fact(
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]
     messages = [e.message for e in events if e.type == "message"]
     per_epoch = done.trained_tokens // 6
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [96, 80, 64]  # the last 3 epochs
+    assert checkpoints[0].fine_tuned_model_checkpoint == done.fine_tuned_model
+    assert checkpoints[1].fine_tuned_model_checkpoint.startswith("ft:tiny-chat:default:keeper:")
+    assert checkpoints[1].fine_tuned_model_checkpoint.endswith(":ckpt-step-80")
+    assert checkpoints[0].metrics.step == 96 and checkpoints[0].metrics.train_loss is not None
+    names = {  # every epoch announced its checkpoint, the pruned ones too
+        int(e.message.split()[4]): e.message.rsplit(" ", 1)[1]
+        for e in events
+        if e.message.startswith("Checkpoint created at step")
+    }
     assert messages == [
         f"Created fine-tuning job: {job.id}",
         f"Validating training file: {training.id}",
@@ -109,6 +120,10 @@ def test_a_job_on_auto_learns_the_fact(
         f"Tokens billed: {done.trained_tokens:,} ({per_epoch:,} tokens x 6 epochs)",
         "Files validated, moving job to queued state",
         "Fine-tuning job started",
+        *[
+            f"Checkpoint created at step {16 * epoch} with Snapshot ID: {names[16 * epoch]}"
+            for epoch in range(1, 6)
+        ],
         f"New fine-tuned model created: {done.fine_tuned_model}",
         "The job has successfully completed",
     ]
@@ -210,6 +225,11 @@ def test_the_fine_tuned_model_is_served_by_vllm_at_once(
     assert model in [m.id for m in client.models.list()]
     assert client.models.retrieve(model).owned_by == "default"
 
+    earlier = client.fine_tuning.jobs.checkpoints.list(job.id).data[1].fine_tuned_model_checkpoint
+    assert earlier.endswith(":ckpt-step-80") and earlier in [m.id for m in client.models.list()]
+    answer = ask(client, earlier)  # a checkpoint is a model of its own, served by vLLM
+    assert answer.model == earlier and answer.choices[0].message.content is not None
+
 
 def test_other_projects_cannot_use_the_model(
     trainer_client: openai.OpenAI, sdk: Callable[..., openai.OpenAI], training_server: ServerProcess
@@ -286,6 +306,29 @@ def test_a_running_job_can_be_cancelled(trainer_client: openai.OpenAI) -> None:
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     assert len([e for e in events if e.type == "metrics"]) < 500
     assert events[0].message == "Fine-tuning job cancelled"
+
+
+def test_a_job_can_be_paused_and_resumed_through_the_sdk(trainer_client: openai.OpenAI) -> None:
+    client = trainer_client
+    training = client.files.create(file=("fact.jsonl", fact_lines(10)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat", training_file=training.id, hyperparameters={"n_epochs": 10}
+    )
+    wait_for(client, job.id, ("running", *TERMINAL), poll_s=0.05)
+
+    paused = client.fine_tuning.jobs.pause(job.id)
+    assert paused.status == "paused"
+    resumed = client.fine_tuning.jobs.resume(job.id)
+    assert resumed.status == "queued"
+    done = wait_for(client, job.id, TERMINAL)
+
+    assert done.status == "succeeded", done.error
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]
+    messages = [e.message for e in events if e.type == "message"]
+    assert messages.index("Fine-tuning job paused") < messages.index("Fine-tuning job resumed")
+    assert any(m.startswith("Fine-tuning job resumed from step ") for m in messages)
+    steps = [e.data["step"] for e in events if e.type == "metrics"]  # type: ignore[index]
+    assert steps == list(range(1, 101))
 
 
 def test_too_few_examples_fail_the_job(trainer_client: openai.OpenAI) -> None:

@@ -222,6 +222,37 @@ def test_deleting_the_validation_file_of_a_waiting_job_fails_it(
     assert (failed.error.code, failed.error.param) == ("deleted_validation_file", "validation_file")
 
 
+def test_pause_and_resume_a_waiting_job(client: openai.OpenAI, training_file: str) -> None:
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training_file)
+
+    paused = client.fine_tuning.jobs.pause(job.id)
+    with pytest.raises(openai.BadRequestError) as twice:
+        client.fine_tuning.jobs.pause(job.id)
+    resumed = client.fine_tuning.jobs.resume(job.id)
+    with pytest.raises(openai.BadRequestError) as again:
+        client.fine_tuning.jobs.resume(job.id)
+
+    assert (paused.status, resumed.status) == ("paused", "queued")
+    assert twice.value.param == "fine_tuning_job_id"
+    assert "cannot be paused" in twice.value.message
+    assert "not paused, so it cannot be resumed" in again.value.message
+    events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=2).data]
+    assert events == ["Fine-tuning job resumed", "Fine-tuning job paused"]
+    client.fine_tuning.jobs.cancel(job.id)
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.pause(job.id)
+
+
+def test_a_job_without_checkpoints_lists_none(client: openai.OpenAI, training_file: str) -> None:
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training_file)
+
+    page = client.fine_tuning.jobs.checkpoints.list(job.id)
+
+    assert (page.data, page.has_more) == ([], False)
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.checkpoints.list("ftjob-doesnotexist")
+
+
 def test_unknown_job(client: openai.OpenAI) -> None:
     for attempt in (
         client.fine_tuning.jobs.retrieve,
@@ -245,7 +276,10 @@ def test_other_projects_jobs_are_invisible(
     for attempt in (
         bob.fine_tuning.jobs.retrieve,
         bob.fine_tuning.jobs.cancel,
+        bob.fine_tuning.jobs.pause,
+        bob.fine_tuning.jobs.resume,
         bob.fine_tuning.jobs.list_events,
+        bob.fine_tuning.jobs.checkpoints.list,
     ):
         with pytest.raises(openai.NotFoundError):
             attempt(job.id)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
-from unittest import mock
 
 import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from service.auth.service import Principal
+from service.db.models import FineTuningJob, FineTuningJobEvent
 from service.deps import AppState
+from service.errors import InvalidRequestError
 from service.files.upload import ReceivedUpload
-from service.jobs import queue
+from service.jobs import queue, repository
 from service.jobs.schemas import CreateJobRequest
 
 CHAT = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
@@ -37,10 +39,10 @@ def test_a_job_is_claimed_once_and_its_lease_can_expire(state: AppState) -> None
     assert first is not None and first.job_id == job_id and first.attempt == 1
     assert first.project_slug == "queue"
     assert second is None
-    with mock.patch("service.jobs.queue.time.time", return_value=time.time() + 120):
-        reclaimed = queue.claim(state.db, "worker-b", lease_s=60)
+    expire_leases(state)
+    reclaimed = queue.claim(state.db, "worker-b", lease_s=60)
     assert reclaimed is not None and reclaimed.attempt == 2
-    assert not queue.still_ours(state.db, first)
+    assert queue.stop_reason(state.db, first) == "lost"
     with pytest.raises(queue.LeaseLostError):
         queue.advance(state.db, first, "validating_files", "queued", "stale write")
 
@@ -72,7 +74,7 @@ def test_a_cancelled_job_is_never_overwritten_by_its_worker(state: AppState) -> 
 
     state.jobs.cancel(owner, job_id)
 
-    assert not queue.still_ours(state.db, claim)
+    assert queue.stop_reason(state.db, claim) == "lost"
     with pytest.raises(queue.LeaseLostError):
         queue.advance(state.db, claim, "queued", "running", "Fine-tuning job started")
     queue.fail(state.db, claim, "training_failed", "too late", None)
@@ -115,8 +117,129 @@ def test_release_puts_a_running_job_back_in_the_queue(state: AppState) -> None:
     queue.advance(state.db, claim, "validating_files", "queued", "Files validated")
     queue.advance(state.db, claim, "queued", "running", "Fine-tuning job started")
 
-    queue.release(state.db, claim)
+    queue.release(state.db, claim, "handed over")
 
     assert state.jobs.retrieve(owner, job_id).status == "queued"
     again = queue.claim(state.db, "worker-b", lease_s=60)
     assert again is not None and again.job_id == job_id and again.status == "queued"
+    assert lost_leases(state, job_id) == 0  # a graceful hand-over is not a lost lease
+
+
+def expire_leases(state: AppState) -> None:
+    """What time does to a dead worker's lease, without waiting for it."""
+    with state.db.write() as session:
+        session.execute(update(FineTuningJob).values(lease_expires_at=0))
+
+
+def lost_leases(state: AppState, job_id: str) -> int:
+    with state.db.read() as session:
+        return session.scalars(
+            select(FineTuningJob.lost_leases).where(FineTuningJob.id == job_id)
+        ).one()
+
+
+def running_job(state: AppState, worker: str = "worker-a") -> tuple[Principal, str, queue.Claim]:
+    owner, job_id = new_job(state)
+    claim = queue.claim(state.db, worker, lease_s=60)
+    assert claim is not None
+    queue.advance(state.db, claim, "validating_files", "queued", "Files validated")
+    queue.advance(state.db, claim, "queued", "running", "Fine-tuning job started")
+    return owner, job_id, claim
+
+
+def test_leases_are_timed_by_the_database_clock(state: AppState) -> None:
+    new_job(state)
+    with state.db.read() as session:
+        database_now = queue.database_now(session)
+    claim = queue.claim(state.db, "worker-a", lease_s=60)
+    assert claim is not None
+
+    with state.db.read() as session:
+        expires = session.scalars(
+            select(FineTuningJob.lease_expires_at).where(FineTuningJob.id == claim.job_id)
+        ).one()
+    assert expires is not None and 0 <= expires - 60 - database_now <= 2
+
+
+def test_the_reaper_requeues_a_dead_workers_job_and_fails_it_past_the_bound(
+    state: AppState,
+) -> None:
+    owner, job_id, _claim = running_job(state)
+
+    assert queue.reap_expired_leases(state.db, max_lost_leases=1) == []
+    expire_leases(state)
+    assert queue.reap_expired_leases(state.db, max_lost_leases=1) == [job_id]
+
+    assert state.jobs.retrieve(owner, job_id).status == "queued"
+    assert lost_leases(state, job_id) == 1
+    again = queue.claim(state.db, "worker-b", lease_s=60)
+    assert again is not None and again.attempt == 2
+    expire_leases(state)
+    queue.reap_expired_leases(state.db, max_lost_leases=1)
+    failed = state.jobs.retrieve(owner, job_id)
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "worker_lost"
+    assert "stopped responding 2 times" in failed.error.message
+
+
+def test_pause_takes_effect_at_once_and_resume_queues_again(state: AppState) -> None:
+    owner, job_id, claim = running_job(state)
+
+    paused = state.jobs.pause(owner, job_id)
+
+    assert paused.status == "paused"
+    assert queue.stop_reason(state.db, claim) == "pause"
+    queue.let_go(state.db, claim)
+    assert queue.claim(state.db, "worker-b", lease_s=60) is None  # paused jobs wait
+    assert state.jobs.resume(owner, job_id).status == "queued"
+    resumed = queue.claim(state.db, "worker-b", lease_s=60)
+    assert resumed is not None and resumed.job_id == job_id
+    with pytest.raises(InvalidRequestError, match="not paused"):
+        state.jobs.resume(owner, job_id)
+    messages = [e.message for e in state.jobs.events(owner, job_id, after=None, limit=3).data]
+    assert messages[:2] == ["Fine-tuning job resumed", "Fine-tuning job paused"]
+
+
+def test_finished_jobs_cannot_be_paused(state: AppState) -> None:
+    owner, job_id = new_job(state)
+    state.jobs.cancel(owner, job_id)
+
+    with pytest.raises(InvalidRequestError, match="cancelled and cannot be paused"):
+        state.jobs.pause(owner, job_id)
+
+
+def test_metrics_events_and_checkpoints_are_kept_once_per_step(state: AppState) -> None:
+    owner, job_id, claim = running_job(state)
+    data = {"step": 3, "train_loss": 1.0, "total_steps": 9, "train_mean_token_accuracy": 0.5}
+
+    for _ in range(2):  # a resumed run repeats the steps after its snapshot
+        with queue.held(state.db, claim, "running") as (session, job):
+            repository.add_event(session, job, "Step 3/9: training loss=1.00", data=dict(data))
+            repository.add_checkpoint(session, job, 3, "ft:x:y::abc:ckpt-step-3", {"step": 3})
+
+    events = state.jobs.events(owner, job_id, after=None, limit=50).data
+    assert [e.data["step"] for e in events if e.type == "metrics"] == [3]
+    assert [
+        c.step_number for c in state.jobs.checkpoints(owner, job_id, after=None, limit=10).data
+    ] == [3]
+    with pytest.raises(IntegrityError), state.db.write() as session:
+        session.add(
+            FineTuningJobEvent(
+                id="ftevent-dup", job_id=job_id, project_id=owner.project_id, created_at=0,
+                level="info", message="dup", type="metrics", data={}, step=3,
+            )
+        )  # fmt: skip
+
+
+def test_only_the_newest_checkpoints_are_kept(state: AppState) -> None:
+    owner, job_id, claim = running_job(state)
+
+    with queue.held(state.db, claim, "running") as (session, job):
+        for step in (3, 6, 9, 12):
+            repository.add_checkpoint(session, job, step, f"ft:x:y::a:ckpt-step-{step}", {})
+        removed = repository.prune_checkpoints(session, job_id, keep=3)
+
+    assert removed == [3]
+    listed = state.jobs.checkpoints(owner, job_id, after=None, limit=2)
+    assert [c.step_number for c in listed.data] == [12, 9] and listed.has_more
+    assert listed.first_id == listed.data[0].id and listed.last_id == listed.data[1].id

@@ -140,6 +140,9 @@ def test_a_stale_process_group_from_a_crash_is_killed(tmp_path: Path) -> None:
         ],
         start_new_session=True,
     )
+    cmdline = Path(f"/proc/{stale.pid}/cmdline")
+    while b"api_server" not in cmdline.read_bytes():  # until the child has exec'd
+        time.sleep(0.01)
     process = VLLMProcess(MODEL, Settings(data_dir=tmp_path))
     process.pidfile.parent.mkdir(parents=True)
     process.pidfile.write_text(str(stale.pid))

@@ -1,0 +1,336 @@
+"""Real worker processes against a real database: killed, stopped, paused, and run side by side.
+
+Each worker is ``python -m trainer.worker`` on the demo model. Faults are injected at named points
+(``OPENFT_FAULT``), and time passing for a dead worker's lease is simulated by expiring it in the
+database, so nothing here sleeps for a lease.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from service.app import build_state
+from service.auth.service import Principal
+from service.blobstore.keys import snapshot_prefix
+from service.db import migrate
+from service.db.models import FineTuningJob, FineTuningJobEvent
+from service.deps import AppState
+from service.files.upload import ReceivedUpload
+from service.jobs.schemas import CreateJobRequest
+from service.settings import Settings
+from tests.support import postgres
+from tests.support.ci import require
+from trainer.demo_model import create_demo_model
+
+REPO = Path(__file__).resolve().parents[2]
+SNAPSHOT_EVERY = 4
+SMALL = {"n_epochs": 3, "batch_size": 2}  # 12 examples: 6 steps an epoch, 18 in all
+WORKER_TIMEOUT_S = 300
+
+
+def chat(i: int) -> bytes:
+    row = {
+        "messages": [
+            {"role": "user", "content": f"What is the code for door {i}?"},
+            {"role": "assistant", "content": f"The code for door {i} is {i * 7919 % 10000}."},
+        ]
+    }
+    return json.dumps(row).encode() + b"\n"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    create_demo_model(folder / "tiny-chat")
+    return folder
+
+
+@dataclass
+class Queue:
+    """A database, a blob folder and the service over them, plus a way to start workers."""
+
+    state: AppState
+    env: dict[str, str]
+    owner: Principal
+
+    def create_job(self, n_examples: int = 12, seed: int = 7, **hyper: Any) -> str:
+        blob = self.state.blobs.stage()
+        blob.write(b"".join(chat(i) for i in range(n_examples)))
+        upload = ReceivedUpload(fields={"purpose": "fine-tune"}, filename="t.jsonl", blob=blob)
+        training = self.state.files.create(self.owner, upload)
+        request = CreateJobRequest(
+            model="tiny-chat",
+            training_file=training.id,
+            seed=seed,
+            hyperparameters=hyper or SMALL,
+        )
+        return self.state.jobs.create(self.owner, request).id
+
+    def worker(self, *args: str, fault: str | None = None) -> subprocess.Popen[bytes]:
+        env = {**self.env, **({"OPENFT_FAULT": fault} if fault else {})}
+        return subprocess.Popen(
+            [sys.executable, "-m", "trainer.worker", *args],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def run_worker(self, fault: str | None = None) -> tuple[int, str]:
+        process = self.worker("--once", fault=fault)
+        output, _ = process.communicate(timeout=WORKER_TIMEOUT_S)
+        return process.returncode, output.decode(errors="replace")
+
+    def job(self, job_id: str) -> FineTuningJob:
+        with self.state.db.read() as session:
+            row = session.scalars(select(FineTuningJob).where(FineTuningJob.id == job_id)).one()
+            session.expunge(row)
+            return row
+
+    def events(self, job_id: str) -> list[FineTuningJobEvent]:
+        with self.state.db.read() as session:
+            rows = list(
+                session.scalars(
+                    select(FineTuningJobEvent)
+                    .where(FineTuningJobEvent.job_id == job_id)
+                    .order_by(FineTuningJobEvent.seq)
+                )
+            )
+            session.expunge_all()
+            return rows
+
+    def losses(self, job_id: str) -> list[tuple[int, float]]:
+        metrics = [e for e in self.events(job_id) if e.type == "metrics"]
+        return [(e.data["step"], e.data["train_loss"]) for e in metrics if e.data]
+
+    def expire_leases(self) -> None:
+        with self.state.db.write() as session:
+            session.execute(
+                update(FineTuningJob)
+                .where(FineTuningJob.lease_owner.is_not(None))
+                .values(lease_expires_at=0)
+            )
+
+    def snapshots(self, job_id: str) -> list[str]:
+        return list(self.state.blobs.keys(snapshot_prefix(job_id)))
+
+    def wait_until(self, predicate: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+
+def make_queue(database_url: str, data_dir: Path, models_dir: Path) -> Iterator[Queue]:
+    (data_dir / "models").mkdir(parents=True)
+    (data_dir / "models" / "tiny-chat").symlink_to(models_dir / "tiny-chat")
+    state = build_state(Settings(data_dir=data_dir, database_url=database_url))
+    migrate.upgrade(state.db)
+    issued = state.access.issue_key("recovery")
+    env = {
+        **os.environ,
+        "OPENFT_DATA_DIR": str(data_dir),
+        "OPENFT_DATABASE_URL": database_url,
+        "OPENFT_SNAPSHOT_EVERY_STEPS": str(SNAPSHOT_EVERY),
+        "OPENFT_WORKER_POLL_SECONDS": "0.2",
+    }
+    env.pop("OPENFT_FAULT", None)
+    yield Queue(state, env, Principal(issued.project_id, issued.project_slug, issued.key_id))
+    state.db.dispose()
+
+
+@pytest.fixture(scope="module")
+def sqlite_queue(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Queue]:
+    data_dir = tmp_path_factory.mktemp("recovery")
+    yield from make_queue(f"sqlite:///{data_dir / 'openft.db'}", data_dir / "data", models_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(sqlite_queue: Queue) -> list[tuple[int, float]]:
+    """The loss curve of an uninterrupted run, for the interrupted ones to match."""
+    job_id = sqlite_queue.create_job()
+    code, output = sqlite_queue.run_worker()
+    assert code == 0, output
+    assert sqlite_queue.job(job_id).status == "succeeded", output
+    curve = sqlite_queue.losses(job_id)
+    assert [step for step, _ in curve] == list(range(1, 19))
+    return curve
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "after_validation",
+        "after_step:5",  # between snapshots: steps 5 is repeated after resuming from step 4
+        "after_snapshot_upload:2",
+        "after_checkpoint_publish",
+        "before_success",
+    ],
+)
+def test_a_killed_worker_is_resumed_with_the_same_loss_curve(
+    sqlite_queue: Queue, reference: list[tuple[int, float]], fault: str
+) -> None:
+    queue = sqlite_queue
+    job_id = queue.create_job()
+
+    code, output = queue.run_worker(fault=fault)
+    assert code == -signal.SIGKILL, output
+    assert queue.job(job_id).status in ("queued", "running")
+    queue.expire_leases()
+    code, output = queue.run_worker()
+
+    assert code == 0, output
+    job = queue.job(job_id)
+    assert job.status == "succeeded", (job.error, output)
+    assert job.lost_leases == 1
+    curve = queue.losses(job_id)
+    assert [step for step, _ in curve] == [step for step, _ in reference]  # once per step
+    for (_, loss), (_, expected) in zip(curve, reference, strict=True):
+        assert loss == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    messages = [e.message for e in queue.events(job_id)]
+    for once in (
+        "Files validated, moving job to queued state",
+        "The job has successfully completed",
+    ):
+        assert messages.count(once) == 1, messages
+    checkpoints = queue.state.jobs.checkpoints(queue.owner, job_id, after=None, limit=10).data
+    assert [c.step_number for c in checkpoints] == [18, 12, 6]
+    assert checkpoints[0].fine_tuned_model_checkpoint == job.fine_tuned_model
+    assert checkpoints[1].fine_tuned_model_checkpoint.endswith(":ckpt-step-12")
+    assert queue.snapshots(job_id) == []
+
+
+def test_lost_leases_are_retried_up_to_the_bound(
+    sqlite_queue: Queue, reference: list[tuple[int, float]]
+) -> None:
+    queue = sqlite_queue
+    job_id = queue.create_job()
+    queue.env["OPENFT_MAX_LOST_LEASES"] = "1"
+    try:
+        for _ in range(2):
+            code, _output = queue.run_worker(fault="after_step:2")
+            assert code == -signal.SIGKILL
+            queue.expire_leases()
+        code, output = queue.run_worker()
+    finally:
+        del queue.env["OPENFT_MAX_LOST_LEASES"]
+
+    job = queue.job(job_id)
+    assert (job.status, job.lost_leases) == ("failed", 2), output
+    assert job.error is not None and job.error["code"] == "worker_lost"
+    assert queue.snapshots(job_id) == []  # the job ended: its snapshots went with it
+
+
+def test_snapshots_of_jobs_cancelled_while_nobody_held_them_are_swept(sqlite_queue: Queue) -> None:
+    queue = sqlite_queue
+    job_id = queue.create_job()
+    code, _output = queue.run_worker(fault="after_snapshot_upload")
+    assert code == -signal.SIGKILL and len(queue.snapshots(job_id)) == 1
+    queue.state.jobs.cancel(queue.owner, job_id)
+
+    code, output = queue.run_worker()
+
+    assert code == 0, output
+    assert queue.snapshots(job_id) == []
+
+
+def test_sigterm_hands_the_job_over_without_spending_a_retry(sqlite_queue: Queue) -> None:
+    queue = sqlite_queue
+    job_id = queue.create_job(n_examples=40, n_epochs=3, batch_size=1)
+    worker = queue.worker()
+    queue.wait_until(lambda: len(queue.losses(job_id)) >= 3, "three steps")
+
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=WORKER_TIMEOUT_S)
+
+    assert worker.returncode == 0, output
+    job = queue.job(job_id)
+    assert (job.status, job.lease_owner, job.lost_leases) == ("queued", None, 0), output
+    stopped_at = len(queue.losses(job_id))
+    assert len(queue.snapshots(job_id)) == 1
+    code, output2 = queue.run_worker()
+    assert code == 0, output2
+    assert queue.job(job_id).status == "succeeded"
+    messages = [e.message for e in queue.events(job_id)]
+    assert f"The worker is shutting down; the job will resume from step {stopped_at}" in messages
+    assert f"Fine-tuning job resumed from step {stopped_at}" in messages
+    assert [step for step, _ in queue.losses(job_id)] == list(range(1, 121))
+
+
+def test_a_paused_job_lets_its_worker_go_and_resumes_later(sqlite_queue: Queue) -> None:
+    queue = sqlite_queue
+    job_id = queue.create_job(n_examples=40, n_epochs=3, batch_size=1)
+    worker = queue.worker()
+    queue.wait_until(lambda: len(queue.losses(job_id)) >= 3, "three steps")
+
+    assert queue.state.jobs.pause(queue.owner, job_id).status == "paused"
+    queue.wait_until(lambda: queue.job(job_id).lease_owner is None, "the worker to let go")
+    paused_at = len(queue.losses(job_id))
+    time.sleep(0.5)  # the worker polls and must not take a paused job back
+    assert queue.job(job_id).status == "paused"
+    assert len(queue.snapshots(job_id)) == 1
+    queue.state.jobs.resume(queue.owner, job_id)
+    queue.wait_until(lambda: queue.job(job_id).status == "succeeded", "success")
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=WORKER_TIMEOUT_S)
+
+    messages = [e.message for e in queue.events(job_id)]
+    assert f"Fine-tuning job resumed from step {paused_at}" in messages
+    assert [step for step, _ in queue.losses(job_id)] == list(range(1, 121))
+
+
+def test_a_diverging_loss_fails_the_job_at_once(sqlite_queue: Queue) -> None:
+    queue = sqlite_queue
+    job_id = queue.create_job(n_epochs=1, batch_size=2, learning_rate_multiplier=1e12)
+
+    code, output = queue.run_worker()
+
+    job = queue.job(job_id)
+    assert code == 0 and job.status == "failed", output
+    assert job.error is not None and job.error["code"] in ("training_diverged", "invalid_adapter")
+    assert "lower learning_rate_multiplier" in job.error["message"]
+    assert (job.lost_leases, queue.snapshots(job_id)) == (0, [])
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_run_every_job_exactly_once(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    require(postgres.reachable(), f"PostgreSQL ({postgres.ADMIN_DSN})")
+    with postgres.fresh_database("workers") as url:
+        for queue in make_queue(url, tmp_path / "data", models_dir):
+            run_twenty_jobs_on_two_workers(queue)
+
+
+def run_twenty_jobs_on_two_workers(queue: Queue) -> None:
+    jobs = {queue.create_job(n_examples=10, n_epochs=1, batch_size=10) for _ in range(20)}
+
+    workers = [queue.worker("--once") for _ in range(2)]
+    outputs = [w.communicate(timeout=WORKER_TIMEOUT_S)[0].decode() for w in workers]
+
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    claimed = [
+        {line.split("claimed ")[1].split()[0] for line in out.splitlines() if "claimed " in line}
+        for out in outputs
+    ]
+    assert claimed[0] | claimed[1] == jobs
+    assert not claimed[0] & claimed[1]
+    for job_id in jobs:
+        job = queue.job(job_id)
+        assert (job.status, job.attempt) == ("succeeded", 1)
+        messages = [e.message for e in queue.events(job_id)]
+        assert messages.count("Fine-tuning job started") == 1
+        assert [step for step, _ in queue.losses(job_id)] == [1]
