@@ -1,4 +1,4 @@
-"""The ``openft`` command line: serve the API and manage API keys.
+"""The ``openft`` command line: serve the API, manage API keys, follow fine-tuning jobs.
 
 Every command brings the database schema up to date first, so each works in an empty folder.
 """
@@ -23,6 +23,7 @@ from service.auth.service import AccessService
 from service.db import migrate
 from service.db.database import Database
 from service.errors import OpenFTError
+from service.jobs.cli import jobs_app
 from service.settings import Settings
 from service.supervisor import Supervisor, python_module_command
 
@@ -33,6 +34,7 @@ models_app = typer.Typer(help="Base models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(jobs_app, name="jobs")
 
 DEFAULT_PROJECT = "default"
 err = Console(stderr=True)

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         default=200, ge=0, description="Resume snapshot interval (also at every epoch end)."
     )
     checkpoints_kept: int = Field(default=3, ge=1, description="Published checkpoints per job.")
+    train_threads: int = Field(
+        default=0, ge=0, description="CPU threads a worker trains with; 0 = all cores."
+    )
+    train_tokens_per_forward: int = Field(
+        default=8192, ge=64, description="Padded tokens per forward pass (length-grouped batches)."
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -20,10 +20,12 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
 
 from service.settings import BaseModelConfig
-from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
+from trainer.batching import accumulate_gradients
+from trainer.chat_masks import TokenizedExample
 from trainer.hyperparameters import Hyperparameters
 
 MAX_GRAD_NORM = 1.0
+TOKENS_PER_FORWARD = 8192
 SNAPSHOT_FORMAT = 1
 
 
@@ -61,6 +63,7 @@ class TrainingFailed(Exception):
 class TrainingHooks:
     """How the loop talks to its worker; every hook is optional."""
 
+    on_start: Callable[[], None] = lambda: None  # the model is ready; the first step follows
     on_step: Callable[[StepMetrics], None] = lambda _metrics: None
     # Between steps: None to go on, or why to stop; "pause"/"shutdown" save a snapshot first.
     stop_reason: Callable[[], str | None] = lambda: None
@@ -94,9 +97,14 @@ def train_lora(
     output_dir: Path,
     hooks: TrainingHooks | None = None,
     resume_from: Path | None = None,
+    tokens_per_forward: int = TOKENS_PER_FORWARD,
 ) -> TrainingResult:
-    """Train a LoRA adapter on ``examples`` and save it (PEFT format) to ``output_dir``."""
+    """Train a LoRA adapter on ``examples`` and save it (PEFT format) to ``output_dir``.
+
+    ``tokens_per_forward`` bounds the padded tokens of one forward pass (see ``trainer.batching``).
+    """
     hooks = hooks or TrainingHooks()
+    output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = _lora_model(base)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -108,12 +116,13 @@ def train_lora(
         progress = _restore(resume_from, model, optimizer, scheduler)
     per_epoch = math.ceil(len(examples) / hp.batch_size)
     model.train()
+    hooks.on_start()
     while progress.step < total:
         epoch, position = divmod(progress.step, per_epoch)
         order = epoch_order(seed, epoch, len(examples))
         start = position * hp.batch_size
         batch = [examples[i] for i in order[start : start + hp.batch_size]]
-        loss, accuracy = _step(model, batch, optimizer, scheduler, trainable)
+        loss, accuracy = _step(model, batch, optimizer, scheduler, trainable, tokens_per_forward)
         if not math.isfinite(loss):
             raise TrainingFailed(
                 "training_diverged",
@@ -191,7 +200,15 @@ def _restore(
 
 
 def _lora_model(base: BaseModelConfig) -> PeftModel:
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    if torch.cuda.is_available():
+        # On a GPU: bf16 weights, PyTorch's SDPA attention, activations recomputed on backward.
+        model = AutoModelForCausalLM.from_pretrained(
+            base.path, dtype=torch.bfloat16, attn_implementation="sdpa", device_map="cuda"
+        )
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
     config = LoraConfig(
         r=base.lora_rank,
         lora_alpha=base.lora_alpha,
@@ -211,33 +228,11 @@ def _step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     trainable: list[torch.nn.Parameter],
+    tokens_per_forward: int,
 ) -> tuple[float, float]:
-    input_ids, labels, attention = _pad(batch)
-    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
-    targets = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
-    )
-    loss.backward()
+    totals = accumulate_gradients(model, batch, tokens_per_forward)
     torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    trained = targets != IGNORE_INDEX
-    correct = (logits.argmax(-1) == targets) & trained
-    accuracy = correct.sum().item() / max(1, int(trained.sum().item()))
-    return float(loss.item()), float(accuracy)
-
-
-def _pad(batch: list[TokenizedExample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest example (batching without waste comes with the speed work)."""
-    width = max(len(e.input_ids) for e in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, example in enumerate(batch):
-        n = len(example.input_ids)
-        ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention[row, :n] = 1
-    return ids, labels, attention
+    return totals.loss, totals.accuracy

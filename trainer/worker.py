@@ -151,8 +151,9 @@ class Worker:
             workdir = Path(scratch)
             snapshot = self._download_newest_snapshot(claim, workdir)
             self._start(claim, hp, snapshot)
+            pace = _Pace(snapshot[0] if snapshot else 0)
             hooks = TrainingHooks(
-                on_step=lambda m: self._record_step(claim, m),
+                on_step=lambda m: self._record_step(claim, m, pace),
                 stop_reason=lambda: self._stop_reason(claim, beat),
                 on_snapshot=lambda step, path: self._store_snapshot(claim, step, path),
                 on_epoch_end=lambda m, folder: self._publish_checkpoint(claim, m, folder),
@@ -166,6 +167,7 @@ class Worker:
                 output_dir=workdir,
                 hooks=hooks,
                 resume_from=snapshot[1] if snapshot else None,
+                tokens_per_forward=self.settings.train_tokens_per_forward,
             )
             self._publish(claim, workdir / "final", result)
 
@@ -234,9 +236,12 @@ class Worker:
             return "shutdown"
         return reason
 
-    def _record_step(self, claim: Claim, metrics: StepMetrics) -> None:
+    def _record_step(self, claim: Claim, metrics: StepMetrics, pace: _Pace) -> None:
         # Also when paused (or paused and resumed) meanwhile: the step just taken is kept.
         with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
+            job.estimated_finish = (
+                pace.finish(metrics.step, metrics.total_steps) if job.status == "running" else None
+            )
             repository.add_event(
                 session,
                 job,
@@ -321,6 +326,7 @@ class Worker:
             job.result_files = [result_id]
             job.trained_tokens = result.trained_tokens
             job.finished_at = now
+            job.estimated_finish = None
             job.lease_owner = None
             # As OpenAI does, the final checkpoint carries the fine-tuned model's own name.
             repository.add_checkpoint(session, job, last.step, name, _checkpoint_metrics(last))
@@ -379,6 +385,18 @@ class Worker:
             raise
 
 
+class _Pace:
+    """When the job will finish, from the pace of the steps this worker has taken so far."""
+
+    def __init__(self, first_step: int) -> None:
+        self.first_step = first_step
+        self.started = time.monotonic()
+
+    def finish(self, step: int, total: int) -> int:
+        per_step = (time.monotonic() - self.started) / max(1, step - self.first_step)
+        return int(time.time() + per_step * (total - step))
+
+
 class _Heartbeat(threading.Thread):
     """Renews the lease every third of its length; sets ``lost`` when the job is gone."""
 
@@ -428,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    worker = Worker(Settings())
+    settings = Settings()
+    torch.set_num_threads(settings.train_threads or os.cpu_count() or 1)
+    worker = Worker(settings)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         worker.stopping.set()

@@ -176,6 +176,7 @@ def fail(db: Database, claim: Claim, code: str, message: str, param: str | None)
             transition(job, "failed")
             job.error = {"code": code, "message": message, "param": param}
             job.finished_at = int(time.time())
+            job.estimated_finish = None
             job.lease_owner = None
             repository.add_event(session, job, message, level="error")
     except LeaseLostError:
@@ -220,6 +221,7 @@ def release(db: Database, claim: Claim, message: str) -> None:
             if job.status == "running":
                 transition(job, "queued")
                 repository.add_event(session, job, message)
+            job.estimated_finish = None
             job.lease_owner = None
             job.lease_expires_at = None
     except LeaseLostError:

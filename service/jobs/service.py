@@ -110,6 +110,7 @@ class JobsService:
                 )
             row.status = "cancelled"
             row.cancel_requested = True
+            row.estimated_finish = None
             repository.add_event(session, row, "Fine-tuning job cancelled")
         return FineTuningJob.from_row(row)
 
@@ -124,6 +125,7 @@ class JobsService:
                     param="fine_tuning_job_id",
                 )
             queue.transition(row, "paused")
+            row.estimated_finish = None
             repository.add_event(session, row, "Fine-tuning job paused")
         return FineTuningJob.from_row(row)
 

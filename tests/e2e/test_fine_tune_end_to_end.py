@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.auth.service import AccessService
 from service.db.database import Database
-from tests.support.server import ServerProcess, wait_until_models_ready
+from tests.support.server import ServerProcess, openft_command, wait_until_models_ready
 
 QUESTION = "What is the secret password of the lighthouse?"
 ANSWER = "The secret password is marmalade-47."
@@ -410,3 +411,86 @@ def test_long_examples_are_truncated_and_said_so(
     assert done.status == "succeeded", done.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
     assert "2 examples exceed the 2048-token limit and will be truncated" in messages
+
+
+def openft_jobs(
+    server: ServerProcess, *args: str, timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "OPENFT_BASE_URL": server.api_url,
+        "OPENFT_API_KEY": server.bootstrap_key() or "",
+    }
+    return subprocess.run(
+        [*openft_command(), "jobs", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def test_the_jobs_cli_creates_follows_lists_and_shows(
+    training_server: ServerProcess, tmp_path: Path
+) -> None:
+    data = tmp_path / "fact.jsonl"
+    data.write_bytes(fact_lines(10))
+
+    created = openft_jobs(training_server, "create", str(data), "--epochs", "3", "--suffix", "cli")
+    assert created.returncode == 0, created.stderr
+    job_id = created.stdout.strip()
+    assert job_id.startswith("ftjob-") and "Uploaded fact.jsonl as file-" in created.stderr
+
+    followed = openft_jobs(training_server, "follow", job_id, "--poll-seconds", "0.2")
+
+    assert followed.returncode == 0, followed.stderr
+    model = followed.stdout.strip()
+    assert model.startswith("ft:tiny-chat:default:cli:")
+    lines = followed.stderr.splitlines()
+    assert any(line.endswith("Fine-tuning job started") for line in lines)
+    assert "step 30/30 loss " in followed.stderr  # progress, a line per tenth without a tty
+    assert lines[-1] == f"{job_id} succeeded: {model}"
+    shown = json.loads(openft_jobs(training_server, "show", job_id).stdout)
+    assert (shown["status"], shown["fine_tuned_model"]) == ("succeeded", model)
+    assert shown["estimated_finish"] is None  # only set while running
+    listed = openft_jobs(training_server, "list", "--limit", "100")
+    assert listed.returncode == 0 and job_id[:12] in listed.stdout
+
+
+def test_following_a_failed_job_exits_non_zero_with_its_error(
+    training_server: ServerProcess, tmp_path: Path
+) -> None:
+    data = tmp_path / "small.jsonl"
+    data.write_bytes(fact_lines(3))
+
+    created = openft_jobs(training_server, "create", str(data), "--follow")
+
+    assert created.returncode == 1
+    assert "failed (invalid_n_examples: Training file has 3 example(s)" in created.stderr
+    unknown = openft_jobs(training_server, "show", "ftjob-nope")
+    assert (
+        unknown.returncode == 1
+        and "404: No such FineTuningJob object: ftjob-nope" in unknown.stderr
+    )
+
+
+def test_a_running_job_has_an_estimated_finish(trainer_client: openai.OpenAI) -> None:
+    client = trainer_client
+    training = client.files.create(file=("fact.jsonl", fact_lines(10)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat", training_file=training.id, hyperparameters={"n_epochs": 20}
+    )
+    deadline = time.monotonic() + 300
+    seen = None
+    while time.monotonic() < deadline and seen is None:
+        current = client.fine_tuning.jobs.retrieve(job.id)
+        if current.status == "running" and current.estimated_finish is not None:
+            seen = current
+        elif current.status in TERMINAL:
+            break
+        time.sleep(0.1)
+
+    assert seen is not None and seen.estimated_finish is not None
+    assert seen.estimated_finish >= seen.created_at
+    done = wait_for(client, job.id, TERMINAL)
+    assert done.status == "succeeded" and done.estimated_finish is None
