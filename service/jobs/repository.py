@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
@@ -45,20 +45,24 @@ def page(
     return list(session.scalars(ordered.limit(limit + 1)))
 
 
-def event_seq_of(session: Session, job_id: str, event_id: str) -> int | None:
+JobRecord = TypeVar("JobRecord", FineTuningJobEvent, FineTuningJobCheckpoint)
+
+
+def record_seq_of(
+    session: Session, kind: type[JobRecord], job_id: str, record_id: str
+) -> int | None:
+    """The list position of one of a job's events or checkpoints (for ``after`` cursors)."""
     return session.scalars(
-        select(FineTuningJobEvent.seq).where(
-            FineTuningJobEvent.job_id == job_id, FineTuningJobEvent.id == event_id
-        )
+        select(kind.seq).where(kind.job_id == job_id, kind.id == record_id)
     ).one_or_none()
 
 
-def events_page(
-    session: Session, job_id: str, *, after_seq: int | None, limit: int
-) -> list[FineTuningJobEvent]:
-    """Newest first, as OpenAI lists them."""
-    query = select(FineTuningJobEvent).where(FineTuningJobEvent.job_id == job_id)
-    ordered = after_cursor(query, FineTuningJobEvent.seq, after_seq, "desc")
+def records_page(
+    session: Session, kind: type[JobRecord], job_id: str, *, after_seq: int | None, limit: int
+) -> list[JobRecord]:
+    """A job's events or checkpoints, newest first as OpenAI lists them; one extra for has_more."""
+    query = select(kind).where(kind.job_id == job_id)
+    ordered = after_cursor(query, kind.seq, after_seq, "desc")
     return list(session.scalars(ordered.limit(limit + 1)))
 
 
@@ -165,23 +169,6 @@ def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[int]:
             )
         )
     return removed
-
-
-def checkpoint_seq_of(session: Session, job_id: str, checkpoint_id: str) -> int | None:
-    return session.scalars(
-        select(FineTuningJobCheckpoint.seq).where(
-            FineTuningJobCheckpoint.job_id == job_id, FineTuningJobCheckpoint.id == checkpoint_id
-        )
-    ).one_or_none()
-
-
-def checkpoints_page(
-    session: Session, job_id: str, *, after_seq: int | None, limit: int
-) -> list[FineTuningJobCheckpoint]:
-    """Newest first, as OpenAI lists them."""
-    query = select(FineTuningJobCheckpoint).where(FineTuningJobCheckpoint.job_id == job_id)
-    ordered = after_cursor(query, FineTuningJobCheckpoint.seq, after_seq, "desc")
-    return list(session.scalars(ordered.limit(limit + 1)))
 
 
 def servable_checkpoint(

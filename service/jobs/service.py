@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from service.auth.service import Principal
 from service.db.database import Database
 from service.db.models import FineTuningJob as JobRow
+from service.db.models import FineTuningJobCheckpoint as CheckpointRow
+from service.db.models import FineTuningJobEvent as EventRow
 from service.errors import InvalidRequestError, no_such_object
 from service.files import repository as files_repository
 from service.ids import new_job_id
@@ -150,10 +152,12 @@ class JobsService:
             self._get(session, principal, job_id)
             after_seq = cursor_position(
                 after,
-                lambda i: repository.checkpoint_seq_of(session, job_id, i),
+                lambda i: repository.record_seq_of(session, CheckpointRow, job_id, i),
                 "FineTuningJobCheckpoint",
             )
-            rows = repository.checkpoints_page(session, job_id, after_seq=after_seq, limit=limit)
+            rows = repository.records_page(
+                session, CheckpointRow, job_id, after_seq=after_seq, limit=limit
+            )
         items, has_more = split_page(rows, limit)
         data = [FineTuningJobCheckpoint.from_row(r) for r in items]
         return FineTuningJobCheckpointList(
@@ -169,9 +173,13 @@ class JobsService:
         with self.db.read() as session:
             self._get(session, principal, job_id)
             after_seq = cursor_position(
-                after, lambda i: repository.event_seq_of(session, job_id, i), "FineTuningJobEvent"
+                after,
+                lambda i: repository.record_seq_of(session, EventRow, job_id, i),
+                "FineTuningJobEvent",
             )
-            rows = repository.events_page(session, job_id, after_seq=after_seq, limit=limit)
+            rows = repository.records_page(
+                session, EventRow, job_id, after_seq=after_seq, limit=limit
+            )
         items, has_more = split_page(rows, limit)
         return FineTuningJobEventList(
             data=[FineTuningJobEvent.from_row(r) for r in items], has_more=has_more
