@@ -18,7 +18,7 @@ from inference.upstreams import Upstreams
 from inference.usage import UsageLedger
 from service import health
 from service.auth.service import AccessService
-from service.blobstore import LocalBlobStore
+from service.blobstore import open_blob_store
 from service.db.database import Database
 from service.deps import AppState
 from service.files import router as files_router
@@ -39,7 +39,7 @@ API_VERSION = "0.1.0"
 
 def build_state(settings: Settings) -> AppState:
     db = Database(settings.database_url)
-    blobs = LocalBlobStore(settings.blob_root)
+    blobs = open_blob_store(settings)
     registry = ModelRegistry(settings)
     return AppState(
         settings=settings,
@@ -77,7 +77,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(state.files.sweep_orphans)
+        await run_in_threadpool(state.files.sweep_orphans, settings.orphan_grace_seconds)
         housekeeping = asyncio.create_task(_expire_files(state, settings.expiry_sweep_seconds))
         await upstreams.start()
         try:

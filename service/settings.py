@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     blob_dir: Path | None = Field(
         default=None, description="Folder of the local blob store; default `<data_dir>/blobs`."
     )
+    blob_url: str = Field(
+        default="",
+        pattern=r"^(s3://[^/]+(/.*)?)?$",
+        description="`s3://bucket/prefix` to keep blobs in S3; empty: the local blob folder.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (SeaweedFS, MinIO, ...); unset: AWS."
+    )
+    s3_region: str | None = None
+    s3_access_key_id: str | None = Field(default=None, description="Unset: boto3's chain.")
+    s3_secret_access_key: str | None = None
+    orphan_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Staged or row-less blobs older than this are removed at start-up.",
+    )
     max_file_bytes: int = Field(
         default=512 * MIB, gt=0, description="Largest file `/v1/files` accepts."
     )

