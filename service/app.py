@@ -31,6 +31,8 @@ from service.models import router as models_router
 from service.models.registry import ModelRegistry
 from service.models.service import ModelsService
 from service.settings import Settings
+from service.uploads import router as uploads_router
+from service.uploads.service import UploadsService
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,16 @@ def build_state(settings: Settings) -> AppState:
     db = Database(settings.database_url)
     blobs = open_blob_store(settings)
     registry = ModelRegistry(settings)
+    files = FilesService(db, blobs, settings)
     return AppState(
         settings=settings,
         db=db,
         blobs=blobs,
         access=AccessService(db),
-        files=FilesService(db, blobs, settings),
+        files=files,
         jobs=JobsService(db, registry),
         models=ModelsService(db, registry, blobs),
+        uploads=UploadsService(db, blobs, files, settings),
     )
 
 
@@ -78,6 +82,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.files.sweep_orphans, settings.orphan_grace_seconds)
+        await run_in_threadpool(state.uploads.sweep_orphans, settings.orphan_grace_seconds)
         housekeeping = asyncio.create_task(_expire_files(state, settings.expiry_sweep_seconds))
         await upstreams.start()
         try:
@@ -102,6 +107,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(files_router.router, prefix="/v1")
+    app.include_router(uploads_router.router, prefix="/v1")
     app.include_router(jobs_router.router, prefix="/v1")
     app.include_router(models_router.router, prefix="/v1")
     app.include_router(inference_router.router, prefix="/v1")
@@ -109,11 +115,13 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
 
 
 async def _expire_files(state: AppState, every_s: float) -> None:
+    """Delete expired files and close uploads past their hour, forever."""
     while True:
         try:
             purged = await run_in_threadpool(state.files.purge_expired)
-            if purged:
-                log.info("deleted %d expired files", purged)
+            expired = await run_in_threadpool(state.uploads.expire_stale)
+            if purged or expired:
+                log.info("deleted %d expired files; %d uploads expired", purged, expired)
         except Exception:
-            log.exception("expired-file sweep failed; will retry")
+            log.exception("expiry sweep failed; will retry")
         await asyncio.sleep(every_s)

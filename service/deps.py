@@ -15,6 +15,7 @@ from service.files.service import FilesService
 from service.jobs.service import JobsService
 from service.models.service import ModelsService
 from service.settings import Settings
+from service.uploads.service import UploadsService
 
 
 @dataclass
@@ -28,6 +29,7 @@ class AppState:
     files: FilesService
     jobs: JobsService
     models: ModelsService
+    uploads: UploadsService
 
 
 def app_state(request: Request) -> AppState:
@@ -72,3 +74,10 @@ def models_service(state: State) -> ModelsService:
 
 
 Models = Annotated[ModelsService, Depends(models_service)]
+
+
+def uploads_service(state: State) -> UploadsService:
+    return state.uploads
+
+
+Uploads = Annotated[UploadsService, Depends(uploads_service)]

@@ -43,3 +43,11 @@ def new_model_tag() -> str:
 
 def new_checkpoint_id() -> str:
     return "ftckpt_" + base62(24)
+
+
+def new_upload_id() -> str:
+    return "upload_" + secrets.token_hex(16)
+
+
+def new_upload_part_id() -> str:
+    return "part_" + secrets.token_hex(16)

@@ -32,3 +32,7 @@ def snapshot_prefix(job_id: str) -> str:
 def snapshot_key(job_id: str, step: int) -> str:
     """A resume snapshot; zero-padded so keys sort by step."""
     return f"{snapshot_prefix(job_id)}/step-{step:09d}.pt"
+
+
+def upload_part_key(upload_id: str, part_id: str) -> str:
+    return f"uploads/{upload_id}/{part_id}"

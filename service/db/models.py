@@ -145,3 +145,41 @@ class FineTuningJobCheckpoint(Base):
     name: Mapped[str] = mapped_column(String(300), index=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Upload(Base):
+    """A multipart upload: parts arrive separately and ``complete`` joins them into a file."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        Index("ix_uploads_project_id_seq", "project_id", "seq"),
+        Index("ix_uploads_status_expires_at", "status", "expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(1024))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    mime_type: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    file_expires_after: Mapped[int | None] = mapped_column(BigInteger)  # seconds, for the file
+    file_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class UploadPart(Base):
+    __tablename__ = "upload_parts"
+    __table_args__ = (
+        Index("ix_upload_parts_upload_id_seq", "upload_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from service.auth.service import Principal
-from service.blobstore import BlobStore
+from service.blobstore import BlobStore, BlobWriter
 from service.blobstore.keys import file_key
 from service.datasets.validator import ValidationReport
 from service.db.database import Database
@@ -48,7 +50,7 @@ class FilesService:
         """Check the received form, commit the blob, then insert the row that makes it visible."""
         purpose = _purpose(upload.fields)
         now = int(time.time())
-        expires_at = _expires_at(upload.fields, purpose, now)
+        expires_at = file_expiry(upload.fields, purpose, now)
         if upload.blob is None:
             raise InvalidRequestError(
                 "Missing required parameter: 'file'.",
@@ -61,21 +63,39 @@ class FilesService:
                 f"'file' has a name longer than {self._max_filename} characters.", param="file"
             )
         if purpose == "fine-tune" and upload.dataset_check is not None:
-            _refuse_unstructured(upload.dataset_check.report)
+            refuse_unstructured(upload.dataset_check.report)
+        return self.store(
+            principal, upload.blob, purpose=purpose, filename=filename, expires_at=expires_at
+        )
+
+    def store(
+        self,
+        principal: Principal,
+        blob: BlobWriter,
+        *,
+        purpose: str,
+        filename: str,
+        expires_at: int | None,
+        also: Callable[[Session, File], None] | None = None,
+    ) -> FileObject:
+        """Commit a checked, staged blob as a new file: blob first, then the row (and ``also``,
+        in the same transaction); if the row cannot be written the blob goes again."""
         row = File(
             id=new_file_id(),
             project_id=principal.project_id,
             purpose=purpose,
             filename=filename,
-            bytes=upload.blob.size,
-            created_at=now,
+            bytes=blob.size,
+            created_at=int(time.time()),
             expires_at=expires_at,
             status="processed",
         )
-        upload.blob.commit(file_key(row.id))
+        blob.commit(file_key(row.id))
         try:
             with self.db.write() as session:
                 session.add(row)
+                if also is not None:
+                    also(session, row)
         except BaseException:
             self.blobs.delete(file_key(row.id))
             raise
@@ -171,7 +191,7 @@ class FilesService:
         return row
 
 
-def _refuse_unstructured(report: ValidationReport) -> None:
+def refuse_unstructured(report: ValidationReport) -> None:
     """A fine-tune file must be JSONL; its examples are checked when a job uses it."""
     problem = report.first_structural
     if problem is not None:
@@ -198,7 +218,7 @@ def _purpose(fields: dict[str, str]) -> str:
     return purpose
 
 
-def _expires_at(fields: dict[str, str], purpose: str, now: int) -> int | None:
+def file_expiry(fields: dict[str, str], purpose: str, now: int) -> int | None:
     anchor = fields.get("expires_after[anchor]")
     seconds = fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:

@@ -29,6 +29,9 @@ DRAIN_AFTER_REJECT = 64 * 1024 * 1024
 class UploadLimits:
     max_file_bytes: int
     max_line_bytes: int
+    file_field: str = "file"  # the form part holding the bytes ("data" for an upload part)
+    text_fields: tuple[str, ...] = FORM_FIELDS
+    check_fine_tune: bool = True  # run the JSONL structure check when the purpose is fine-tune
 
 
 @dataclass
@@ -106,19 +109,23 @@ class MultipartUpload:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
-        if name == "file":
+        if name == self._limits.file_field:
             self._start_file(filename)
-        elif name in FORM_FIELDS:
+        elif name in self._limits.text_fields:
             self._field_name = name
         else:
             raise InvalidRequestError(f"Unrecognized request argument supplied: {name}", param=name)
 
     def _start_file(self, filename: bytes | None) -> None:
+        field = self._limits.file_field
         if self.received.blob is not None:
-            raise InvalidRequestError("Only one 'file' may be uploaded per request.", param="file")
+            raise InvalidRequestError(
+                f"Only one '{field}' may be uploaded per request.", param=field
+            )
         self.received.filename = filename.decode("utf-8", "replace") if filename else "upload"
         self.received.blob = self._blobs.stage()
-        if self.received.fields.get("purpose", "fine-tune") == "fine-tune":
+        purpose = self.received.fields.get("purpose", "fine-tune")
+        if self._limits.check_fine_tune and purpose == "fine-tune":
             self.received.dataset_check = DatasetValidator(
                 max_line_bytes=self._limits.max_line_bytes
             )
@@ -137,7 +144,7 @@ class MultipartUpload:
         blob = self.received.blob
         assert blob is not None
         if blob.size + len(chunk) > self._limits.max_file_bytes:
-            raise file_too_large(self._limits.max_file_bytes)
+            raise file_too_large(self._limits)
         blob.write(chunk)
         if self.received.dataset_check is not None:
             self.received.dataset_check.feed(chunk)
@@ -156,9 +163,17 @@ class MultipartUpload:
         self._ended = True
 
 
-def file_too_large(limit: int) -> PayloadTooLargeError:
+def file_too_large(limits: UploadLimits) -> PayloadTooLargeError:
+    limit = limits.max_file_bytes
+    size = f"{limit} bytes ({limit / 1024 / 1024:.0f} MiB)"
+    if limits.file_field != "file":
+        return PayloadTooLargeError(
+            f"Upload part is too large: the maximum size of a part is {size}.",
+            param=limits.file_field,
+            code="file_too_large",
+        )
     return PayloadTooLargeError(
-        f"File is too large: the maximum size is {limit} bytes ({limit / 1024 / 1024:.0f} MiB). "
+        f"File is too large: the maximum size is {size}. "
         "Larger files can be sent in parts with the Uploads API.",
         param="file",
         code="file_too_large",
@@ -188,7 +203,7 @@ async def receive_upload(
     declared = int(headers.get("content-length") or 0)
     if declared > limits.max_file_bytes + MULTIPART_SLACK:
         await _drain(body, DRAIN_AFTER_REJECT)
-        raise file_too_large(limits.max_file_bytes)
+        raise file_too_large(limits)
     upload = MultipartUpload(boundary, blobs, limits)
     try:
         await _pump(body, upload)

@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from service.auth.service import AccessService, IssuedKey
+from service.blobstore import BlobStore, open_blob_store
 from service.db.database import Database
 from service.settings import Settings
 from tests.support import openai_spec
@@ -30,13 +31,16 @@ from tests.support.server import ServerProcess, start_server, wait_until_models_
 TEST_MAX_FILE_BYTES = 2 * 1024 * 1024
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["sqlite", "postgresql", "s3"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
+    """API-only servers: SQLite + local blobs, PostgreSQL + local blobs, SQLite + S3 blobs."""
     env = {"OPENFT_MAX_FILE_BYTES": str(TEST_MAX_FILE_BYTES)}
     if request.param == "postgresql":
         env["OPENFT_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    if request.param == "s3":
+        env.update(request.getfixturevalue("s3_server").settings_env("e2e"))
     process = start_server(
         tmp_path_factory.mktemp(f"serve-{request.param}"), env, "--workers", "0", "--no-vllm"
     )
@@ -58,14 +62,31 @@ def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 
 @pytest.fixture(scope="session")
-def access(server: ServerProcess) -> Iterator[AccessService]:
+def server_db(server: ServerProcess) -> Iterator[Database]:
+    """The server's own database, for tests that must make time pass or look behind the API."""
     settings = Settings(
         data_dir=Path(server.env["OPENFT_DATA_DIR"]),
         database_url=server.env.get("OPENFT_DATABASE_URL", ""),
     )
     database = Database(settings.database_url)
-    yield AccessService(database)
+    yield database
     database.dispose()
+
+
+@pytest.fixture(scope="session")
+def server_blobs(server: ServerProcess) -> BlobStore:
+    """The server's own blob store (local folder or S3), to look behind the API."""
+    fields = {
+        name.removeprefix("OPENFT_").lower(): value
+        for name, value in server.env.items()
+        if name.startswith("OPENFT_")
+    }
+    return open_blob_store(Settings(**fields))
+
+
+@pytest.fixture(scope="session")
+def access(server_db: Database) -> AccessService:
+    return AccessService(server_db)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import openai
 import pytest
 
 from service.auth.service import IssuedKey
+from service.blobstore import BlobStore
+from service.blobstore.keys import file_key
 from tests.support.server import ServerProcess
 
 
@@ -27,12 +29,8 @@ def training_lines(n: int) -> bytes:
     return "".join(json.dumps(row) + "\n" for row in rows).encode()
 
 
-def blob_path(server: ServerProcess, file_id: str) -> Path:
-    return Path(server.env["OPENFT_DATA_DIR"]) / "blobs" / "files" / file_id
-
-
 def test_create_retrieve_download_delete(
-    client: openai.OpenAI, server: ServerProcess, tmp_path: Path
+    client: openai.OpenAI, server_blobs: BlobStore, tmp_path: Path
 ) -> None:
     data = training_lines(12)
     path = tmp_path / "train.jsonl"
@@ -51,12 +49,12 @@ def test_create_retrieve_download_delete(
     assert created.expires_at is None
     assert client.files.retrieve(created.id) == created
     assert client.files.content(created.id).read() == data
-    assert blob_path(server, created.id).is_file()
+    assert server_blobs.exists(file_key(created.id))
 
     deleted = client.files.delete(created.id)
 
     assert (deleted.id, deleted.deleted, deleted.object) == (created.id, True, "file")
-    assert not blob_path(server, created.id).exists()
+    assert not server_blobs.exists(file_key(created.id))
     with pytest.raises(openai.NotFoundError) as missing:
         client.files.retrieve(created.id)
     assert missing.value.param == "id"
@@ -146,7 +144,7 @@ def test_first_start_printed_a_working_key(
 
 
 def test_oversize_upload_is_refused_and_nothing_is_kept(
-    client: openai.OpenAI, server: ServerProcess
+    client: openai.OpenAI, server_blobs: BlobStore
 ) -> None:
     with pytest.raises(openai.APIStatusError) as error:
         client.files.create(file=("big.bin", b"0" * (3 * 1024 * 1024)), purpose="user_data")
@@ -154,5 +152,4 @@ def test_oversize_upload_is_refused_and_nothing_is_kept(
     assert error.value.status_code == 413
     assert error.value.code == "file_too_large"
     assert client.files.list().data == []
-    staging = Path(server.env["OPENFT_DATA_DIR"]) / "blobs" / ".staging"
-    assert list(staging.iterdir()) == []
+    assert server_blobs.sweep_staging(older_than_s=0) == 0  # nothing was left staged
