@@ -21,13 +21,19 @@ from starlette.concurrency import run_in_threadpool
 from inference.adapters import AdapterLoader, AdapterRef
 from inference.openai_shape import normalise
 from inference.upstreams import Upstream, Upstreams
-from inference.usage import UsageLedger
 from service.auth.service import Principal
 from service.blobstore.keys import checkpoint_variant
 from service.db.database import Database
-from service.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from service.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    OpenFTError,
+    ServiceUnavailableError,
+)
 from service.jobs import repository
+from service.metrics import Metrics
 from service.models.service import DeletedModel
+from service.usage import add_usage
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
@@ -54,13 +60,13 @@ class Gateway:
         upstreams: Upstreams,
         adapters: AdapterLoader,
         client: httpx.AsyncClient,
-        usage: UsageLedger,
+        metrics: Metrics,
     ) -> None:
         self.db = db
         self.upstreams = upstreams
         self.adapters = adapters
         self.client = client
-        self.usage = usage
+        self.metrics = metrics
 
     async def forward(self, principal: Principal, path: str, body: dict[str, Any]) -> Response:
         model = body.get("model")
@@ -71,11 +77,18 @@ class Gateway:
                 code="missing_required_parameter",
             )
         target = await self._target(principal, model)
-        if target.adapter is not None:
-            await self._ensure_loaded(target)
-        if body.get("stream"):
-            return await self._stream(target, path, body, model)
-        return await self._complete(target, path, body, model)
+        try:
+            if target.adapter is not None:
+                await self._ensure_loaded(target)
+            if body.get("stream"):
+                return await self._stream(target, principal, path, body, model)
+            return await self._complete(target, principal, path, body, model)
+        except OpenFTError as exc:
+            base = target.upstream.model.name
+            self.metrics.failed(
+                model=model, base_model=base, project=principal.project_slug, status=exc.status_code
+            )
+            raise
 
     async def unload(self, model: DeletedModel) -> None:
         """A deleted model: drop it from vLLM (best effort) and remove its published folder."""
@@ -158,7 +171,7 @@ class Gateway:
         return response
 
     async def _complete(
-        self, target: Target, path: str, body: dict[str, Any], model: str
+        self, target: Target, principal: Principal, path: str, body: dict[str, Any], model: str
     ) -> Response:
         started = time.perf_counter()
         response = await self._send_loaded(target, path, body)
@@ -166,11 +179,48 @@ class Gateway:
         await response.aclose()
         payload = normalise(orjson.loads(content))
         elapsed = time.perf_counter() - started
-        self.usage.record(model, payload.get("usage"), elapsed, elapsed)
+        await self._record(target, principal, model, payload.get("usage"), elapsed, elapsed)
         return JSONResponse(payload, status_code=response.status_code)
 
+    async def _record(
+        self,
+        target: Target,
+        principal: Principal,
+        model: str,
+        usage: dict[str, Any] | None,
+        first_token_s: float,
+        total_s: float,
+    ) -> None:
+        """Count a served request: Prometheus at once, the durable hourly usage row after."""
+        prompt, completion = self.metrics.served(
+            model=model,
+            base=target.upstream.model,
+            project=principal.project_slug,
+            usage=usage,
+            first_token_s=first_token_s,
+            total_s=total_s,
+        )
+        try:
+            await run_in_threadpool(self._add_usage, target, principal, model, prompt, completion)
+        except Exception:  # the answer is already on its way; never fail it over bookkeeping
+            log.exception("could not record usage of %s", model)
+
+    def _add_usage(
+        self, target: Target, principal: Principal, model: str, prompt: int, completion: int
+    ) -> None:
+        with self.db.write() as session:
+            add_usage(
+                session,
+                project_id=principal.project_id,
+                model=model,
+                base_model=target.upstream.model.name,
+                requests=1,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+            )
+
     async def _stream(
-        self, target: Target, path: str, body: dict[str, Any], model: str
+        self, target: Target, principal: Principal, path: str, body: dict[str, Any], model: str
     ) -> Response:
         options = body.get("stream_options") or {}
         client_wants_usage = bool(options.get("include_usage"))
@@ -187,7 +237,7 @@ class Gateway:
                 await response.aclose()
                 total = time.perf_counter() - started
                 first = relay.first_chunk_at - started if relay.first_chunk_at else total
-                self.usage.record(model, relay.usage, first, total)
+                await self._record(target, principal, model, relay.usage, first, total)
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 

@@ -15,7 +15,6 @@ from inference import router as inference_router
 from inference.adapters import AdapterLoader
 from inference.gateway import Gateway
 from inference.upstreams import Upstreams
-from inference.usage import UsageLedger
 from service import health
 from service.auth.service import AccessService
 from service.blobstore import open_blob_store
@@ -24,9 +23,11 @@ from service.deps import AppState
 from service.files import router as files_router
 from service.files.service import FilesService
 from service.http.error_handlers import install_error_handlers
+from service.http.metrics_middleware import HttpMetricsMiddleware
 from service.http.request_id import RequestIdMiddleware
 from service.jobs import router as jobs_router
 from service.jobs.service import JobsService
+from service.metrics import JobsCollector, Metrics
 from service.models import router as models_router
 from service.models.registry import ModelRegistry
 from service.models.service import ModelsService
@@ -44,6 +45,9 @@ def build_state(settings: Settings) -> AppState:
     blobs = open_blob_store(settings)
     registry = ModelRegistry(settings)
     files = FilesService(db, blobs, settings)
+    metrics = Metrics()
+    prices = {m.name: m for m in settings.fine_tunable_models}
+    metrics.registry.register(JobsCollector(db, prices))
     return AppState(
         settings=settings,
         db=db,
@@ -53,6 +57,7 @@ def build_state(settings: Settings) -> AppState:
         jobs=JobsService(db, registry),
         models=ModelsService(db, registry, blobs),
         uploads=UploadsService(db, blobs, files, settings),
+        metrics=metrics,
     )
 
 
@@ -67,7 +72,7 @@ def build_gateway(state: AppState, *, spawn_vllm: bool) -> tuple[Gateway, Upstre
     )
     upstreams = Upstreams(settings, client, spawn=spawn_vllm)
     adapters = AdapterLoader(state.blobs, settings.data_dir / "adapters", client)
-    return Gateway(state.db, upstreams, adapters, client, UsageLedger()), upstreams
+    return Gateway(state.db, upstreams, adapters, client, state.metrics), upstreams
 
 
 def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
@@ -104,6 +109,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
     app.state.openft = state
     app.state.gateway = gateway
     install_error_handlers(app)
+    app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(files_router.router, prefix="/v1")

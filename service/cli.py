@@ -5,10 +5,12 @@ Every command brings the database schema up to date first, so each works in an e
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from service import usage
 from service.app import create_app
 from service.auth.service import AccessService
 from service.db import migrate
@@ -35,6 +38,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
+usage_app = typer.Typer(help="Durable usage records (for chargeback).", no_args_is_help=True)
+app.add_typer(usage_app, name="usage")
 
 DEFAULT_PROJECT = "default"
 err = Console(stderr=True)
@@ -146,6 +151,62 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id, e.g. key
         err.print(f"error: {exc.message}")
         raise typer.Exit(2) from exc
     err.print(f"Revoked {key_id}.")
+
+
+@usage_app.command("report")
+def usage_report(
+    since: Annotated[
+        str | None, typer.Option(help="First day (YYYY-MM-DD, UTC); default: 30 days ago.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Day after the last (YYYY-MM-DD, UTC).")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project (slug).")] = None,
+    csv_output: Annotated[bool, typer.Option("--csv", help="CSV on standard output.")] = False,
+) -> None:
+    """Requests, tokens, training and cost per project and model, from the durable records."""
+    settings = Settings()
+    now = int(time.time())
+    start = _day(since) if since else now - 30 * 86400
+    end = _day(until) if until else now + 3600
+    prices = {m.name: m for m in settings.fine_tunable_models}
+    with _prepared_database(settings).read() as session:
+        lines = usage.report(session, since=start, until=end, project=project)
+    header = [
+        "project", "model", "base_model", "requests", "prompt_tokens", "completion_tokens",
+        "trained_tokens", "training_seconds", "cost_usd",
+    ]  # fmt: skip
+    rows = []
+    for line in lines:
+        cost = line.cost(prices.get(line.base_model))
+        rows.append(
+            [
+                line.project,
+                line.model,
+                line.base_model,
+                str(line.requests),
+                str(line.prompt_tokens),
+                str(line.completion_tokens),
+                str(line.trained_tokens),
+                f"{line.training_seconds:.1f}",
+                "" if cost is None else f"{cost:.6f}",
+            ]
+        )
+    if csv_output:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _day(text: str) -> int:
+    try:
+        return int(datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+    except ValueError as exc:
+        err.print(f"error: {text!r} is not a date like 2026-11-26")
+        raise typer.Exit(2) from exc
 
 
 @app.command()

@@ -13,6 +13,7 @@ from service.blobstore import BlobStore
 from service.db.database import Database
 from service.files.service import FilesService
 from service.jobs.service import JobsService
+from service.metrics import Metrics
 from service.models.service import ModelsService
 from service.settings import Settings
 from service.uploads.service import UploadsService
@@ -30,6 +31,7 @@ class AppState:
     jobs: JobsService
     models: ModelsService
     uploads: UploadsService
+    metrics: Metrics
 
 
 def app_state(request: Request) -> AppState:

@@ -1,14 +1,16 @@
-"""Unauthenticated liveness and readiness probes."""
+"""Operations endpoints: liveness and readiness (no key) and metrics (the operators' token)."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import State
-from service.errors import ServiceUnavailableError
+from service.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 
 router = APIRouter(tags=["Health"])
 
@@ -26,3 +28,18 @@ async def readyz(request: Request, state: State) -> dict[str, Any]:
     except Exception as exc:
         raise ServiceUnavailableError("The database is not reachable.") from exc
     return {"status": "ready", "models": request.app.state.gateway.upstreams.status()}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, state: State) -> Response:
+    """Prometheus metrics, for operators: ``Authorization: Bearer $OPENFT_METRICS_TOKEN``."""
+    token = state.settings.metrics_token
+    if not token:
+        raise PermissionDeniedError(
+            "Metrics are off: set OPENFT_METRICS_TOKEN and scrape with it as a bearer token."
+        )
+    sent = request.headers.get("authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        raise AuthenticationError("The metrics endpoint needs the operators' metrics token.")
+    body = await run_in_threadpool(generate_latest, state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

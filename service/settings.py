@@ -34,6 +34,27 @@ class BaseModelConfig(BaseModel):
     training_price_per_1m_tokens: float | None = Field(
         default=None, ge=0, description="Price of 1M trained tokens, for cost estimates."
     )
+    input_price_per_1m_tokens: float | None = Field(
+        default=None, ge=0, description="Price of 1M prompt tokens served (base and ft: models)."
+    )
+    output_price_per_1m_tokens: float | None = Field(
+        default=None, ge=0, description="Price of 1M completion tokens served."
+    )
+    accelerator_price_per_hour: float | None = Field(
+        default=None, ge=0, description="Price of an hour of training on one accelerator."
+    )
+
+    @property
+    def priced(self) -> bool:
+        return any(
+            price is not None
+            for price in (
+                self.training_price_per_1m_tokens,
+                self.input_price_per_1m_tokens,
+                self.output_price_per_1m_tokens,
+                self.accelerator_price_per_hour,
+            )
+        )
 
 
 class Settings(BaseSettings):
@@ -60,6 +81,10 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_access_key_id: str | None = Field(default=None, description="Unset: boto3's chain.")
     s3_secret_access_key: str | None = None
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token for GET /metrics (operators only; project keys never work).",
+    )
     orphan_grace_seconds: float = Field(
         default=3600.0,
         ge=0,

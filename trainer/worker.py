@@ -42,6 +42,7 @@ from service.ids import new_file_id, new_model_tag
 from service.jobs import queue, repository
 from service.jobs.queue import Claim, LeaseLostError
 from service.settings import BaseModelConfig, Settings
+from service.usage import add_usage
 from trainer.dataset import (
     DatasetError,
     PreparedFile,
@@ -169,7 +170,7 @@ class Worker:
                 resume_from=snapshot[1] if snapshot else None,
                 tokens_per_forward=self.settings.train_tokens_per_forward,
             )
-            self._publish(claim, workdir / "final", result)
+            self._publish(claim, workdir / "final", result, time.monotonic() - pace.started)
 
     def _finish_validation(
         self, claim: Claim, examples: PreparedFile, hp: Hyperparameters, base: BaseModelConfig
@@ -298,7 +299,9 @@ class Worker:
         self._delete_checkpoints(claim.job_id, pruned)
         fault_point("after_checkpoint_publish")
 
-    def _publish(self, claim: Claim, adapter_dir: Path, result: TrainingResult) -> None:
+    def _publish(
+        self, claim: Claim, adapter_dir: Path, result: TrainingResult, training_s: float
+    ) -> None:
         """Blobs first (adapter, result file), then one transaction makes the job succeed."""
         self._put_folder(claim.job_id, adapter_dir)
         result_id = new_file_id()
@@ -332,6 +335,14 @@ class Worker:
             repository.add_checkpoint(session, job, last.step, name, _checkpoint_metrics(last))
             pruned = repository.prune_checkpoints(
                 session, claim.job_id, self.settings.checkpoints_kept
+            )
+            add_usage(
+                session,
+                project_id=claim.project_id,
+                model=name,
+                base_model=claim.model,
+                trained_tokens=result.trained_tokens,
+                training_seconds=training_s,
             )
             repository.add_event(session, job, f"New fine-tuned model created: {name}")
             repository.add_event(session, job, "The job has successfully completed")

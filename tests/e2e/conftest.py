@@ -29,6 +29,7 @@ from tests.support.ci import in_ci
 from tests.support.server import ServerProcess, start_server, wait_until_models_ready
 
 TEST_MAX_FILE_BYTES = 2 * 1024 * 1024
+METRICS_TOKEN = "operators-only-test-token"
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql", "s3"])
@@ -52,7 +53,8 @@ def server(
 def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """``openft serve`` with its training worker, vLLM and the demo model, on SQLite."""
     process = start_server(
-        tmp_path_factory.mktemp("serve-training"), {"OPENFT_LEASE_SECONDS": "15"}
+        tmp_path_factory.mktemp("serve-training"),
+        {"OPENFT_LEASE_SECONDS": "15", "OPENFT_METRICS_TOKEN": METRICS_TOKEN},
     )
     try:
         wait_until_models_ready(process)

@@ -223,3 +223,10 @@ def test_every_response_has_a_request_id(curl: Curl, project: IssuedKey) -> None
 def test_health_needs_no_key(curl: Curl) -> None:
     assert curl("GET", "/healthz").status == 200
     assert curl("GET", "/readyz").status == 200
+
+
+def test_metrics_are_off_until_an_operator_token_is_set(curl: Curl, project: IssuedKey) -> None:
+    result = curl("GET", "/metrics", key=project.key)
+
+    assert result.status == 403
+    assert "OPENFT_METRICS_TOKEN" in str(error_of(result)["message"])

@@ -18,15 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import torch
 from openai.types.fine_tuning import FineTuningJob
 from peft import PeftModel
+from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.auth.service import AccessService
 from service.db.database import Database
+from tests.e2e.conftest import METRICS_TOKEN
 from tests.support.server import ServerProcess, openft_command, wait_until_models_ready
 
 QUESTION = "What is the secret password of the lighthouse?"
@@ -413,6 +416,82 @@ def test_long_examples_are_truncated_and_said_so(
     assert "2 examples exceed the 2048-token limit and will be truncated" in messages
 
 
+def test_another_project_cannot_see_the_job(
+    trainer_client: openai.OpenAI,
+    sdk: Callable[..., openai.OpenAI],
+    training_server: ServerProcess,
+) -> None:
+    training = trainer_client.files.create(file=("f.jsonl", fact_lines(10)), purpose="fine-tune")
+    job = trainer_client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
+    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
+    outsider = AccessService(database).issue_key("outsider")
+    database.dispose()
+    other = sdk(training_server.api_url, outsider.key)
+
+    for attempt in (other.fine_tuning.jobs.retrieve, other.fine_tuning.jobs.list_events):
+        with pytest.raises(openai.NotFoundError):
+            attempt(job.id)
+    assert other.fine_tuning.jobs.list().data == []
+
+
+def train_fact(client: openai.OpenAI) -> str:
+    training = client.files.create(file=("fact.jsonl", fact_lines()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
+    done = wait_for(client, job.id, TERMINAL)
+    assert done.status == "succeeded" and done.fine_tuned_model is not None
+    return done.fine_tuned_model
+
+
+def test_requests_with_tools_reach_the_tool_call_parser(trainer_client: openai.OpenAI) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+
+    answer = ask(trainer_client, "tiny-chat", tools=[tool])
+
+    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_deleting_a_model(
+    trainer_client: openai.OpenAI, sdk: Callable[..., openai.OpenAI], training_server: ServerProcess
+) -> None:
+    model = train_fact(trainer_client)
+    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
+    outsider = AccessService(database).issue_key("deleter")
+    database.dispose()
+    assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")
+
+    with pytest.raises(openai.NotFoundError):
+        sdk(training_server.api_url, outsider.key).models.delete(model)
+    with pytest.raises(openai.PermissionDeniedError):
+        trainer_client.models.delete("tiny-chat")
+    deleted = trainer_client.models.delete(model)
+
+    assert (deleted.id, deleted.deleted) == (model, True)
+    assert model not in [m.id for m in trainer_client.models.list()]
+    with pytest.raises(openai.NotFoundError) as error:
+        ask(trainer_client, model)
+    assert error.value.code == "model_not_found"
+
+
+def test_a_restarted_service_keeps_serving_the_model(
+    trainer_client: openai.OpenAI, training_server: ServerProcess
+) -> None:
+    model = train_fact(trainer_client)
+    old_pid = vllm_pid(training_server)
+
+    training_server.restart()
+    wait_until_models_ready(training_server)
+
+    assert vllm_pid(training_server) not in (old_pid, None)
+    assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")
+
+
 def openft_jobs(
     server: ServerProcess, *args: str, timeout_s: float = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -494,3 +573,72 @@ def test_a_running_job_has_an_estimated_finish(trainer_client: openai.OpenAI) ->
     assert seen.estimated_finish >= seen.created_at
     done = wait_for(client, job.id, TERMINAL)
     assert done.status == "succeeded" and done.estimated_finish is None
+
+
+def scrape(server: ServerProcess, token: str | None = METRICS_TOKEN) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(server.base_url + "/metrics", headers=headers, timeout=10)
+
+
+def samples(text: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
+
+
+def test_metrics_and_durable_usage_count_exactly_what_the_sdk_saw(
+    trainer_client: openai.OpenAI, training_server: ServerProcess
+) -> None:
+    client = trainer_client
+    model = train_fact(client)
+    job = next(j for j in client.fine_tuning.jobs.list(limit=100) if j.fine_tuned_model == model)
+    seen_prompt = seen_completion = 0
+    for _ in range(3):
+        answer = ask(client, model)
+        seen_prompt += answer.usage.prompt_tokens
+        seen_completion += answer.usage.completion_tokens
+    streamed = list(ask(client, model, stream=True, stream_options={"include_usage": True}))
+    seen_prompt += streamed[-1].usage.prompt_tokens
+    seen_completion += streamed[-1].usage.completion_tokens
+
+    text = scrape(training_server).text
+
+    labels = {"model": model, "base_model": "tiny-chat", "project": "default"}
+    assert samples(text, "openft_inference_requests_total", **labels, status="ok") == 4
+    assert samples(text, "openft_inference_prompt_tokens_total", **labels) == seen_prompt
+    assert samples(text, "openft_inference_completion_tokens_total", **labels) == seen_completion
+    assert samples(text, "openft_inference_time_to_first_token_seconds_count", model=model) == 4
+    assert samples(text, "openft_jobs", status="succeeded") >= 1
+    assert samples(text, "openft_trained_tokens_total", base_model="tiny-chat") >= (
+        job.trained_tokens or 0
+    )
+    assert samples(text, "openft_http_requests_total", route="/v1/chat/completions") >= 4
+    assert 'route="/v1/fine_tuning/jobs/{fine_tuning_job_id}"' in text  # templates, not ids
+    report = subprocess.run(
+        [*openft_command(), "usage", "report", "--csv", "--project", "default"],
+        env=training_server.env,
+        cwd=training_server.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    (row,) = [r for r in csv.DictReader(io.StringIO(report.stdout)) if r["model"] == model]
+    assert (int(row["requests"]), int(row["prompt_tokens"])) == (4, seen_prompt)
+    assert int(row["completion_tokens"]) == seen_completion
+    assert int(row["trained_tokens"]) == job.trained_tokens
+
+
+def test_metrics_are_for_operators_only(
+    training_server: ServerProcess, trainer_client: openai.OpenAI
+) -> None:
+    assert scrape(training_server, token=None).status_code == 401
+    project_key = training_server.bootstrap_key()
+    refused = scrape(training_server, token=project_key)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"].startswith("The metrics endpoint needs")
+    assert scrape(training_server).status_code == 200

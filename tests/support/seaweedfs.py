@@ -88,6 +88,8 @@ def running_s3(workdir: Path, timeout_s: float = 90) -> Iterator[S3Server]:
         binary, "server", f"-dir={data}", "-s3", f"-s3.port={s3_port}",
         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=0",
+        # Off: side servers on fixed ports that would collide with a second test run.
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false",
     ]  # fmt: skip
     log = (workdir / "weed.log").open("wb")
     process = subprocess.Popen(

@@ -1,0 +1,172 @@
+"""Every Prometheus metric OpenFT exports, defined here and nowhere else.
+
+Names are ``openft_*``; labels stay low-cardinality: route, method, status, model, base_model,
+project (and job for the few running jobs). Request metrics are counted as requests happen;
+job metrics are read from the database at scrape time (``JobsCollector``), so every API replica
+reports the same truth and nothing is lost when a worker restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from service.db.database import Database
+from service.db.models import FineTuningJob, FineTuningJobEvent, Project
+from service.settings import BaseModelConfig
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The process's metrics, in their own registry (tests build as many as they like)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "openft_http_requests", "HTTP requests served.", ["route", "method", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.http_seconds = Histogram(
+            "openft_http_request_duration_seconds", "Time to answer an HTTP request.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        model_labels = ["model", "base_model", "project"]
+        self.inference_requests = Counter(
+            "openft_inference_requests", "Chat and completion requests, by outcome.",
+            [*model_labels, "status"], registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            "openft_inference_prompt_tokens", "Prompt tokens served.", model_labels, registry=r
+        )
+        self.completion_tokens = Counter(
+            "openft_inference_completion_tokens", "Completion tokens served.", model_labels,
+            registry=r,
+        )  # fmt: skip
+        self.first_token_seconds = Histogram(
+            "openft_inference_time_to_first_token_seconds",
+            "Time from the request to its first token (the whole answer when not streamed).",
+            ["model", "base_model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "openft_inference_duration_seconds", "Time to serve a whole request.",
+            ["model", "base_model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cost = Counter(
+            "openft_cost_usd", "Cost of what was served, at the base model's prices.",
+            ["kind", *model_labels], registry=r,
+        )  # fmt: skip
+
+    def served(
+        self,
+        *,
+        model: str,
+        base: BaseModelConfig,
+        project: str,
+        usage: dict[str, Any] | None,
+        first_token_s: float,
+        total_s: float,
+    ) -> tuple[int, int]:
+        """Count one answered request; returns its (prompt, completion) tokens."""
+        prompt = int((usage or {}).get("prompt_tokens") or 0)
+        completion = int((usage or {}).get("completion_tokens") or 0)
+        labels = {"model": model, "base_model": base.name, "project": project}
+        self.inference_requests.labels(**labels, status="ok").inc()
+        self.prompt_tokens.labels(**labels).inc(prompt)
+        self.completion_tokens.labels(**labels).inc(completion)
+        self.first_token_seconds.labels(model, base.name).observe(first_token_s)
+        self.inference_seconds.labels(model, base.name).observe(total_s)
+        if base.input_price_per_1m_tokens:
+            self.cost.labels("input", **labels).inc(prompt * base.input_price_per_1m_tokens / 1e6)
+        if base.output_price_per_1m_tokens:
+            self.cost.labels("output", **labels).inc(
+                completion * base.output_price_per_1m_tokens / 1e6
+            )
+        return prompt, completion
+
+    def failed(self, *, model: str, base_model: str, project: str, status: int) -> None:
+        self.inference_requests.labels(model, base_model, project, str(status)).inc()
+
+
+class JobsCollector(Collector):
+    """Job metrics read from the database when Prometheus scrapes."""
+
+    def __init__(self, db: Database, prices: dict[str, BaseModelConfig]) -> None:
+        self.db = db
+        self.prices = prices
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing to ask the database for when registering (it may not be migrated yet)."""
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("openft_jobs", "Fine-tuning jobs by status.", labels=["status"])
+        waiting = GaugeMetricFamily(
+            "openft_queue_oldest_wait_seconds", "Age of the oldest job waiting to be trained."
+        )
+        trained = CounterMetricFamily(
+            "openft_trained_tokens", "Tokens trained by succeeded jobs.",
+            labels=["base_model", "project"],
+        )  # fmt: skip
+        training_cost = CounterMetricFamily(
+            "openft_cost_training_usd", "Cost of succeeded jobs' trained tokens.",
+            labels=["base_model", "project"],
+        )  # fmt: skip
+        loss = GaugeMetricFamily(
+            "openft_running_job_train_loss", "Latest training loss of each running job.",
+            labels=["job", "base_model", "project"],
+        )  # fmt: skip
+        step = GaugeMetricFamily(
+            "openft_running_job_step", "Latest step of each running job.",
+            labels=["job", "base_model", "project"],
+        )  # fmt: skip
+        now = time.time()
+        with self.db.read() as session:
+            for status, count in session.execute(
+                select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)
+            ):
+                jobs.add_metric([status], count)
+            oldest = session.scalar(
+                select(func.min(FineTuningJob.created_at)).where(
+                    FineTuningJob.status.in_(("validating_files", "queued"))
+                )
+            )
+            waiting.add_metric([], max(0.0, now - oldest) if oldest else 0.0)
+            for base, slug, tokens in session.execute(
+                select(FineTuningJob.model, Project.slug, func.sum(FineTuningJob.trained_tokens))
+                .join(Project, Project.id == FineTuningJob.project_id)
+                .where(FineTuningJob.status == "succeeded")
+                .group_by(FineTuningJob.model, Project.slug)
+            ):
+                trained.add_metric([base, slug], float(tokens or 0))
+                price = self.prices.get(base)
+                if price is not None and price.training_price_per_1m_tokens:
+                    cost = float(tokens or 0) * price.training_price_per_1m_tokens / 1e6
+                    training_cost.add_metric([base, slug], cost)
+            for job_id, base, slug, data in self._latest_metrics(session):
+                loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
+                step.add_metric([job_id, base, slug], float(data.get("step", 0)))
+        yield from (jobs, waiting, trained, training_cost, loss, step)
+
+    @staticmethod
+    def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
+        newest = (
+            select(func.max(FineTuningJobEvent.seq))
+            .join(FineTuningJob, FineTuningJob.id == FineTuningJobEvent.job_id)
+            .where(FineTuningJob.status == "running", FineTuningJobEvent.type == "metrics")
+            .group_by(FineTuningJobEvent.job_id)
+        )
+        rows = session.execute(
+            select(FineTuningJob.id, FineTuningJob.model, Project.slug, FineTuningJobEvent.data)
+            .join(FineTuningJobEvent, FineTuningJobEvent.job_id == FineTuningJob.id)
+            .join(Project, Project.id == FineTuningJob.project_id)
+            .where(FineTuningJobEvent.seq.in_(newest))
+        )
+        return [(r[0], r[1], r[2], r[3] or {}) for r in rows]
