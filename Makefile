@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export PYTHON VENV ACCEL
 
-.PHONY: run test test-fast lint format openapi install install-ml clean
+.PHONY: run test test-fast lint format openapi install install-ml system-deps clean
 
 $(VENV)/.installed-core: pyproject.toml constraints.txt scripts/install.sh
 	scripts/install.sh core
@@ -24,10 +24,14 @@ $(VENV)/.installed-ml: $(VENV)/.installed-core constraints.txt scripts/install.s
 
 install-ml: $(VENV)/.installed-ml
 
+# Prometheus and promtool from Debian, for the monitoring tests (a no-op when present).
+system-deps:
+	scripts/install_system.sh
+
 run: install-ml
 	$(BIN)/openft serve --host $(HOST) --port $(PORT)
 
-test: install-ml
+test: install-ml system-deps
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 

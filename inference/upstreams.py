@@ -50,6 +50,10 @@ class Upstreams:
     def status(self) -> dict[str, str]:
         return {n: "ready" if u.ready else "starting" for n, u in self._upstreams.items()}
 
+    def loaded_adapters(self) -> dict[str, int]:
+        """Per base model, the adapters this process knows its vLLM holds."""
+        return {n: len(u.loaded) for n, u in self._upstreams.items()}
+
     async def start(self) -> None:
         for upstream in self._upstreams.values():
             if upstream.process is None and not upstream.base_url:

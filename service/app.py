@@ -27,7 +27,7 @@ from service.http.metrics_middleware import HttpMetricsMiddleware
 from service.http.request_id import RequestIdMiddleware
 from service.jobs import router as jobs_router
 from service.jobs.service import JobsService
-from service.metrics import JobsCollector, Metrics
+from service.metrics import AdaptersCollector, JobsCollector, Metrics
 from service.models import router as models_router
 from service.models.registry import ModelRegistry
 from service.models.service import ModelsService
@@ -47,7 +47,7 @@ def build_state(settings: Settings) -> AppState:
     files = FilesService(db, blobs, settings)
     metrics = Metrics()
     prices = {m.name: m for m in settings.fine_tunable_models}
-    metrics.registry.register(JobsCollector(db, prices))
+    metrics.registry.register(JobsCollector(db, prices, settings.project_budgets_usd))
     return AppState(
         settings=settings,
         db=db,
@@ -71,6 +71,7 @@ def build_gateway(state: AppState, *, spawn_vllm: bool) -> tuple[Gateway, Upstre
         headers=headers,
     )
     upstreams = Upstreams(settings, client, spawn=spawn_vllm)
+    state.metrics.registry.register(AdaptersCollector(upstreams.loaded_adapters))
     adapters = AdapterLoader(state.blobs, settings.data_dir / "adapters", client)
     return Gateway(state.db, upstreams, adapters, client, state.metrics), upstreams
 

@@ -9,7 +9,7 @@ reports the same truth and nothing is lost when a worker restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -98,9 +98,15 @@ class Metrics:
 class JobsCollector(Collector):
     """Job metrics read from the database when Prometheus scrapes."""
 
-    def __init__(self, db: Database, prices: dict[str, BaseModelConfig]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        prices: dict[str, BaseModelConfig],
+        budgets: dict[str, float] | None = None,
+    ) -> None:
         self.db = db
         self.prices = prices
+        self.budgets = budgets or {}
 
     def describe(self) -> Iterator[Metric]:
         """Nothing to ask the database for when registering (it may not be migrated yet)."""
@@ -127,6 +133,12 @@ class JobsCollector(Collector):
             "openft_running_job_step", "Latest step of each running job.",
             labels=["job", "base_model", "project"],
         )  # fmt: skip
+        budget = GaugeMetricFamily(
+            "openft_project_budget_usd", "Monthly budget of each project that has one.",
+            labels=["project"],
+        )  # fmt: skip
+        for project, amount in self.budgets.items():
+            budget.add_metric([project], amount)
         now = time.time()
         with self.db.read() as session:
             for status, count in session.execute(
@@ -153,7 +165,7 @@ class JobsCollector(Collector):
             for job_id, base, slug, data in self._latest_metrics(session):
                 loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
                 step.add_metric([job_id, base, slug], float(data.get("step", 0)))
-        yield from (jobs, waiting, trained, training_cost, loss, step)
+        yield from (jobs, waiting, trained, training_cost, loss, step, budget)
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -170,3 +182,21 @@ class JobsCollector(Collector):
             .where(FineTuningJobEvent.seq.in_(newest))
         )
         return [(r[0], r[1], r[2], r[3] or {}) for r in rows]
+
+
+class AdaptersCollector(Collector):
+    """Adapters loaded into each base model's vLLM, as the gateway knows them."""
+
+    def __init__(self, loaded: Callable[[], dict[str, int]]) -> None:
+        self.loaded = loaded
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "openft_loaded_adapters", "Fine-tuned adapters loaded in vLLM.", labels=["base_model"]
+        )
+        for base_model, count in self.loaded().items():
+            family.add_metric([base_model], count)
+        yield family

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_access_key_id: str | None = Field(default=None, description="Unset: boto3's chain.")
     s3_secret_access_key: str | None = None
+    project_budgets_usd: dict[str, float] = Field(
+        default_factory=dict,
+        description="Project slug -> monthly budget in USD (exported for the budget alert).",
+    )
     metrics_token: str | None = Field(
         default=None,
         description="Bearer token for GET /metrics (operators only; project keys never work).",

@@ -30,6 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from service.auth.service import AccessService
 from service.db.database import Database
 from tests.e2e.conftest import METRICS_TOKEN
+from tests.support import prometheus
+from tests.support.ci import require
 from tests.support.server import ServerProcess, openft_command, wait_until_models_ready
 
 QUESTION = "What is the secret password of the lighthouse?"
@@ -618,6 +620,22 @@ def test_metrics_and_durable_usage_count_exactly_what_the_sdk_saw(
     )
     assert samples(text, "openft_http_requests_total", route="/v1/chat/completions") >= 4
     assert 'route="/v1/fine_tuning/jobs/{fine_tuning_job_id}"' in text  # templates, not ids
+
+    require(prometheus.binary() is not None, "Prometheus (Debian package prometheus)")
+    target = training_server.base_url.removeprefix("http://")
+    with prometheus.running_prometheus(
+        training_server.workdir / "prometheus", target, METRICS_TOKEN
+    ) as server:
+        selector = f'model="{model}",project="default"'
+        for query, expected in (
+            (f"openft_inference_prompt_tokens_total{{{selector}}}", seen_prompt),
+            (f"openft_inference_completion_tokens_total{{{selector}}}", seen_completion),
+            (f'openft_inference_requests_total{{{selector},status="ok"}}', 4),
+        ):
+            assert prometheus.wait_for_value(server, query, expected) == expected, query
+        trained = server.value('sum(openft_trained_tokens_total{base_model="tiny-chat"})')
+        assert trained is not None and trained >= (job.trained_tokens or 0)
+
     report = subprocess.run(
         [*openft_command(), "usage", "report", "--csv", "--project", "default"],
         env=training_server.env,
