@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from service.db.database import Database
-from service.db.models import FineTuningJob, FineTuningJobEvent, Project
+from service.db.models import FineTuningJob, FineTuningJobEvent, Project, UsageHour
 from service.settings import BaseModelConfig
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -121,8 +121,13 @@ class JobsCollector(Collector):
             "openft_trained_tokens", "Tokens trained by succeeded jobs.",
             labels=["base_model", "project"],
         )  # fmt: skip
+        training_time = CounterMetricFamily(
+            "openft_training_seconds", "Seconds spent training succeeded jobs.",
+            labels=["base_model", "project"],
+        )  # fmt: skip
         training_cost = CounterMetricFamily(
-            "openft_cost_training_usd", "Cost of succeeded jobs' trained tokens.",
+            "openft_cost_training_usd",
+            "Cost of succeeded jobs: trained tokens and accelerator hours at their prices.",
             labels=["base_model", "project"],
         )  # fmt: skip
         loss = GaugeMetricFamily(
@@ -151,21 +156,28 @@ class JobsCollector(Collector):
                 )
             )
             waiting.add_metric([], max(0.0, now - oldest) if oldest else 0.0)
-            for base, slug, tokens in session.execute(
-                select(FineTuningJob.model, Project.slug, func.sum(FineTuningJob.trained_tokens))
-                .join(Project, Project.id == FineTuningJob.project_id)
-                .where(FineTuningJob.status == "succeeded")
-                .group_by(FineTuningJob.model, Project.slug)
+            for base, slug, token_sum, second_sum in session.execute(
+                select(
+                    UsageHour.base_model,
+                    Project.slug,
+                    func.sum(UsageHour.trained_tokens),
+                    func.sum(UsageHour.training_seconds),
+                )
+                .join(Project, Project.id == UsageHour.project_id)
+                .group_by(UsageHour.base_model, Project.slug)
             ):
-                trained.add_metric([base, slug], float(tokens or 0))
+                tokens, seconds = float(token_sum or 0), float(second_sum or 0)
+                trained.add_metric([base, slug], tokens)
+                training_time.add_metric([base, slug], seconds)
                 price = self.prices.get(base)
-                if price is not None and price.training_price_per_1m_tokens:
-                    cost = float(tokens or 0) * price.training_price_per_1m_tokens / 1e6
+                if price is not None:
+                    cost = tokens * (price.training_price_per_1m_tokens or 0.0) / 1e6
+                    cost += seconds / 3600 * (price.accelerator_price_per_hour or 0.0)
                     training_cost.add_metric([base, slug], cost)
             for job_id, base, slug, data in self._latest_metrics(session):
                 loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
                 step.add_metric([job_id, base, slug], float(data.get("step", 0)))
-        yield from (jobs, waiting, trained, training_cost, loss, step, budget)
+        yield from (jobs, waiting, trained, training_time, training_cost, loss, step, budget)
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
