@@ -13,7 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
@@ -138,6 +143,10 @@ class JobsCollector(Collector):
             "openft_running_job_step", "Latest step of each running job.",
             labels=["job", "base_model", "project"],
         )  # fmt: skip
+        duration = SummaryMetricFamily(
+            "openft_job_duration_seconds", "Creation to finish of succeeded jobs.",
+            labels=["base_model"],
+        )  # fmt: skip
         budget = GaugeMetricFamily(
             "openft_project_budget_usd", "Monthly budget of each project that has one.",
             labels=["project"],
@@ -174,10 +183,21 @@ class JobsCollector(Collector):
                     cost = tokens * (price.training_price_per_1m_tokens or 0.0) / 1e6
                     cost += seconds / 3600 * (price.accelerator_price_per_hour or 0.0)
                     training_cost.add_metric([base, slug], cost)
+            for base, count, total in session.execute(
+                select(
+                    FineTuningJob.model,
+                    func.count(),
+                    func.sum(FineTuningJob.finished_at - FineTuningJob.created_at),
+                )
+                .where(FineTuningJob.status == "succeeded")
+                .group_by(FineTuningJob.model)
+            ):
+                duration.add_metric([base], count_value=count, sum_value=float(total or 0))
             for job_id, base, slug, data in self._latest_metrics(session):
                 loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
                 step.add_metric([job_id, base, slug], float(data.get("step", 0)))
         yield from (jobs, waiting, trained, training_time, training_cost, loss, step, budget)
+        yield duration
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
