@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from inference.adapters import AdapterLoader, AdapterRef
@@ -179,8 +180,10 @@ class Gateway:
         await response.aclose()
         payload = normalise(orjson.loads(content))
         elapsed = time.perf_counter() - started
-        await self._record(target, principal, model, payload.get("usage"), elapsed, elapsed)
-        return JSONResponse(payload, status_code=response.status_code)
+        usage = payload.get("usage")
+        # The durable usage row is written after the answer has gone out, not before.
+        after = BackgroundTask(self._record, target, principal, model, usage, elapsed, elapsed)
+        return JSONResponse(payload, status_code=response.status_code, background=after)
 
     async def _record(
         self,

@@ -607,9 +607,15 @@ def test_metrics_and_durable_usage_count_exactly_what_the_sdk_saw(
     seen_prompt += streamed[-1].usage.prompt_tokens
     seen_completion += streamed[-1].usage.completion_tokens
 
-    text = scrape(training_server).text
-
     labels = {"model": model, "base_model": "tiny-chat", "project": "default"}
+    # Counting happens as each answer ends, just after the client has it: allow a moment.
+    deadline = time.monotonic() + 10
+    text = scrape(training_server).text
+    while samples(text, "openft_inference_requests_total", **labels, status="ok") < 4:
+        assert time.monotonic() < deadline, "the requests were not counted"
+        time.sleep(0.05)
+        text = scrape(training_server).text
+
     assert samples(text, "openft_inference_requests_total", **labels, status="ok") == 4
     assert samples(text, "openft_inference_prompt_tokens_total", **labels) == seen_prompt
     assert samples(text, "openft_inference_completion_tokens_total", **labels) == seen_completion
