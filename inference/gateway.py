@@ -25,6 +25,7 @@ from inference.upstreams import Upstream, Upstreams
 from service.auth.service import Principal
 from service.blobstore.keys import checkpoint_variant
 from service.db.database import Database
+from service.drift import PromptProfile
 from service.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -68,6 +69,7 @@ class Gateway:
         self.adapters = adapters
         self.client = client
         self.metrics = metrics
+        self._profiles: dict[str, PromptProfile | None] = {}
 
     async def forward(self, principal: Principal, path: str, body: dict[str, Any]) -> Response:
         model = body.get("model")
@@ -205,8 +207,23 @@ class Gateway:
         )
         try:
             await run_in_threadpool(self._add_usage, target, principal, model, prompt, completion)
+            if target.adapter is not None:
+                profile = await self._profile(principal, model)
+                if profile is not None:
+                    self.metrics.prompt_seen(model, profile, prompt)
         except Exception:  # the answer is already on its way; never fail it over bookkeeping
             log.exception("could not record usage of %s", model)
+
+    async def _profile(self, principal: Principal, model: str) -> PromptProfile | None:
+        """The model's training prompt profile, read once (it never changes)."""
+        if model not in self._profiles:
+            self._profiles[model] = await run_in_threadpool(self._read_profile, principal, model)
+        return self._profiles[model]
+
+    def _read_profile(self, principal: Principal, model: str) -> PromptProfile | None:
+        with self.db.read() as session:
+            data = repository.prompt_profile_of(session, principal.project_id, model)
+        return PromptProfile.from_dict(data) if data else None
 
     def _add_usage(
         self, target: Target, principal: Principal, model: str, prompt: int, completion: int

@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from service import drift_report as drift_report_module
 from service import usage
 from service.app import create_app
 from service.auth.service import AccessService
@@ -40,6 +42,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
 usage_app = typer.Typer(help="Durable usage records (for chargeback).", no_args_is_help=True)
 app.add_typer(usage_app, name="usage")
+drift_app = typer.Typer(help="Drift of live prompts from training data.", no_args_is_help=True)
+app.add_typer(drift_app, name="drift")
 
 DEFAULT_PROJECT = "default"
 err = Console(stderr=True)
@@ -199,6 +203,42 @@ def usage_report(
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+@drift_app.command("report")
+def drift_report(
+    model: Annotated[str, typer.Argument(help="A fine-tuned model (ft:...).")],
+    base_url: Annotated[
+        str, typer.Option(envvar="OPENFT_BASE_URL", help="The API's base URL, ending in /v1.")
+    ] = "http://127.0.0.1:8000/v1",
+    metrics_token: Annotated[
+        str, typer.Option(envvar="OPENFT_METRICS_TOKEN", help="The operators' metrics token.")
+    ] = "",
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Read the last hour from this Prometheus instead.")
+    ] = None,
+) -> None:
+    """How far a model's live prompt lengths are from its training data, and what it means."""
+    try:
+        if prometheus_url:
+            figures = drift_report_module.from_prometheus(prometheus_url, model)
+        else:
+            root = base_url.rstrip("/").removesuffix("/v1")
+            response = httpx.get(
+                f"{root}/metrics",
+                headers={"authorization": f"Bearer {metrics_token}"},
+                timeout=10,
+            )
+            response.raise_for_status()
+            figures = drift_report_module.from_metrics(response.text, model)
+    except httpx.HTTPError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    psi_text = "-" if figures.psi is None else f"{figures.psi:.3f}"
+    outside = "-" if figures.outside_share is None else f"{figures.outside_share:.1%}"
+    print(f"model: {figures.model}  (from {figures.source})")
+    print(f"prompts: {figures.prompts}  PSI: {psi_text}  outside the training range: {outside}")
+    print(figures.verdict())
 
 
 def _day(text: str) -> int:

@@ -23,7 +23,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from service.db.database import Database
-from service.db.models import FineTuningJob, FineTuningJobEvent, Project, UsageHour
+from service.db.models import (
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+    Project,
+    UsageHour,
+)
+from service.drift import PromptProfile
 from service.settings import BaseModelConfig
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -64,6 +71,17 @@ class Metrics:
             "openft_inference_duration_seconds", "Time to serve a whole request.",
             ["model", "base_model"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.drift_prompts = Counter(
+            "openft_drift_prompts", "Prompts to fine-tuned models per bin of the training "
+            "data's prompt-length profile (with openft_drift_reference_share: PSI).",
+            ["model", "bin"], registry=r,
+        )  # fmt: skip
+        self.drift_outside = Counter(
+            "openft_drift_prompts_outside_range",
+            "Prompts shorter or longer than every training prompt of the model.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self._drift_models: set[str] = set()
         self.cost = Counter(
             "openft_cost_usd", "Cost of what was served, at the base model's prices.",
             ["kind", *model_labels], registry=r,
@@ -95,6 +113,17 @@ class Metrics:
                 completion * base.output_price_per_1m_tokens / 1e6
             )
         return prompt, completion
+
+    def prompt_seen(self, model: str, profile: PromptProfile, prompt_tokens: int) -> None:
+        """Count a prompt in its bin; a model's bins all start at zero so PSI sees every bin."""
+        if model not in self._drift_models:
+            self._drift_models.add(model)
+            for index in range(len(profile.shares)):
+                self.drift_prompts.labels(model, str(index))
+            self.drift_outside.labels(model)
+        self.drift_prompts.labels(model, str(profile.bin_of(prompt_tokens))).inc()
+        if profile.outside(prompt_tokens):
+            self.drift_outside.labels(model).inc()
 
     def failed(self, *, model: str, base_model: str, project: str, status: int) -> None:
         self.inference_requests.labels(model, base_model, project, str(status)).inc()
@@ -143,6 +172,11 @@ class JobsCollector(Collector):
             "openft_running_job_step", "Latest step of each running job.",
             labels=["job", "base_model", "project"],
         )  # fmt: skip
+        reference = GaugeMetricFamily(
+            "openft_drift_reference_share",
+            "Share of each prompt-length bin in a fine-tuned model's training data.",
+            labels=["model", "bin"],
+        )
         duration = SummaryMetricFamily(
             "openft_job_duration_seconds", "Creation to finish of succeeded jobs.",
             labels=["base_model"],
@@ -193,11 +227,15 @@ class JobsCollector(Collector):
                 .group_by(FineTuningJob.model)
             ):
                 duration.add_metric([base], count_value=count, sum_value=float(total or 0))
+            for model, profile in _profiles(session):
+                for index, share in enumerate(profile.shares):
+                    reference.add_metric([model, str(index)], share)
             for job_id, base, slug, data in self._latest_metrics(session):
                 loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
                 step.add_metric([job_id, base, slug], float(data.get("step", 0)))
         yield from (jobs, waiting, trained, training_time, training_cost, loss, step, budget)
         yield duration
+        yield reference
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -232,3 +270,26 @@ class AdaptersCollector(Collector):
         for base_model, count in self.loaded().items():
             family.add_metric([base_model], count)
         yield family
+
+
+def _profiles(session: Any) -> list[tuple[str, PromptProfile]]:
+    """Every servable fine-tuned model and checkpoint with its training prompt profile."""
+    jobs = session.execute(
+        select(
+            FineTuningJob.id, FineTuningJob.fine_tuned_model, FineTuningJob.prompt_profile
+        ).where(
+            FineTuningJob.status == "succeeded",
+            FineTuningJob.model_deleted_at.is_(None),
+            FineTuningJob.prompt_profile.is_not(None),
+        )
+    ).all()
+    found = {row[1]: PromptProfile.from_dict(row[2]) for row in jobs if row[1]}
+    by_job = {row[0]: PromptProfile.from_dict(row[2]) for row in jobs}
+    if by_job:
+        for name, job_id in session.execute(
+            select(FineTuningJobCheckpoint.name, FineTuningJobCheckpoint.job_id).where(
+                FineTuningJobCheckpoint.job_id.in_(list(by_job))
+            )
+        ):
+            found.setdefault(name, by_job[job_id])
+    return sorted(found.items())

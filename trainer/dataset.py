@@ -14,7 +14,12 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from service.datasets.validator import DatasetValidator, ValidationReport
-from trainer.chat_masks import TokenizedExample, UnsupportedChatTemplateError, tokenize_chat
+from trainer.chat_masks import (
+    IGNORE_INDEX,
+    TokenizedExample,
+    UnsupportedChatTemplateError,
+    tokenize_chat,
+)
 
 
 @dataclass(frozen=True)
@@ -118,3 +123,17 @@ def summary_events(
         billing += f"; estimated cost ${amount} at ${price_per_1m_tokens:g} per 1M tokens"
     events.append(billing)
     return events
+
+
+def prompt_lengths(examples: list[TokenizedExample]) -> list[int]:
+    """Tokens before each trained assistant turn: its prompt as vLLM would count ``prompt_tokens``
+    (the rendered conversation so far plus the generation prompt)."""
+    lengths = []
+    for example in examples:
+        trained_before = False
+        for position, label in enumerate(example.labels):
+            trained = label != IGNORE_INDEX
+            if trained and not trained_before:
+                lengths.append(position)
+            trained_before = trained
+    return lengths

@@ -38,6 +38,7 @@ from service.blobstore.keys import (
 )
 from service.db.database import Database
 from service.db.models import File, FineTuningJob
+from service.drift import PromptProfile, build_profile
 from service.ids import new_file_id, new_model_tag
 from service.jobs import queue, repository
 from service.jobs.queue import Claim, LeaseLostError
@@ -48,6 +49,7 @@ from trainer.dataset import (
     PreparedFile,
     check_validation_file,
     prepare_training_file,
+    prompt_lengths,
     summary_events,
 )
 from trainer.faults import fault_point
@@ -170,7 +172,10 @@ class Worker:
                 resume_from=snapshot[1] if snapshot else None,
                 tokens_per_forward=self.settings.train_tokens_per_forward,
             )
-            self._publish(claim, workdir / "final", result, time.monotonic() - pace.started)
+            profile = build_profile(prompt_lengths(examples.examples))
+            self._publish(
+                claim, workdir / "final", result, time.monotonic() - pace.started, profile
+            )
 
     def _finish_validation(
         self, claim: Claim, examples: PreparedFile, hp: Hyperparameters, base: BaseModelConfig
@@ -300,7 +305,12 @@ class Worker:
         fault_point("after_checkpoint_publish")
 
     def _publish(
-        self, claim: Claim, adapter_dir: Path, result: TrainingResult, training_s: float
+        self,
+        claim: Claim,
+        adapter_dir: Path,
+        result: TrainingResult,
+        training_s: float,
+        profile: PromptProfile | None,
     ) -> None:
         """Blobs first (adapter, result file), then one transaction makes the job succeed."""
         self._put_folder(claim.job_id, adapter_dir)
@@ -328,6 +338,7 @@ class Worker:
             job.fine_tuned_model = name
             job.result_files = [result_id]
             job.trained_tokens = result.trained_tokens
+            job.prompt_profile = profile.as_dict() if profile is not None else None
             job.finished_at = now
             job.estimated_finish = None
             job.lease_owner = None

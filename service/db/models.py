@@ -114,6 +114,7 @@ class FineTuningJob(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     model_deleted_at: Mapped[int | None] = mapped_column(BigInteger)
     lost_leases: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # see service.drift
 
 
 class FineTuningJobEvent(Base):

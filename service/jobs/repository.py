@@ -204,3 +204,12 @@ def project_checkpoints(session: Session, project_id: str) -> list[FineTuningJob
             .order_by(FineTuningJobCheckpoint.seq)
         )
     )
+
+
+def prompt_profile_of(session: Session, project_id: str, model: str) -> dict[str, Any] | None:
+    """The training prompt profile behind a project's fine-tuned model or checkpoint."""
+    job = succeeded_with_model(session, project_id, model)
+    if job is None:
+        found = servable_checkpoint(session, project_id, model)
+        job = found[1] if found is not None else None
+    return job.prompt_profile if job is not None else None

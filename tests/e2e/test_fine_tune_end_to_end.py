@@ -616,7 +616,17 @@ def test_metrics_and_durable_usage_count_exactly_what_the_sdk_saw(
         time.sleep(0.05)
         text = scrape(training_server).text
 
+    while samples(text, "openft_drift_prompts_total", model=model) < 4:  # counted just after
+        assert time.monotonic() < deadline, "the prompts were not binned"
+        time.sleep(0.05)
+        text = scrape(training_server).text
+
     assert samples(text, "openft_inference_requests_total", **labels, status="ok") == 4
+    assert samples(text, "openft_drift_prompts_total", model=model) == 4
+    assert samples(text, "openft_drift_reference_share", model=model) == pytest.approx(1.0)
+    # The training prompts carried a system message these live prompts leave out: all are shorter
+    # than any training prompt, so all four fall outside the training range.
+    assert samples(text, "openft_drift_prompts_outside_range_total", model=model) == 4
     assert samples(text, "openft_inference_prompt_tokens_total", **labels) == seen_prompt
     assert samples(text, "openft_inference_completion_tokens_total", **labels) == seen_completion
     assert samples(text, "openft_inference_time_to_first_token_seconds_count", model=model) == 4
@@ -651,6 +661,16 @@ def test_metrics_and_durable_usage_count_exactly_what_the_sdk_saw(
         timeout=60,
     )
     assert report.returncode == 0, report.stderr
+    drift = subprocess.run(
+        [*openft_command(), "drift", "report", model, "--base-url", training_server.api_url],
+        env={**training_server.env, "OPENFT_METRICS_TOKEN": METRICS_TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert drift.returncode == 0, drift.stderr
+    assert "prompts: 4" in drift.stdout and "outside the training range: 100.0%" in drift.stdout
+    assert "not enough traffic yet" in drift.stdout
     (row,) = [r for r in csv.DictReader(io.StringIO(report.stdout)) if r["model"] == model]
     assert (int(row["requests"]), int(row["prompt_tokens"])) == (4, seen_prompt)
     assert int(row["completion_tokens"]) == seen_completion

@@ -167,6 +167,9 @@ def reference(sqlite_queue: Queue) -> list[tuple[int, float]]:
     assert sqlite_queue.job(job_id).status == "succeeded", output
     curve = sqlite_queue.losses(job_id)
     assert [step for step, _ in curve] == list(range(1, 19))
+    profile = sqlite_queue.job(job_id).prompt_profile  # for drift: one prompt per trained turn
+    assert profile is not None and profile["prompts"] == 12
+    assert abs(sum(profile["shares"]) - 1.0) < 1e-9
     return curve
 
 
