@@ -173,14 +173,22 @@ def fail(db: Database, claim: Claim, code: str, message: str, param: str | None)
     """End the job as failed with OpenAI's error object; no-op if it is no longer ours."""
     try:
         with held(db, claim, *LEASED) as (session, job):
-            transition(job, "failed")
-            job.error = {"code": code, "message": message, "param": param}
-            job.finished_at = int(time.time())
-            job.estimated_finish = None
-            job.lease_owner = None
-            repository.add_event(session, job, message, level="error")
+            mark_failed(session, job, code, message, param)
     except LeaseLostError:
         pass
+
+
+def mark_failed(
+    session: Session, job: FineTuningJob, code: str, message: str, param: str | None
+) -> None:
+    """The one way a job ends failed: OpenAI's error object, no lease, an error event."""
+    transition(job, "failed")
+    job.error = {"code": code, "message": message, "param": param}
+    job.finished_at = int(time.time())
+    job.estimated_finish = None
+    job.lease_owner = None
+    job.lease_expires_at = None
+    repository.add_event(session, job, message, level="error")
 
 
 def fail_jobs_needing(session: Session, file_ids: Sequence[str]) -> list[str]:
@@ -205,12 +213,7 @@ def fail_jobs_needing(session: Session, file_ids: Sequence[str]) -> list[str]:
     for job in jobs:
         kind = "training" if job.training_file in file_ids else "validation"
         message = f"The job failed because the {kind} file was deleted"
-        transition(job, "failed")
-        job.error = {"code": f"deleted_{kind}_file", "message": message, "param": f"{kind}_file"}
-        job.finished_at = int(time.time())
-        job.lease_owner = None
-        job.lease_expires_at = None
-        repository.add_event(session, job, message, level="error")
+        mark_failed(session, job, f"deleted_{kind}_file", message, f"{kind}_file")
     return [job.id for job in jobs]
 
 
@@ -273,10 +276,7 @@ def reap_expired_leases(db: Database, max_lost_leases: int) -> list[str]:
                     f"The job failed because its worker stopped responding {job.lost_leases} "
                     f"times (at most {max_lost_leases} restarts are allowed)"
                 )
-                transition(job, "failed")
-                job.error = {"code": "worker_lost", "message": message, "param": None}
-                job.finished_at = now
-                repository.add_event(session, job, message, level="error")
+                mark_failed(session, job, "worker_lost", message, None)
             elif job.status == "running":
                 transition(job, "queued")
                 repository.add_event(
