@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import logging
 import os
 import signal
@@ -388,13 +389,7 @@ class Worker:
                     self._put_stream(adapter_key(job_id, path.name, variant), handle)
 
     def _put(self, key: str, data: bytes) -> None:
-        writer = self.blobs.stage()
-        try:
-            writer.write(data)
-            writer.commit(key)
-        except BaseException:
-            writer.abort()
-            raise
+        self._put_stream(key, io.BytesIO(data))
 
     def _put_stream(self, key: str, handle: BinaryIO) -> None:
         writer = self.blobs.stage()

@@ -210,12 +210,17 @@ def _purpose(fields: dict[str, str]) -> str:
             param="purpose",
             code="missing_required_parameter",
         )
+    check_purpose(purpose)
+    return purpose
+
+
+def check_purpose(purpose: str) -> None:
+    """A purpose files can be uploaded with (``/v1/files`` and ``/v1/uploads``)."""
     if purpose not in UPLOAD_PURPOSES:
         allowed = ", ".join(repr(p) for p in UPLOAD_PURPOSES)
         raise InvalidRequestError(
             f"{purpose!r} is not one of [{allowed}] - 'purpose'", param="purpose"
         )
-    return purpose
 
 
 def file_expiry(fields: dict[str, str], purpose: str, now: int) -> int | None:

@@ -23,8 +23,12 @@ from service.db.models import File
 from service.db.models import Upload as UploadRow
 from service.db.models import UploadPart as PartRow
 from service.errors import InvalidRequestError, no_such_object
-from service.files.schemas import UPLOAD_PURPOSES
-from service.files.service import FilesService, file_expiry, refuse_unstructured
+from service.files.service import (
+    FilesService,
+    check_purpose,
+    file_expiry,
+    refuse_unstructured,
+)
 from service.files.upload import ReceivedUpload, UploadLimits
 from service.ids import new_upload_id, new_upload_part_id
 from service.settings import MIB, Settings
@@ -263,11 +267,7 @@ class UploadsService:
 
 
 def _check_purpose_and_type(purpose: str, mime_type: str) -> None:
-    if purpose not in UPLOAD_PURPOSES:
-        allowed = ", ".join(repr(p) for p in UPLOAD_PURPOSES)
-        raise InvalidRequestError(
-            f"{purpose!r} is not one of [{allowed}] - 'purpose'", param="purpose"
-        )
+    check_purpose(purpose)
     if purpose in ("fine-tune", "batch") and mime_type.split(";")[0].strip() not in JSONL_TYPES:
         raise InvalidRequestError(
             f"The mime_type {mime_type!r} is not supported for purpose '{purpose}': use "

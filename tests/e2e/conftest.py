@@ -23,7 +23,6 @@ import pytest
 from service.auth.service import AccessService, IssuedKey
 from service.blobstore import BlobStore, open_blob_store
 from service.db.database import Database
-from service.settings import Settings
 from tests.support import openai_spec
 from tests.support.ci import in_ci
 from tests.support.server import ServerProcess, start_server, wait_until_models_ready
@@ -66,11 +65,7 @@ def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 @pytest.fixture(scope="session")
 def server_db(server: ServerProcess) -> Iterator[Database]:
     """The server's own database, for tests that must make time pass or look behind the API."""
-    settings = Settings(
-        data_dir=Path(server.env["OPENFT_DATA_DIR"]),
-        database_url=server.env.get("OPENFT_DATABASE_URL", ""),
-    )
-    database = Database(settings.database_url)
+    database = Database(server.settings().database_url)
     yield database
     database.dispose()
 
@@ -78,12 +73,7 @@ def server_db(server: ServerProcess) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def server_blobs(server: ServerProcess) -> BlobStore:
     """The server's own blob store (local folder or S3), to look behind the API."""
-    fields = {
-        name.removeprefix("OPENFT_").lower(): value
-        for name, value in server.env.items()
-        if name.startswith("OPENFT_")
-    }
-    return open_blob_store(Settings(**fields))
+    return open_blob_store(server.settings())
 
 
 @pytest.fixture(scope="session")

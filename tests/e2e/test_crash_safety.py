@@ -17,7 +17,6 @@ import pytest
 
 from service.blobstore import BlobStore, LocalBlobStore, open_blob_store
 from service.blobstore.s3 import STAGING, S3BlobStore
-from service.settings import Settings
 from tests.support.server import ServerProcess, start_server
 
 MIB = 1024 * 1024
@@ -35,13 +34,8 @@ def crash_server(
             request.getfixturevalue("s3_server").settings_env(f"crash-{secrets.token_hex(3)}")
         )
     server = start_server(tmp_path / "serve", env, "--workers", "0", "--no-vllm")
-    fields = {
-        k.removeprefix("OPENFT_").lower(): v
-        for k, v in server.env.items()
-        if k.startswith("OPENFT_")
-    }
     try:
-        yield server, open_blob_store(Settings(**fields))
+        yield server, open_blob_store(server.settings())
     finally:
         server.stop()
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from service.settings import Settings
+
 KEY_LINE = re.compile(r"^(sk-openft-\S+)$", re.MULTILINE)
 
 
@@ -42,6 +44,15 @@ class ServerProcess:
     @property
     def api_url(self) -> str:
         return self.base_url + "/v1"
+
+    def settings(self) -> Settings:
+        """The server's own settings (from the ``OPENFT_*`` variables it was started with)."""
+        fields = {
+            name.removeprefix("OPENFT_").lower(): value
+            for name, value in self.env.items()
+            if name.startswith("OPENFT_")
+        }
+        return Settings(**fields)
 
     def bootstrap_key(self) -> str | None:
         found = KEY_LINE.search(self.stdout_path.read_text())
