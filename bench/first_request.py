@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from openai import OpenAI
+from serving import start_openft
 
 ROW = {
     "messages": [
@@ -31,35 +26,6 @@ ROW = {
         {"role": "assistant", "content": "The code word is lantern-9."},
     ]
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data")}
-    out = (workdir / "serve.out").open("wb")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("openft")), "serve", "--port", str(port)],
-        cwd=workdir, env=env, stdout=out, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            models = httpx.get(base + "/readyz", timeout=2).json().get("models", {})
-            if models and all(v == "ready" for v in models.values()):
-                key = re.search(r"sk-openft-\S+", (workdir / "serve.out").read_text())
-                assert key is not None
-                return server, base, key.group(0)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("openft serve did not become ready")
 
 
 def chat_seconds(client: OpenAI, model: str) -> float:
@@ -76,7 +42,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5)
     jobs = parser.parse_args().jobs
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-"))
-    server, base, key = start(workdir)
+    server, base, key = start_openft(workdir)
     try:
         client = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
         data = client.files.create(file=("d.jsonl", (json.dumps(ROW) + "\n").encode() * 10),

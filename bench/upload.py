@@ -14,52 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 from openai import OpenAI
+from serving import start_openft
 
 from service.blobstore import LocalBlobStore
 from service.files.upload import MultipartUpload, UploadLimits
 
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data")}
-    out = (workdir / "serve.out").open("wb")
-    command = [str(Path(sys.executable).with_name("openft")), "serve", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--workers", "0", "--no-vllm", "--log-level", "warning"],
-        cwd=workdir, env=env, stdout=out, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                key = re.search(r"sk-openft-\S+", (workdir / "serve.out").read_text())
-                assert key is not None
-                return server, base, key.group(0)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("openft serve did not start")
 
 
 def write_jsonl(path: Path, megabytes: int) -> int:
@@ -109,7 +76,16 @@ def main() -> None:
         workdir = Path(scratch)
         source = workdir / "train.jsonl"
         size = write_jsonl(source, args.mb)
-        server, base, key = start(workdir)
+        server, base, key = start_openft(
+            workdir,
+            "--workers",
+            "0",
+            "--no-vllm",
+            "--log-level",
+            "warning",
+            wait_for_models=False,
+            timeout_s=120,
+        )
         try:
             client = OpenAI(base_url=base + "/v1", api_key=key, timeout=1800, max_retries=0)
             copy_s = min(
