@@ -204,7 +204,8 @@ class UploadsService:
         return swept
 
     def _open(self, principal: Principal, upload_id: str) -> UploadRow:
-        with self.db.write() as session:
+        # A check only: an upload found expired raises, so there is nothing to write.
+        with self.db.read() as session:
             return self._pending(session, principal, upload_id)
 
     def _pending(
@@ -231,7 +232,7 @@ class UploadsService:
             raise InvalidRequestError("'part_ids' must name at least one part.", param="part_ids")
         if len(set(part_ids)) != len(part_ids):
             raise InvalidRequestError("'part_ids' names a part twice.", param="part_ids")
-        with self.db.write() as session:
+        with self.db.read() as session:
             upload = self._pending(session, principal, upload_id)
             found = repository.parts(session, upload_id, part_ids)
         missing = [part_id for part_id in part_ids if part_id not in found]
