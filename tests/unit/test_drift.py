@@ -55,7 +55,7 @@ def test_psi_is_small_in_distribution_and_large_when_prompts_shift(seed: int) ->
 
 
 def test_psi_is_the_formula_the_recording_rule_uses() -> None:
-    # deploy/prometheus/rules_test.yml expects 6.808228348909806 for the same shares and counts.
+    # deploy/prometheus/rules_test.yml expects round(PSI * 1e6) == 6808228 for the same data.
     assert psi([0.1] * 10, [0] * 8 + [5, 5]) == pytest.approx(6.808228348909806, rel=1e-12)
 
 
