@@ -50,9 +50,25 @@ class Upstreams:
     def status(self) -> dict[str, str]:
         return {n: "ready" if u.ready else "starting" for n, u in self._upstreams.items()}
 
-    def loaded_adapters(self) -> dict[str, int]:
-        """Per base model, the adapters this process knows its vLLM holds."""
-        return {n: len(u.loaded) for n, u in self._upstreams.items()}
+    def listed_adapters(self) -> dict[str, int]:
+        """Per ready base model, the adapters its vLLM lists (blocking; for metric scrapes).
+
+        vLLM's list is the truth whichever API process or replica loaded an adapter.
+        """
+        counts: dict[str, int] = {}
+        for name, upstream in self._upstreams.items():
+            if not upstream.ready:
+                continue
+            try:
+                response = httpx.get(
+                    f"{upstream.base_url}/v1/models", headers=self.client.headers, timeout=2
+                )
+                response.raise_for_status()
+            except httpx.HTTPError:
+                continue
+            cards = response.json().get("data", [])
+            counts[name] = sum(1 for card in cards if card.get("id") != name)
+        return counts
 
     async def start(self) -> None:
         for upstream in self._upstreams.values():

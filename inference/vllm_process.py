@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -82,11 +82,14 @@ class VLLMProcess:
         }
         if not _on_gpu():
             env["VLLM_TARGET_DEVICE"] = "cpu"
+        # The API processes' metric files are theirs; vLLM keeps its own multiprocess folder.
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         return env
 
     def start(self) -> None:
+        """Start the child; a restart keeps the first start's port, so its URL stays valid."""
         self.clean_stale()
-        self.port = _free_port()
+        self.port = self.port or free_port()
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as log_handle:

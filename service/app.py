@@ -71,7 +71,7 @@ def build_gateway(state: AppState, *, spawn_vllm: bool) -> tuple[Gateway, Upstre
         headers=headers,
     )
     upstreams = Upstreams(settings, client, spawn=spawn_vllm)
-    state.metrics.registry.register(AdaptersCollector(upstreams.loaded_adapters))
+    state.metrics.registry.register(AdaptersCollector(upstreams.listed_adapters))
     adapters = AdapterLoader(state.blobs, settings.data_dir / "adapters", client)
     return Gateway(state.db, upstreams, adapters, client, state.metrics), upstreams
 
@@ -119,6 +119,12 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
     app.include_router(models_router.router, prefix="/v1")
     app.include_router(inference_router.router, prefix="/v1")
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """One of several API processes (``openft serve --api-workers N``): settings come from the
+    environment, where the parent put the URLs of the vLLM servers it runs."""
+    return create_app(Settings(), serve_models=False)
 
 
 async def _expire_files(state: AppState, every_s: float) -> None:

@@ -6,8 +6,10 @@ Every command brings the database schema up to date first, so each works in an e
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from inference.vllm_fleet import VLLMFleet
 from service import drift_report as drift_report_module
 from service import usage
 from service.app import create_app
@@ -29,6 +32,7 @@ from service.db import migrate
 from service.db.database import Database
 from service.errors import OpenFTError
 from service.jobs.cli import jobs_app
+from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
 from service.supervisor import Supervisor, python_module_command
 
@@ -65,6 +69,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(help="Training workers to supervise (0: API only).")] = 1,
+    api_workers: Annotated[
+        int, typer.Option(min=1, help="API processes (more than 1: vLLM runs beside them).")
+    ] = 1,
     vllm: Annotated[bool, typer.Option(help="Run a vLLM server per base model.")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -81,10 +88,35 @@ def serve(
     supervisor = Supervisor("worker", python_module_command("trainer.worker"), workers)
     supervisor.start()
     try:
-        app = create_app(settings, serve_models=vllm)
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        if api_workers == 1:
+            app = create_app(settings, serve_models=vllm)
+            uvicorn.run(app, host=host, port=port, log_level=log_level)
+        else:
+            _serve_api_processes(settings, host, port, api_workers, vllm, log_level)
     finally:
         supervisor.stop()
+
+
+def _serve_api_processes(
+    settings: Settings, host: str, port: int, count: int, vllm: bool, log_level: str
+) -> None:
+    """Several API processes on one port: vLLM children run here, metrics are shared by files."""
+    metrics_dir = settings.data_dir / "run" / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the service
+    metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROCESS_DIR_ENV] = str(metrics_dir)
+    fleet = VLLMFleet(settings) if vllm else None
+    if fleet is not None:
+        fleet.start()
+        os.environ["OPENFT_VLLM_URLS"] = json.dumps({**settings.vllm_urls, **fleet.urls()})
+    try:
+        uvicorn.run(
+            "service.app:app_from_environment", factory=True, workers=count,
+            host=host, port=port, log_level=log_level,
+        )  # fmt: skip
+    finally:
+        if fleet is not None:
+            fleet.stop()
 
 
 @app.command()

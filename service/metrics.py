@@ -4,10 +4,15 @@ Names are ``openft_*``; labels stay low-cardinality: route, method, status, mode
 project (and job for the few running jobs). Request metrics are counted as requests happen;
 job metrics are read from the database at scrape time (``JobsCollector``), so every API replica
 reports the same truth and nothing is lost when a worker restarts.
+
+When ``openft serve --api-workers N`` runs several API processes, ``PROMETHEUS_MULTIPROC_DIR`` is
+set for them: each process writes its counters and histograms to files there and a scrape,
+whichever process answers it, sums them all (prometheus-client's multiprocess mode).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +24,7 @@ from prometheus_client.core import (
     Metric,
     SummaryMetricFamily,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
@@ -33,15 +39,23 @@ from service.db.models import (
 from service.drift import PromptProfile
 from service.settings import BaseModelConfig
 
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
-    """The process's metrics, in their own registry (tests build as many as they like)."""
+    """The process's metrics, in their own registry (tests build as many as they like).
+
+    ``registry`` is what ``/metrics`` exposes: the metrics below, or in multiprocess mode the
+    sum over every API process's files; collectors read at scrape time are added to it.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if os.environ.get(MULTIPROCESS_DIR_ENV):
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            r = CollectorRegistry()  # this process's values reach a scrape through its files
         self.http_requests = Counter(
             "openft_http_requests", "HTTP requests served.", ["route", "method", "status"],
             registry=r,
@@ -255,7 +269,7 @@ class JobsCollector(Collector):
 
 
 class AdaptersCollector(Collector):
-    """Adapters loaded into each base model's vLLM, as the gateway knows them."""
+    """Adapters loaded into each base model's vLLM, from vLLM's own list at scrape time."""
 
     def __init__(self, loaded: Callable[[], dict[str, int]]) -> None:
         self.loaded = loaded

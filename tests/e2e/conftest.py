@@ -189,3 +189,13 @@ def _parse_headers(raw: str) -> tuple[int, dict[str, str]]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(status_line.split()[1]), headers
+
+
+@pytest.fixture
+def trainer_client(
+    training_server: ServerProcess, sdk: Callable[..., openai.OpenAI]
+) -> openai.OpenAI:
+    """The SDK on the training server, with the key of its first project (``default``)."""
+    key = training_server.bootstrap_key()
+    assert key is not None
+    return sdk(training_server.api_url, key)

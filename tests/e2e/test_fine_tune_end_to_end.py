@@ -66,15 +66,6 @@ def wait_for(
     raise AssertionError(f"{job_id} did not reach {statuses} in {timeout_s}s (now {job.status})")
 
 
-@pytest.fixture
-def trainer_client(
-    training_server: ServerProcess, sdk: Callable[..., openai.OpenAI]
-) -> openai.OpenAI:
-    key = training_server.bootstrap_key()
-    assert key is not None
-    return sdk(training_server.api_url, key)
-
-
 def greedy_answer(model: torch.nn.Module, tokenizer: AutoTokenizer) -> str:
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=False
