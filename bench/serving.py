@@ -41,10 +41,23 @@ def start_openft(
             models = ready.json().get("models", {}) if ready.status_code == 200 else {}
             models_up = bool(models) and all(v == "ready" for v in models.values())
             if ready.status_code == 200 and (models_up or not wait_for_models):
+                # The key is printed at the first start only: a restart finds it in serve.key.
+                saved = workdir / "serve.key"
                 key = re.search(r"sk-openft-\S+", (workdir / "serve.out").read_text())
-                assert key is not None
-                return server, base, key.group(0)
+                if key is not None:
+                    saved.write_text(key.group(0))
+                return server, base, saved.read_text()
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     raise SystemExit("openft serve did not become ready")
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM `openft serve` (it stops its workers and vLLM), then SIGKILL if it lingers."""
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

@@ -21,11 +21,12 @@ from starlette.concurrency import run_in_threadpool
 
 from inference.adapters import AdapterLoader, AdapterRef
 from inference.openai_shape import normalise
+from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstream, Upstreams
 from service.auth.service import Principal
 from service.blobstore.keys import checkpoint_variant
 from service.db.database import Database
-from service.drift import PromptProfile
+from service.drift import PromptProfile, request_texts
 from service.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -63,12 +64,15 @@ class Gateway:
         adapters: AdapterLoader,
         client: httpx.AsyncClient,
         metrics: Metrics,
+        token_drift: TokenDriftCounter | None = None,
     ) -> None:
+        """``token_drift``: where prompts go to be tokenized for drift (None: drift is off)."""
         self.db = db
         self.upstreams = upstreams
         self.adapters = adapters
         self.client = client
         self.metrics = metrics
+        self.token_drift = token_drift
         self._profiles: dict[str, PromptProfile | None] = {}
 
     async def forward(self, principal: Principal, path: str, body: dict[str, Any]) -> Response:
@@ -184,19 +188,23 @@ class Gateway:
         elapsed = time.perf_counter() - started
         usage = payload.get("usage")
         # The durable usage row is written after the answer has gone out, not before.
-        after = BackgroundTask(self._record, target, principal, model, usage, elapsed, elapsed)
+        after = BackgroundTask(
+            self._record, target, principal, body, model, usage, elapsed, elapsed
+        )
         return JSONResponse(payload, status_code=response.status_code, background=after)
 
     async def _record(
         self,
         target: Target,
         principal: Principal,
+        body: dict[str, Any],
         model: str,
         usage: dict[str, Any] | None,
         first_token_s: float,
         total_s: float,
     ) -> None:
-        """Count a served request: Prometheus at once, the durable hourly usage row after."""
+        """Count a served request: Prometheus at once, the durable hourly usage row after,
+        then (for ``ft:`` models) its prompt against the training data's profile."""
         prompt, completion = self.metrics.served(
             model=model,
             base=target.upstream.model,
@@ -207,10 +215,13 @@ class Gateway:
         )
         try:
             await run_in_threadpool(self._add_usage, target, principal, model, prompt, completion)
-            if target.adapter is not None:
+            if target.adapter is not None and self.token_drift is not None:
                 profile = await self._profile(principal, model)
                 if profile is not None:
                     self.metrics.prompt_seen(model, profile, prompt)
+                if profile is not None and profile.tokens is not None:
+                    texts = request_texts(body)
+                    self.token_drift.offer(model, target.upstream.model, profile.tokens, texts)
         except Exception:  # the answer is already on its way; never fail it over bookkeeping
             log.exception("could not record usage of %s", model)
 
@@ -257,7 +268,7 @@ class Gateway:
                 await response.aclose()
                 total = time.perf_counter() - started
                 first = relay.first_chunk_at - started if relay.first_chunk_at else total
-                await self._record(target, principal, model, relay.usage, first, total)
+                await self._record(target, principal, body, model, relay.usage, first, total)
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 

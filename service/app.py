@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from inference import router as inference_router
 from inference.adapters import AdapterLoader
 from inference.gateway import Gateway
+from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstreams
 from service import health
 from service.auth.service import AccessService
@@ -73,7 +74,9 @@ def build_gateway(state: AppState, *, spawn_vllm: bool) -> tuple[Gateway, Upstre
     upstreams = Upstreams(settings, client, spawn=spawn_vllm)
     state.metrics.registry.register(AdaptersCollector(upstreams.listed_adapters))
     adapters = AdapterLoader(state.blobs, settings.data_dir / "adapters", client)
-    return Gateway(state.db, upstreams, adapters, client, state.metrics), upstreams
+    token_drift = TokenDriftCounter(state.metrics) if settings.drift_enabled else None
+    gateway = Gateway(state.db, upstreams, adapters, client, state.metrics, token_drift)
+    return gateway, upstreams
 
 
 def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
@@ -98,6 +101,8 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
             await upstreams.stop()
+            if gateway.token_drift is not None:
+                await run_in_threadpool(gateway.token_drift.stop)
             await gateway.client.aclose()
             state.db.dispose()
 

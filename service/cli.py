@@ -250,7 +250,7 @@ def drift_report(
         str | None, typer.Option(help="Read the last hour from this Prometheus instead.")
     ] = None,
 ) -> None:
-    """How far a model's live prompt lengths are from its training data, and what it means."""
+    """How far a model's live prompts are from its training data, and what it means."""
     try:
         if prometheus_url:
             figures = drift_report_module.from_prometheus(prometheus_url, model)
@@ -270,6 +270,8 @@ def drift_report(
     outside = "-" if figures.outside_share is None else f"{figures.outside_share:.1%}"
     print(f"model: {figures.model}  (from {figures.source})")
     print(f"prompts: {figures.prompts}  PSI: {psi_text}  outside the training range: {outside}")
+    if figures.token_distance is not None:
+        print(f"token distance (Jensen-Shannon): {figures.token_distance:.3f}")
     print(figures.verdict())
 
 

@@ -1,20 +1,23 @@
 """``openft drift report``: a fine-tuned model's prompt drift, in words, without Grafana.
 
-With a Prometheus URL it reads the recording rules (PSI and out-of-range share over the last
-hour). Without one it scrapes the API's ``/metrics`` and computes the same figures over every
-prompt that API process has counted since it started.
+With a Prometheus URL it reads the recording rules (PSI, out-of-range share and the token
+distance over the last hour). Without one it scrapes the API's ``/metrics`` and computes the same
+figures over every prompt the API has counted since it started.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.drift import psi
+from service.drift import js_distance, psi
 
 MIN_PROMPTS = 200
+# In-distribution hours of a few hundred prompts stay near 0.05; another vocabulary reaches 0.5+.
+TOKEN_DISTANCE_NOTABLE = 0.2
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class DriftFigures:
     psi: float | None
     outside_share: float | None
     source: str
+    token_distance: float | None = None
 
     def verdict(self) -> str:
         if self.psi is None or self.prompts < MIN_PROMPTS:
@@ -32,35 +36,62 @@ class DriftFigures:
                 f"{MIN_PROMPTS} in a window"
             )
         if self.psi < 0.1:
-            return "no drift: live prompt lengths match the training data (PSI < 0.1)"
-        if self.psi <= 0.25:
-            return "moderate drift (PSI 0.1-0.25): watch it; check answers on the new prompts"
-        return (
-            "significant drift (PSI > 0.25): live prompts differ from the training data; "
-            "consider fine-tuning again on recent traffic"
-        )
+            lengths = "no drift: live prompt lengths match the training data (PSI < 0.1)"
+        elif self.psi <= 0.25:
+            lengths = "moderate drift (PSI 0.1-0.25): watch it; check answers on the new prompts"
+        else:
+            lengths = (
+                "significant drift (PSI > 0.25): live prompts differ from the training data; "
+                "consider fine-tuning again on recent traffic"
+            )
+        if self.token_distance is None:
+            return lengths
+        if self.token_distance < TOKEN_DISTANCE_NOTABLE:
+            words = "the words are the training data's (token distance below 0.2)"
+        else:
+            words = (
+                "the words differ from the training data's (token distance "
+                f"{self.token_distance:.2f}; 0 the same, 1 nothing in common)"
+            )
+        return f"{lengths}\n{words}"
 
 
 def from_metrics(text: str, model: str) -> DriftFigures:
     """Figures over all prompts counted by one API process (cumulative counters)."""
-    reference: dict[str, float] = {}
-    live: dict[str, int] = {}
+    found: dict[str, dict[str, float]] = defaultdict(dict)
     outside = 0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.labels.get("model") != model:
                 continue
-            if sample.name == "openft_drift_reference_share":
-                reference[sample.labels["bin"]] = sample.value
-            elif sample.name == "openft_drift_prompts_total":
-                live[sample.labels["bin"]] = int(sample.value)
-            elif sample.name == "openft_drift_prompts_outside_range_total":
+            if sample.name == "openft_drift_prompts_outside_range_total":
                 outside = int(sample.value)
-    bins = sorted(reference, key=int)
-    prompts = sum(live.values())
-    value = psi([reference[b] for b in bins], [live.get(b, 0) for b in bins]) if bins else None
+            elif "bin" in sample.labels:
+                found[sample.name][sample.labels["bin"]] = sample.value
+    lengths = _compare(found["openft_drift_reference_share"], found["openft_drift_prompts_total"])
+    tokens = _compare(
+        found["openft_drift_token_reference_share"], found["openft_drift_tokens_total"]
+    )
+    prompts = round(sum(found["openft_drift_prompts_total"].values()))
     share = outside / prompts if prompts else None
-    return DriftFigures(model, prompts, value, share, "the API's counters since it started")
+    return DriftFigures(
+        model,
+        prompts,
+        psi(*lengths) if lengths else None,
+        share,
+        "the API's counters since it started",
+        js_distance(*tokens) if tokens else None,
+    )
+
+
+def _compare(
+    reference: dict[str, float], live: dict[str, float]
+) -> tuple[list[float], list[int]] | None:
+    """Reference shares and live counts, bin by bin."""
+    bins = sorted(reference, key=int)
+    if not bins:
+        return None
+    return [reference[b] for b in bins], [round(live.get(b, 0)) for b in bins]
 
 
 def from_prometheus(url: str, model: str) -> DriftFigures:
@@ -80,4 +111,5 @@ def from_prometheus(url: str, model: str) -> DriftFigures:
         one(f"openft:drift_psi:1h{selector}"),
         one(f"openft:drift_outside_share:1h{selector}"),
         "Prometheus, the last hour",
+        one(f"openft:drift_token_js:1h{selector}"),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -36,7 +36,7 @@ from service.db.models import (
     Project,
     UsageHour,
 )
-from service.drift import PromptProfile
+from service.drift import PromptProfile, TokenSketch
 from service.settings import BaseModelConfig
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -95,7 +95,18 @@ class Metrics:
             "Prompts shorter or longer than every training prompt of the model.", ["model"],
             registry=r,
         )  # fmt: skip
+        self.drift_tokens = Counter(
+            "openft_drift_tokens", "Prompt tokens of requests to fine-tuned models per bin of "
+            "the training data's token sketch (with openft_drift_token_reference_share: "
+            "Jensen-Shannon distance).", ["model", "bin"], registry=r,
+        )  # fmt: skip
+        self.drift_token_samples_dropped = Counter(
+            "openft_drift_token_samples_dropped",
+            "Prompts not tokenized for drift because the tokenizing queue was full.", ["model"],
+            registry=r,
+        )  # fmt: skip
         self._drift_models: set[str] = set()
+        self._token_drift_models: set[str] = set()
         self.cost = Counter(
             "openft_cost_usd", "Cost of what was served, at the base model's prices.",
             ["kind", *model_labels], registry=r,
@@ -138,6 +149,16 @@ class Metrics:
         self.drift_prompts.labels(model, str(profile.bin_of(prompt_tokens))).inc()
         if profile.outside(prompt_tokens):
             self.drift_outside.labels(model).inc()
+
+    def tokens_seen(self, model: str, sketch: TokenSketch, tokens: Sequence[int]) -> None:
+        """Count a prompt's tokens per sketch bin; every bin of a model starts at zero."""
+        if model not in self._token_drift_models:
+            self._token_drift_models.add(model)
+            for index in range(len(sketch.shares)):
+                self.drift_tokens.labels(model, str(index))
+        for index, count in enumerate(sketch.bin_counts(tokens)):
+            if count:
+                self.drift_tokens.labels(model, str(index)).inc(count)
 
     def failed(self, *, model: str, base_model: str, project: str, status: int) -> None:
         self.inference_requests.labels(model, base_model, project, str(status)).inc()
@@ -189,6 +210,11 @@ class JobsCollector(Collector):
         reference = GaugeMetricFamily(
             "openft_drift_reference_share",
             "Share of each prompt-length bin in a fine-tuned model's training data.",
+            labels=["model", "bin"],
+        )
+        token_reference = GaugeMetricFamily(
+            "openft_drift_token_reference_share",
+            "Share of each token-sketch bin in a fine-tuned model's training prompts.",
             labels=["model", "bin"],
         )
         duration = SummaryMetricFamily(
@@ -244,12 +270,15 @@ class JobsCollector(Collector):
             for model, profile in _profiles(session):
                 for index, share in enumerate(profile.shares):
                     reference.add_metric([model, str(index)], share)
+                for index, share in enumerate(profile.tokens.shares if profile.tokens else ()):
+                    token_reference.add_metric([model, str(index)], share)
             for job_id, base, slug, data in self._latest_metrics(session):
                 loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
                 step.add_metric([job_id, base, slug], float(data.get("step", 0)))
         yield from (jobs, waiting, trained, training_time, training_cost, loss, step, budget)
         yield duration
         yield reference
+        yield token_reference
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:

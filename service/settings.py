@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     vllm_max_model_len: int = Field(default=2048, ge=16)
     vllm_start_timeout_seconds: float = Field(default=300.0, gt=0)
     vllm_request_timeout_seconds: float = Field(default=600.0, gt=0)
+    drift_enabled: bool = Field(
+        default=True,
+        description="Count prompts to fine-tuned models against their training data (drift).",
+    )
     lease_seconds: int = Field(default=60, ge=5)
     max_lost_leases: int = Field(
         default=3, ge=0, description="Restarts after a worker dies before the job fails."

@@ -7,13 +7,15 @@ truncation and billing) and keeps the tokenized example for training.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from service.datasets.validator import DatasetValidator, ValidationReport
+from service.drift import message_texts
 from trainer.chat_masks import (
     IGNORE_INDEX,
     TokenizedExample,
@@ -35,6 +37,8 @@ class DatasetError(Exception):
 class PreparedFile:
     examples: list[TokenizedExample]
     report: ValidationReport
+    prompt_tokens: Counter[int] = field(default_factory=Counter)
+    """Token id -> occurrences in the prompts of trained turns (drift's token sketch)."""
 
 
 def prepare_training_file(
@@ -47,6 +51,7 @@ def prepare_training_file(
 ) -> PreparedFile:
     """Validate and tokenize a training file; any problem raises ``DatasetError``."""
     examples: list[TokenizedExample] = []
+    prompt_tokens: Counter[int] = Counter()
 
     def tokenize(example: dict[str, Any]) -> int:
         try:
@@ -61,6 +66,7 @@ def prepare_training_file(
                 "unsupported_chat_template", f"Example {validator.line}: {exc}", None
             ) from exc
         examples.append(tokenized)
+        count_prompt_tokens(tokenizer, example["messages"], prompt_tokens)
         return tokenized.n_tokens
 
     validator = DatasetValidator(
@@ -71,7 +77,30 @@ def prepare_training_file(
         token_limit=max_length,
     )
     report = _run(validator, chunks)
-    return PreparedFile(examples, report)
+    return PreparedFile(examples, report, prompt_tokens)
+
+
+def count_prompt_tokens(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], into: Counter[int]
+) -> None:
+    """Count the tokens of the text before each trained assistant turn, as a live request for
+    that turn would carry it, tokenized as the gateway does (the ``tokenizers`` library on the
+    message texts alone). A message before k trained turns counts k times."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer: no token sketch for this model
+        return
+    trained_after = 0
+    weights = [0] * len(messages)
+    for index in range(len(messages) - 1, -1, -1):
+        weights[index] = trained_after
+        message = messages[index]
+        if message.get("role") == "assistant" and message.get("weight", 1) != 0:
+            trained_after += 1
+    for message, weight in zip(messages, weights, strict=True):
+        texts = message_texts([message]) if weight else []
+        for encoding in backend.encode_batch(texts, add_special_tokens=False) if texts else []:
+            for _ in range(weight):
+                into.update(encoding.ids)
 
 
 def check_validation_file(

@@ -173,7 +173,7 @@ class Worker:
                 resume_from=snapshot[1] if snapshot else None,
                 tokens_per_forward=self.settings.train_tokens_per_forward,
             )
-            profile = build_profile(prompt_lengths(examples.examples))
+            profile = build_profile(prompt_lengths(examples.examples), examples.prompt_tokens)
             self._publish(
                 claim, workdir / "final", result, time.monotonic() - pace.started, profile
             )

@@ -9,7 +9,6 @@ database, blobs and base model), so it also serves models another replica traine
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.e2e.test_fine_tune_end_to_end import (
     ask,
     samples,
     scrape,
+    scrape_when,
     train_fact,
 )
 from tests.support.server import ServerProcess, start_server, wait_until_models_ready
@@ -111,11 +111,7 @@ def test_a_replica_with_two_processes_serves_and_counts_a_model_trained_elsewher
         seen_completion += answer.usage.completion_tokens
 
     labels = {"model": model, "base_model": "tiny-chat", "project": "default"}
-    # Counting happens as each answer ends, just after the client has it: allow a moment.
-    deadline = time.monotonic() + 10
-    while samples(scrape(replica).text, "openft_inference_requests_total", model=model) < requests:
-        assert time.monotonic() < deadline, "the requests were not counted"
-        time.sleep(0.05)
+    scrape_when(replica, ("openft_inference_requests_total", {"model": model}, requests))
     for _ in range(6):  # each scrape may be answered by either process
         text = scrape(replica).text
         assert samples(text, "openft_inference_requests_total", **labels, status="ok") == (requests)

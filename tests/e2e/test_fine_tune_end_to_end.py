@@ -25,6 +25,7 @@ import torch
 from openai.types.fine_tuning import FineTuningJob
 from peft import PeftModel
 from prometheus_client.parser import text_string_to_metric_families
+from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.auth.service import AccessService
@@ -583,6 +584,21 @@ def samples(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def scrape_when(
+    server: ServerProcess, *wanted: tuple[str, dict[str, str], float], timeout_s: float = 10
+) -> str:
+    """Scrape until every ``(name, labels, at least)`` holds: requests are counted just after
+    their answer has gone out, so a scrape right after the answer may come too early."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = scrape(server).text
+        missing = [w for w in wanted if samples(text, w[0], **w[1]) < w[2]]
+        if not missing:
+            return text
+        assert time.monotonic() < deadline, f"not counted in {timeout_s}s: {missing}"
+        time.sleep(0.05)
+
+
 def test_metrics_and_durable_usage_count_exactly_what_the_sdk_saw(
     trainer_client: openai.OpenAI, training_server: ServerProcess
 ) -> None:
@@ -599,21 +615,23 @@ def test_metrics_and_durable_usage_count_exactly_what_the_sdk_saw(
     seen_completion += streamed[-1].usage.completion_tokens
 
     labels = {"model": model, "base_model": "tiny-chat", "project": "default"}
-    # Counting happens as each answer ends, just after the client has it: allow a moment.
-    deadline = time.monotonic() + 10
-    text = scrape(training_server).text
-    while samples(text, "openft_inference_requests_total", **labels, status="ok") < 4:
-        assert time.monotonic() < deadline, "the requests were not counted"
-        time.sleep(0.05)
-        text = scrape(training_server).text
-
-    while samples(text, "openft_drift_prompts_total", model=model) < 4:  # counted just after
-        assert time.monotonic() < deadline, "the prompts were not binned"
-        time.sleep(0.05)
-        text = scrape(training_server).text
-
+    demo_tokenizer = Path(training_server.env["OPENFT_DATA_DIR"]) / "models/tiny-chat"
+    question_tokens = len(
+        Tokenizer.from_file(str(demo_tokenizer / "tokenizer.json")).encode(
+            QUESTION, add_special_tokens=False
+        )
+    )
+    text = scrape_when(
+        training_server,
+        ("openft_inference_requests_total", {**labels, "status": "ok"}, 4),
+        ("openft_drift_prompts_total", {"model": model}, 4),
+        # Tokens are counted by a background thread with the base model's tokenizer.
+        ("openft_drift_tokens_total", {"model": model}, 4 * question_tokens),
+    )
     assert samples(text, "openft_inference_requests_total", **labels, status="ok") == 4
     assert samples(text, "openft_drift_prompts_total", model=model) == 4
+    assert samples(text, "openft_drift_tokens_total", model=model) == 4 * question_tokens
+    assert samples(text, "openft_drift_token_reference_share", model=model) == pytest.approx(1.0)
     assert samples(text, "openft_drift_reference_share", model=model) == pytest.approx(1.0)
     # The training prompts carried a system message these live prompts leave out: all are shorter
     # than any training prompt, so all four fall outside the training range.

@@ -40,11 +40,24 @@ class Prometheus:
         result = self.query(promql)
         return float(result[0]["value"][1]) if result else None
 
+    def values_over(
+        self, promql: str, start: float, end: float, step_s: float
+    ) -> dict[float, float]:
+        """``promql`` evaluated every ``step_s`` from ``start`` to ``end`` (one series)."""
+        response = httpx.get(
+            f"{self.url}/api/v1/query_range",
+            params={"query": promql, "start": start, "end": end, "step": step_s},
+            timeout=60,
+        )
+        response.raise_for_status()
+        result = response.json()["data"]["result"]
+        assert len(result) <= 1, result
+        return {float(t): float(v) for t, v in result[0]["values"]} if result else {}
+
 
 @contextmanager
 def running_prometheus(workdir: Path, target: str, token: str) -> Iterator[Prometheus]:
     """Prometheus scraping ``target`` (host:port) every second with the operators' token."""
-    assert binary() is not None, "prometheus is not installed"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "token").write_text(token)
     config = {
@@ -58,6 +71,15 @@ def running_prometheus(workdir: Path, target: str, token: str) -> Iterator[Prome
             }
         ],
     }
+    with started_prometheus(workdir, config) as server:
+        yield server
+
+
+@contextmanager
+def started_prometheus(workdir: Path, config: dict[str, Any]) -> Iterator[Prometheus]:
+    """Prometheus with ``config``, keeping its data in ``workdir/data`` (which may hold blocks)."""
+    assert binary() is not None, "prometheus is not installed"
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
     log = (workdir / "prometheus.log").open("wb")

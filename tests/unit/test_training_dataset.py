@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from service.datasets.validator import ValidationReport
-from trainer.dataset import chat_messages, summary_events
+from tests.support.chat_templates import CHATML, build_tokenizer
+from trainer.dataset import chat_messages, count_prompt_tokens, summary_events
 
 
 def report(**counts: int) -> ValidationReport:
@@ -47,3 +51,23 @@ def test_text_parts_become_one_string_and_other_messages_stay_as_written() -> No
     ]
 
     assert chat_messages(messages) == [{"role": "user", "content": "Hello, you"}, messages[1]]
+
+
+def test_prompt_tokens_count_each_message_once_per_trained_turn_after_it() -> None:
+    tokenizer = build_tokenizer(CHATML)
+    texts = ["Be brief.", "first question", "first answer", "second", "skipped", "third", "last"]
+    roles = ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    messages: list[dict[str, Any]] = [
+        {"role": role, "content": text} for role, text in zip(roles, texts, strict=True)
+    ]
+    messages[4]["weight"] = 0  # not trained: its prompt is not a prompt the model learned from
+    messages[1]["content"] = [{"type": "text", "text": "first question"}]
+
+    counted: Counter[int] = Counter()
+    count_prompt_tokens(tokenizer, messages, counted)
+
+    expected: Counter[int] = Counter()
+    for text, times in zip(texts, [2, 2, 1, 1, 1, 1, 0], strict=True):
+        for _ in range(times):
+            expected.update(tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids)
+    assert counted == expected and counted
