@@ -24,7 +24,6 @@ from inference.openai_shape import normalise
 from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstream, Upstreams
 from service.auth.service import Principal
-from service.blobstore.keys import checkpoint_variant
 from service.db.database import Database
 from service.drift import PromptProfile, request_texts
 from service.errors import (
@@ -119,14 +118,10 @@ class Gateway:
     def _owned_job(self, principal: Principal, model: str) -> AdapterRef | None:
         """The project's fine-tuned model or checkpoint called ``model``, if any."""
         with self.db.read() as session:
-            job = repository.succeeded_with_model(session, principal.project_id, model)
-            if job is not None:
-                return AdapterRef(model, job.id, job.model)
-            found = repository.servable_checkpoint(session, principal.project_id, model)
-            if found is None:
-                return None
-            checkpoint, owner = found
-            return AdapterRef(model, owner.id, owner.model, checkpoint_variant(checkpoint.step))
+            found = repository.adapter_of(session, principal.project_id, model)
+        if found is None:
+            return None
+        return AdapterRef(model, found.job_id, found.base_model, found.variant)
 
     @staticmethod
     def _ready(target: Target) -> Target:

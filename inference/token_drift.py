@@ -80,8 +80,13 @@ class TokenDriftCounter:
             try:
                 tokenizer = self._tokenizer(prompt.base)
                 if tokenizer is not None:
-                    encodings = tokenizer.encode_batch(prompt.texts, add_special_tokens=False)
-                    tokens = [token for encoding in encodings for token in encoding.ids]
+                    # One text at a time: encode_batch would wake the library's thread pool,
+                    # whose spinning threads take CPU from vLLM on a small machine.
+                    tokens = [
+                        token
+                        for text in prompt.texts
+                        for token in tokenizer.encode(text, add_special_tokens=False).ids
+                    ]
                     self.metrics.tokens_seen(prompt.model, prompt.sketch, tokens)
             except Exception:  # a bad prompt must not stop the counting of the next ones
                 log.exception("could not count the tokens of a prompt to %s", prompt.model)

@@ -64,8 +64,25 @@ def loss_tokens(example: TokenizedExample) -> int:
     return sum(label != IGNORE_INDEX for label in example.labels[1:])
 
 
+def evaluate(
+    model: torch.nn.Module, examples: list[TokenizedExample], tokens_per_forward: int
+) -> StepTotals:
+    """Loss and token accuracy over ``examples`` (validation): forward passes only."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return accumulate_gradients(model, examples, tokens_per_forward, backward=False)
+    finally:
+        model.train(was_training)
+
+
 def accumulate_gradients(
-    model: torch.nn.Module, batch: list[TokenizedExample], tokens_per_forward: int
+    model: torch.nn.Module,
+    batch: list[TokenizedExample],
+    tokens_per_forward: int,
+    *,
+    backward: bool = True,
 ) -> StepTotals:
     """Forward and backward over ``batch`` in length groups; gradients of the step's mean loss."""
     device = next(model.parameters()).device
@@ -84,7 +101,7 @@ def accumulate_gradients(
             ignore_index=IGNORE_INDEX,
             reduction="sum",
         )
-        if total_loss_tokens:
+        if total_loss_tokens and backward:
             (group_loss / total_loss_tokens).backward()
         loss_sum += float(group_loss.item())
         trained = targets != IGNORE_INDEX

@@ -255,3 +255,28 @@ def _example(input_ids: list[int], turns: list[_Turn], max_length: int | None) -
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     n_trained = sum(label != IGNORE_INDEX for label in labels)
     return TokenizedExample(input_ids, labels, n_trained, n_tokens)
+
+
+def tokenize_completion(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    completion: str,
+    *,
+    max_length: int | None = None,
+) -> TokenizedExample:
+    """A legacy ``{"prompt", "completion"}`` example, for models served by ``/v1/completions``.
+
+    The prompt is tokenized alone, as vLLM tokenizes a completions prompt (special tokens such as
+    BOS included); the completion follows with the end-of-text token, and only those take loss.
+    """
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=True).input_ids)
+    answer = list(tokenizer(completion, add_special_tokens=False).input_ids)
+    if tokenizer.eos_token_id is not None:
+        answer.append(tokenizer.eos_token_id)
+    input_ids = prompt_ids + answer
+    labels = [IGNORE_INDEX] * len(prompt_ids) + answer
+    n_tokens = len(input_ids)
+    if max_length is not None and n_tokens > max_length:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    n_trained = sum(label != IGNORE_INDEX for label in labels)
+    return TokenizedExample(input_ids, labels, n_trained, n_tokens)

@@ -8,12 +8,13 @@ truncation and billing) and keeps the tokenized example for training.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from service.datasets.checks import COMPLETION, format_of
 from service.datasets.validator import DatasetValidator, ValidationReport
 from service.drift import message_texts
 from trainer.chat_masks import (
@@ -21,6 +22,7 @@ from trainer.chat_masks import (
     TokenizedExample,
     UnsupportedChatTemplateError,
     tokenize_chat,
+    tokenize_completion,
 )
 
 
@@ -34,43 +36,72 @@ class DatasetError(Exception):
 
 
 @dataclass(frozen=True)
+class PreferencePair:
+    """A DPO example: the same prompt with its preferred and its non-preferred answer, each
+    tokenized with loss labels on that answer only."""
+
+    chosen: TokenizedExample
+    rejected: TokenizedExample
+
+    @property
+    def n_tokens(self) -> int:
+        return self.chosen.n_tokens + self.rejected.n_tokens
+
+
+TrainingExample = TokenizedExample | PreferencePair
+
+
+@dataclass(frozen=True)
 class PreparedFile:
-    examples: list[TokenizedExample]
+    examples: list[TrainingExample]
     report: ValidationReport
     prompt_tokens: Counter[int] = field(default_factory=Counter)
     """Token id -> occurrences in the prompts of trained turns (drift's token sketch)."""
 
 
-def prepare_training_file(
+def prepare_file(
     chunks: Iterable[bytes],
     tokenizer: PreTrainedTokenizerBase,
     *,
     file_id: str,
     method: str,
     max_length: int,
+    param: str = "training_file",
 ) -> PreparedFile:
-    """Validate and tokenize a training file; any problem raises ``DatasetError``."""
-    examples: list[TokenizedExample] = []
+    """Validate and tokenize a training (or validation) file; a problem raises ``DatasetError``."""
+    examples: list[TrainingExample] = []
     prompt_tokens: Counter[int] = Counter()
 
-    def tokenize(example: dict[str, Any]) -> int:
+    def chat(messages: list[dict[str, Any]], tools: Any) -> TokenizedExample:
         try:
-            tokenized = tokenize_chat(
-                tokenizer,
-                chat_messages(example["messages"]),
-                tools=example.get("tools"),
-                max_length=max_length,
+            return tokenize_chat(
+                tokenizer, chat_messages(messages), tools=tools, max_length=max_length
             )
         except UnsupportedChatTemplateError as exc:
             raise DatasetError(
                 "unsupported_chat_template", f"Example {validator.line}: {exc}", None
             ) from exc
+
+    def tokenize(example: dict[str, Any]) -> int:
+        if format_of(example) == COMPLETION:  # legacy prompt/completion (supervised only)
+            tokenized = tokenize_completion(
+                tokenizer, example["prompt"], example["completion"], max_length=max_length
+            )
+            examples.append(tokenized)
+            count_texts(tokenizer, [example["prompt"]], prompt_tokens)
+            return tokenized.n_tokens
+        if method == "dpo":
+            pair, messages = preference_pair(example, chat)
+            examples.append(pair)
+            count_prompt_tokens(tokenizer, messages, prompt_tokens)
+            return pair.n_tokens
+        tokenized = chat(example["messages"], chat_tools(example))
         examples.append(tokenized)
         count_prompt_tokens(tokenizer, example["messages"], prompt_tokens)
         return tokenized.n_tokens
 
     validator = DatasetValidator(
-        param="training_file",
+        param=param,
         file_id=file_id,
         method=method,
         count_tokens=tokenize,
@@ -80,15 +111,28 @@ def prepare_training_file(
     return PreparedFile(examples, report, prompt_tokens)
 
 
+def preference_pair(
+    example: dict[str, Any], chat: Callable[[list[dict[str, Any]], Any], TokenizedExample]
+) -> tuple[PreferencePair, list[dict[str, Any]]]:
+    """Both answers after the same prompt; earlier assistant turns of the prompt do not train.
+
+    Also returns the chosen conversation (the prompt the drift profile counts)."""
+    prompt = example["input"]
+    context = [
+        {**m, "weight": 0} if m.get("role") == "assistant" else m for m in prompt["messages"]
+    ]
+    tools = chat_tools(prompt)
+    chosen = [*context, *example["preferred_output"]]
+    rejected = [*context, *example["non_preferred_output"]]
+    return PreferencePair(chat(chosen, tools), chat(rejected, tools)), chosen
+
+
 def count_prompt_tokens(
     tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], into: Counter[int]
 ) -> None:
     """Count the tokens of the text before each trained assistant turn, as a live request for
     that turn would carry it, tokenized as the gateway does (the ``tokenizers`` library on the
     message texts alone). A message before k trained turns counts k times."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:  # a slow (Python) tokenizer: no token sketch for this model
-        return
     trained_after = 0
     weights = [0] * len(messages)
     for index in range(len(messages) - 1, -1, -1):
@@ -97,17 +141,17 @@ def count_prompt_tokens(
         if message.get("role") == "assistant" and message.get("weight", 1) != 0:
             trained_after += 1
     for message, weight in zip(messages, weights, strict=True):
-        texts = message_texts([message]) if weight else []
-        for encoding in backend.encode_batch(texts, add_special_tokens=False) if texts else []:
-            for _ in range(weight):
-                into.update(encoding.ids)
+        for _ in range(weight):
+            count_texts(tokenizer, message_texts([message]), into)
 
 
-def check_validation_file(
-    chunks: Iterable[bytes], *, file_id: str, method: str
-) -> ValidationReport:
-    """Validate a validation file (format only: it is not trained on)."""
-    return _run(DatasetValidator(param="validation_file", file_id=file_id, method=method), chunks)
+def count_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], into: Counter[int]) -> None:
+    """Count the tokens of ``texts`` as the gateway's drift thread tokenizes them."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer: no token sketch for this model
+        return
+    for text in texts:
+        into.update(backend.encode(text, add_special_tokens=False).ids)
 
 
 def _run(validator: DatasetValidator, chunks: Iterable[bytes]) -> ValidationReport:
@@ -121,13 +165,31 @@ def _run(validator: DatasetValidator, chunks: Iterable[bytes]) -> ValidationRepo
 
 
 def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages as chat templates expect them: a list of text parts becomes one string."""
-    return [
-        {**message, "content": "".join(part["text"] for part in message["content"])}
-        if isinstance(message.get("content"), list)
-        else message
-        for message in messages
-    ]
+    """Messages as chat templates expect them: a list of text parts becomes one string, and the
+    deprecated ``function_call`` / ``role: function`` become ``tool_calls`` / ``role: tool``."""
+    found: list[dict[str, Any]] = []
+    call_id = ""
+    for message in messages:
+        if isinstance(message.get("content"), list):
+            message = {**message, "content": "".join(p["text"] for p in message["content"])}
+        if message.get("function_call") is not None:
+            call_id = f"call_{len(found)}"
+            call = {"id": call_id, "type": "function", "function": message["function_call"]}
+            message = {k: v for k, v in message.items() if k != "function_call"}
+            message["tool_calls"] = [call]
+        elif message.get("role") == "function":
+            message = {**message, "role": "tool", "tool_call_id": call_id}
+        found.append(message)
+    return found
+
+
+def chat_tools(example: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The example's ``tools``, or its deprecated ``functions`` as tools."""
+    if example.get("tools"):
+        return list(example["tools"])
+    if example.get("functions"):
+        return [{"type": "function", "function": f} for f in example["functions"]]
+    return None
 
 
 def summary_events(
@@ -154,11 +216,12 @@ def summary_events(
     return events
 
 
-def prompt_lengths(examples: list[TokenizedExample]) -> list[int]:
+def prompt_lengths(examples: list[TrainingExample]) -> list[int]:
     """Tokens before each trained assistant turn: its prompt as vLLM would count ``prompt_tokens``
     (the rendered conversation so far plus the generation prompt)."""
     lengths = []
-    for example in examples:
+    for found in examples:
+        example = found.chosen if isinstance(found, PreferencePair) else found
         trained_before = False
         for position, label in enumerate(example.labels):
             trained = label != IGNORE_INDEX

@@ -11,6 +11,7 @@ MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 MAX_DEFAULT_EPOCHS = 25
 AUTO_LEARNING_RATE_MULTIPLIER = 2.0
+AUTO_DPO_BETA = 0.1
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,11 @@ class Hyperparameters:
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
+    beta: float | None = None  # DPO jobs only
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {} if self.beta is None else {"beta": self.beta}
+        return found | {
             "batch_size": self.batch_size,
             "learning_rate_multiplier": self.learning_rate_multiplier,
             "n_epochs": self.n_epochs,
@@ -45,11 +48,14 @@ def auto_batch_size(n_examples: int) -> int:
 
 
 def resolve(requested: dict[str, Any], n_examples: int) -> Hyperparameters:
+    """Numbers for "auto"; a DPO job's hyperparameters hold ``beta`` (auto: 0.1, as TRL's)."""
+
     def pick(name: str, auto: Any) -> Any:
         value = requested.get(name, "auto")
         return auto if value == "auto" else value
 
     return Hyperparameters(
+        beta=float(pick("beta", AUTO_DPO_BETA)) if "beta" in requested else None,
         n_epochs=int(pick("n_epochs", auto_epochs(n_examples))),
         batch_size=int(pick("batch_size", auto_batch_size(n_examples))),
         learning_rate_multiplier=float(

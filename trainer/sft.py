@@ -20,11 +20,12 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
 
 from service.settings import BaseModelConfig
-from trainer.batching import accumulate_gradients
-from trainer.chat_masks import TokenizedExample
+from trainer.dataset import TrainingExample
 from trainer.hyperparameters import Hyperparameters
+from trainer.objectives import Objective, SupervisedObjective
 
 MAX_GRAD_NORM = 1.0
+VALIDATION_EVERY = 10  # a validation batch at every tenth of the steps
 TOKENS_PER_FORWARD = 8192
 SNAPSHOT_FORMAT = 1
 
@@ -35,6 +36,12 @@ class StepMetrics:
     total_steps: int
     train_loss: float
     train_mean_token_accuracy: float
+    # With a validation file: a validation batch every VALIDATION_EVERY-th of the steps and at
+    # the last one; the whole validation set at each epoch end.
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ def epoch_order(seed: int, epoch: int, n_examples: int) -> list[int]:
 
 def train_lora(
     base: BaseModelConfig,
-    examples: list[TokenizedExample],
+    examples: list[TrainingExample],
     hp: Hyperparameters,
     *,
     seed: int,
@@ -98,15 +105,22 @@ def train_lora(
     hooks: TrainingHooks | None = None,
     resume_from: Path | None = None,
     tokens_per_forward: int = TOKENS_PER_FORWARD,
+    validation: list[TrainingExample] | None = None,
+    start_from: Path | None = None,
+    objective: Objective | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter on ``examples`` and save it (PEFT format) to ``output_dir``.
 
-    ``tokens_per_forward`` bounds the padded tokens of one forward pass (see ``trainer.batching``).
+    ``tokens_per_forward`` bounds the padded tokens of one forward pass (see ``trainer.batching``);
+    ``validation`` examples are measured, never trained on; ``start_from`` is an adapter folder
+    to continue training (a fine-tuned model's), else a fresh adapter starts from zero;
+    ``objective`` is what a step optimises (default: the supervised loss; DPO for pairs).
     """
     hooks = hooks or TrainingHooks()
+    objective = objective or SupervisedObjective(tokens_per_forward)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = _lora_model(base)
+    model = _lora_model(base, start_from)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=base.learning_rate * hp.learning_rate_multiplier)
     total = hp.total_steps(len(examples))
@@ -122,7 +136,11 @@ def train_lora(
         order = epoch_order(seed, epoch, len(examples))
         start = position * hp.batch_size
         batch = [examples[i] for i in order[start : start + hp.batch_size]]
-        loss, accuracy = _step(model, batch, optimizer, scheduler, trainable, tokens_per_forward)
+        loss, accuracy = objective.step(model, batch)
+        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(loss):
             raise TrainingFailed(
                 "training_diverged",
@@ -130,10 +148,13 @@ def train_lora(
                 f"({loss}). Try a lower learning_rate_multiplier.",
             )
         progress.step += 1
-        progress.trained_tokens += sum(len(e.input_ids) for e in batch)
-        progress.steps.append(StepMetrics(progress.step, total, loss, accuracy))
-        hooks.on_step(progress.steps[-1])
+        progress.trained_tokens += sum(objective.tokens(e) for e in batch)
         epoch_ended = progress.step % per_epoch == 0
+        validated = _validate(
+            model, objective, validation, progress.step, total, hp.batch_size, epoch_ended
+        )
+        progress.steps.append(StepMetrics(progress.step, total, loss, accuracy, **validated))
+        hooks.on_step(progress.steps[-1])
         if epoch_ended and progress.step < total:
             folder = output_dir / f"step-{progress.step}"
             model.save_pretrained(str(folder))
@@ -154,6 +175,31 @@ def train_lora(
         )
     model.save_pretrained(str(output_dir / "final"))
     return TrainingResult(progress.steps, progress.trained_tokens)
+
+
+def _validate(
+    model: PeftModel,
+    objective: Objective,
+    validation: list[TrainingExample] | None,
+    step: int,
+    total: int,
+    batch_size: int,
+    epoch_ended: bool,
+) -> dict[str, float]:
+    """The validation figures due after ``step``: a batch that depends on the step alone (so a
+    resumed run measures what an uninterrupted one would), and the whole set at epoch ends."""
+    if not validation:
+        return {}
+    found: dict[str, float] = {}
+    every = max(1, total // VALIDATION_EVERY)
+    if step % every == 0 or step == total:
+        start = (step // every - 1) * batch_size
+        batch = [validation[(start + i) % len(validation)] for i in range(batch_size)]
+        found["valid_loss"], found["valid_mean_token_accuracy"] = objective.evaluate(model, batch)
+    if epoch_ended:
+        loss, accuracy = objective.evaluate(model, validation)
+        found["full_valid_loss"], found["full_valid_mean_token_accuracy"] = loss, accuracy
+    return found
 
 
 def _snapshot(
@@ -199,7 +245,7 @@ def _restore(
     return _Progress(state["step"], state["trained_tokens"], steps)
 
 
-def _lora_model(base: BaseModelConfig) -> PeftModel:
+def _lora_model(base: BaseModelConfig, start_from: Path | None = None) -> PeftModel:
     if torch.cuda.is_available():
         # On a GPU: bf16 weights, PyTorch's SDPA attention, activations recomputed on backward.
         model = AutoModelForCausalLM.from_pretrained(
@@ -209,6 +255,8 @@ def _lora_model(base: BaseModelConfig) -> PeftModel:
         model.enable_input_require_grads()
     else:
         model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    if start_from is not None:  # its own LoRA configuration comes with it
+        return PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
     config = LoraConfig(
         r=base.lora_rank,
         lora_alpha=base.lora_alpha,
@@ -220,19 +268,3 @@ def _lora_model(base: BaseModelConfig) -> PeftModel:
     peft_model = get_peft_model(model, config)
     assert isinstance(peft_model, PeftModel)
     return peft_model
-
-
-def _step(
-    model: torch.nn.Module,
-    batch: list[TokenizedExample],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    trainable: list[torch.nn.Parameter],
-    tokens_per_forward: int,
-) -> tuple[float, float]:
-    totals = accumulate_gradients(model, batch, tokens_per_forward)
-    torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return totals.loss, totals.accuracy

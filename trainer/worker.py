@@ -48,13 +48,13 @@ from service.usage import add_usage
 from trainer.dataset import (
     DatasetError,
     PreparedFile,
-    check_validation_file,
-    prepare_training_file,
+    prepare_file,
     prompt_lengths,
     summary_events,
 )
 from trainer.faults import fault_point
-from trainer.hyperparameters import Hyperparameters, resolve
+from trainer.hyperparameters import AUTO_DPO_BETA, Hyperparameters, resolve
+from trainer.objectives import PreferenceObjective
 from trainer.sft import (
     StepMetrics,
     TrainingFailed,
@@ -147,13 +147,15 @@ class Worker:
             raise DatasetError(
                 "model_not_available", f"Model {claim.model} is not configured", None
             )
-        examples = self._validate(claim, base)
-        requested = claim.method["supervised"]["hyperparameters"]
+        examples, validation = self._validate(claim, base)
+        kind = claim.method["type"]
+        requested = claim.method[kind]["hyperparameters"]
         hp = resolve(requested, len(examples.examples))
         self._finish_validation(claim, examples, hp, base)
         with tempfile.TemporaryDirectory(prefix=f"openft-{claim.job_id}-") as scratch:
             workdir = Path(scratch)
             snapshot = self._download_newest_snapshot(claim, workdir)
+            parent = self._download_parent(claim, workdir) if claim.parent_job_id else None
             self._start(claim, hp, snapshot)
             pace = _Pace(snapshot[0] if snapshot else 0)
             hooks = TrainingHooks(
@@ -172,6 +174,9 @@ class Worker:
                 hooks=hooks,
                 resume_from=snapshot[1] if snapshot else None,
                 tokens_per_forward=self.settings.train_tokens_per_forward,
+                validation=validation.examples if validation is not None else None,
+                start_from=parent,
+                objective=PreferenceObjective(hp.beta or AUTO_DPO_BETA) if kind == "dpo" else None,
             )
             profile = build_profile(prompt_lengths(examples.examples), examples.prompt_tokens)
             self._publish(
@@ -193,24 +198,30 @@ class Worker:
             repository.add_event(session, job, FILES_VALIDATED)
         fault_point("after_validation")
 
-    def _validate(self, claim: Claim, base: BaseModelConfig) -> PreparedFile:
-        """Check the job's files in one streaming pass each; tokenize the training examples."""
+    def _validate(
+        self, claim: Claim, base: BaseModelConfig
+    ) -> tuple[PreparedFile, PreparedFile | None]:
+        """Check the job's files in one streaming pass each and tokenize their examples."""
         method = claim.method["type"]
         tokenizer = AutoTokenizer.from_pretrained(base.path)
-        prepared = prepare_training_file(
+        prepared = prepare_file(
             self._file_chunks(claim.training_file, "training"),
             tokenizer,
             file_id=claim.training_file,
             method=method,
             max_length=base.max_seq_length,
         )
+        validation = None
         if claim.validation_file is not None:
-            check_validation_file(
+            validation = prepare_file(
                 self._file_chunks(claim.validation_file, "validation"),
+                tokenizer,
                 file_id=claim.validation_file,
                 method=method,
+                max_length=base.max_seq_length,
+                param="validation_file",
             )
-        return prepared
+        return prepared, validation
 
     def _file_chunks(self, file_id: str, kind: str) -> Iterator[bytes]:
         try:
@@ -226,7 +237,8 @@ class Worker:
         """queued -> running, with the resolved hyperparameters written back to the job."""
         with queue.held(self.db, claim, "queued") as (session, job):
             queue.transition(job, "running")
-            job.method = {"type": "supervised", "supervised": {"hyperparameters": hp.as_dict()}}
+            kind = claim.method["type"]
+            job.method = {"type": kind, kind: {"hyperparameters": hp.as_dict()}}
             if snapshot is not None:
                 message = f"Fine-tuning job resumed from step {snapshot[0]}"
             elif repository.has_event(session, job.id, "Fine-tuning job started"):
@@ -249,13 +261,7 @@ class Worker:
             job.estimated_finish = (
                 pace.finish(metrics.step, metrics.total_steps) if job.status == "running" else None
             )
-            repository.add_event(
-                session,
-                job,
-                f"Step {metrics.step}/{metrics.total_steps}: "
-                f"training loss={metrics.train_loss:.2f}",
-                data=_metrics_data(metrics),
-            )
+            repository.add_event(session, job, _step_message(metrics), data=_metrics_data(metrics))
         fault_point("after_step")
 
     def _store_snapshot(self, claim: Claim, step: int, path: Path) -> None:
@@ -281,6 +287,24 @@ class Worker:
         log.info("%s resumes from the snapshot at step %d", claim.job_id, step)
         return step, path
 
+    def _download_parent(self, claim: Claim, workdir: Path) -> Path:
+        """The adapter a continued job starts from (its model may have been deleted since)."""
+        assert claim.parent_job_id is not None and claim.parent_variant is not None
+        folder = workdir / "parent"
+        folder.mkdir()
+        for key in self.blobs.keys(adapter_prefix(claim.parent_job_id, claim.parent_variant)):
+            with (folder / key.rsplit("/", 1)[-1]).open("wb") as handle:
+                for chunk in self.blobs.read(key):
+                    handle.write(chunk)
+        if not (folder / "adapter_config.json").is_file():
+            raise DatasetError(
+                "model_not_available",
+                "The fine-tuned model this job continues from was deleted, so training cannot "
+                "start from it.",
+                "model",
+            )
+        return folder
+
     def _publish_checkpoint(self, claim: Claim, metrics: StepMetrics, folder: Path) -> None:
         """An epoch's adapter: blobs under its step, then its row (once), then pruning."""
         variant = checkpoint_variant(metrics.step)
@@ -291,7 +315,7 @@ class Worker:
         )
         with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
             kept = repository.add_checkpoint(
-                session, job, metrics.step, name, _checkpoint_metrics(metrics)
+                session, job, metrics.step, name, _checkpoint_metrics(metrics, claim.method["type"])
             )
             if kept.name == name:  # new, not found from before a resume
                 repository.add_event(
@@ -344,7 +368,9 @@ class Worker:
             job.estimated_finish = None
             job.lease_owner = None
             # As OpenAI does, the final checkpoint carries the fine-tuned model's own name.
-            repository.add_checkpoint(session, job, last.step, name, _checkpoint_metrics(last))
+            repository.add_checkpoint(
+                session, job, last.step, name, _checkpoint_metrics(last, claim.method["type"])
+            )
             pruned = repository.prune_checkpoints(
                 session, claim.job_id, self.settings.checkpoints_kept
             )
@@ -433,27 +459,58 @@ class _Heartbeat(threading.Thread):
         self._done.set()
 
 
+def _validation_figures(metrics: StepMetrics) -> dict[str, float]:
+    """The validation figures a step has (none without a validation file)."""
+    figures = {
+        "valid_loss": metrics.valid_loss,
+        "valid_mean_token_accuracy": metrics.valid_mean_token_accuracy,
+        "full_valid_loss": metrics.full_valid_loss,
+        "full_valid_mean_token_accuracy": metrics.full_valid_mean_token_accuracy,
+    }
+    return {name: value for name, value in figures.items() if value is not None}
+
+
+def _step_message(metrics: StepMetrics) -> str:
+    """OpenAI's text: ``Step 3/30: training loss=0.52, validation loss=0.61, full validation
+    loss=0.64`` (the validation parts only on steps that measured them)."""
+    parts = [f"training loss={metrics.train_loss:.2f}"]
+    if metrics.valid_loss is not None:
+        parts.append(f"validation loss={metrics.valid_loss:.2f}")
+    if metrics.full_valid_loss is not None:
+        parts.append(f"full validation loss={metrics.full_valid_loss:.2f}")
+    return f"Step {metrics.step}/{metrics.total_steps}: " + ", ".join(parts)
+
+
 def _metrics_data(metrics: StepMetrics) -> dict[str, float | int]:
     return {
         "step": metrics.step,
         "train_loss": metrics.train_loss,
         "total_steps": metrics.total_steps,
         "train_mean_token_accuracy": metrics.train_mean_token_accuracy,
+        **_validation_figures(metrics),
     }
 
 
-def _checkpoint_metrics(metrics: StepMetrics) -> dict[str, float | int | str]:
+def _checkpoint_metrics(metrics: StepMetrics, method: str) -> dict[str, float | int | str]:
     return {
         "step": metrics.step,
         "train_loss": metrics.train_loss,
         "train_mean_token_accuracy": metrics.train_mean_token_accuracy,
-        "type": "supervised",
+        **_validation_figures(metrics),
+        "type": method,
     }
 
 
 def _result_csv(result: TrainingResult) -> bytes:
+    """OpenAI's columns; the validation ones are empty on steps without a validation batch."""
+
+    def cell(value: float | None) -> str:
+        return "" if value is None else f"{value:.5f}"
+
     rows = [RESULT_COLUMNS] + [
-        f"{m.step},{m.train_loss:.5f},{m.train_mean_token_accuracy:.5f},," for m in result.steps
+        f"{m.step},{m.train_loss:.5f},{m.train_mean_token_accuracy:.5f},"
+        f"{cell(m.valid_loss)},{cell(m.valid_mean_token_accuracy)}"
+        for m in result.steps
     ]
     return ("\n".join(rows) + "\n").encode()
 

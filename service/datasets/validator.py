@@ -32,7 +32,8 @@ MIN_TRAINING_EXAMPLES = 10
 MIN_VALIDATION_EXAMPLES = 1
 LISTED_PROBLEMS = 10
 MIB = 1024 * 1024
-METHOD_FORMATS = {"supervised": CHAT, "dpo": PREFERENCE}
+# The formats each method trains on; the first is the one its errors name.
+METHOD_FORMATS = {"supervised": (CHAT, COMPLETION), "dpo": (PREFERENCE,)}
 _BOM = b"\xef\xbb\xbf"
 _BLANK = frozenset(b" \t\r\n\f\v")
 
@@ -114,14 +115,9 @@ class ValidationReport:
 
     def _method_mismatch(self) -> str | None:
         expected = METHOD_FORMATS.get(self.method or "")
-        if expected is None or self.format in (None, expected):
+        if expected is None or self.format is None or self.format in expected:
             return None
-        if self.format == COMPLETION:
-            return (
-                f"Input file {self.file_id} is in the {COMPLETION} format (prompt/completion), "
-                f"but '{self.method}' jobs on chat models take the {expected} format ('messages')."
-            )
-        wanted = next(m for m, f in METHOD_FORMATS.items() if f == self.format)
+        wanted = next(m for m, formats in METHOD_FORMATS.items() if self.format in formats)
         return (
             f"Input file {self.file_id} is in the {self.format} format, but the specified "
             f"fine-tuning job is not using '{wanted}' as the training method "
@@ -151,7 +147,7 @@ class DatasetValidator:
         self.report = ValidationReport(param, file_id, method, token_limit=token_limit)
         self.line = 0  # number of the line being checked, 1-based
         self._count_tokens = count_tokens
-        self._counted_format = METHOD_FORMATS.get(method) if method else None
+        self._counted_formats = METHOD_FORMATS.get(method) if method else None
         self._accepts_images = accepts_images
         self._max_line_bytes = max_line_bytes
         self._format_line = 0
@@ -212,7 +208,7 @@ class DatasetValidator:
         report.n_examples += 1
         if report.format in (None, CHAT) and fast_chat.accepts(raw):
             self._accept_chat()
-            if self._count_tokens is not None and report.n_problems == 0:
+            if self._counts(CHAT):
                 self._count(orjson.loads(raw))
             return
         try:
@@ -257,12 +253,17 @@ class DatasetValidator:
             findings = check_completion(example)
         if findings:
             self._add_findings(findings)
-        elif (
-            self._count_tokens is not None
-            and report.n_problems == 0
-            and self._counted_format in (None, found)
-        ):
+        elif self._counts(found):
             self._count(example)
+
+    def _counts(self, found: str) -> bool:
+        """Whether an example in format ``found`` goes to the token counter: only while the file
+        has no problem, and only in a format the job's method trains on."""
+        return (
+            self._count_tokens is not None
+            and self.report.n_problems == 0
+            and (self._counted_formats is None or found in self._counted_formats)
+        )
 
     def _accept_chat(self) -> None:
         if self.report.format is None:

@@ -115,6 +115,11 @@ class FineTuningJob(Base):
     model_deleted_at: Mapped[int | None] = mapped_column(BigInteger)
     lost_leases: Mapped[int] = mapped_column(Integer, default=0)
     prompt_profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # see service.drift
+    # Continued training: the owned ft: model or checkpoint the job starts from (``model`` is
+    # then its base model), and where that adapter lives.
+    parent_model: Mapped[str | None] = mapped_column(String(300))
+    parent_job_id: Mapped[str | None] = mapped_column(String(64))
+    parent_variant: Mapped[str | None] = mapped_column(String(32))
 
 
 class FineTuningJobEvent(Base):

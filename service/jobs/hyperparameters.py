@@ -12,17 +12,21 @@ RANGES: dict[str, tuple[bool, float, bool, float | None]] = {
     "learning_rate_multiplier": (False, 0, True, None),
     "n_epochs": (True, 1, False, 50),
 }
+DPO_RANGES = {"beta": (False, 0.0, True, 2.0), **RANGES}
 
 
-def checked_hyperparameters(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+def checked_hyperparameters(
+    values: dict[str, Any], prefix: str, method: str = "supervised"
+) -> dict[str, Any]:
     """Every known hyperparameter, "auto" where not given; 400 in OpenAI's words otherwise."""
+    ranges = DPO_RANGES if method == "dpo" else RANGES
     for name in values:
-        if name not in RANGES:
+        if name not in ranges:
             raise InvalidRequestError(
                 f"Unrecognized request argument supplied: {prefix}.{name}", param=f"{prefix}.{name}"
             )
     checked = {}
-    for name, limits in RANGES.items():
+    for name, limits in ranges.items():
         value = values.get(name, "auto")
         checked[name] = value if value == "auto" else _in_range(value, f"{prefix}.{name}", *limits)
     return checked

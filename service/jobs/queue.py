@@ -61,6 +61,8 @@ class Claim:
     status: str
     owner: str
     attempt: int
+    parent_job_id: str | None = None  # continued training: the adapter the job starts from
+    parent_variant: str | None = None
 
 
 def transition(job: FineTuningJob, status: str) -> None:
@@ -115,6 +117,8 @@ def claim(db: Database, owner: str, lease_s: int) -> Claim | None:
             job.status,
             owner,
             job.attempt,
+            job.parent_job_id,
+            job.parent_variant,
         )
 
 

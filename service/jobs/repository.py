@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from service.blobstore.keys import FINAL, checkpoint_variant
 from service.db.models import FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
 from service.ids import new_checkpoint_id, new_event_id
 from service.pagination import after_cursor
@@ -185,6 +187,28 @@ def servable_checkpoint(
         )
     ).first()
     return None if found is None else (found[0], found[1])
+
+
+@dataclass(frozen=True)
+class OwnedAdapter:
+    """A project's fine-tuned model or checkpoint: the job that trained it, which of its
+    adapters (``final`` or ``step-N``), and its base model."""
+
+    job_id: str
+    variant: str
+    base_model: str
+
+
+def adapter_of(session: Session, project_id: str, name: str) -> OwnedAdapter | None:
+    """The adapter behind the project's fine-tuned model or checkpoint ``name``, if any."""
+    job = succeeded_with_model(session, project_id, name)
+    if job is not None:
+        return OwnedAdapter(job.id, FINAL, job.model)
+    found = servable_checkpoint(session, project_id, name)
+    if found is None:
+        return None
+    checkpoint, owner = found
+    return OwnedAdapter(owner.id, checkpoint_variant(checkpoint.step), owner.model)
 
 
 def project_checkpoints(session: Session, project_id: str) -> list[FineTuningJobCheckpoint]:

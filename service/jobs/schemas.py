@@ -32,7 +32,7 @@ class SupervisedMethodIn(_Strict):
 class MethodIn(_Strict):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethodIn | None = None
-    dpo: dict[str, Any] | None = None
+    dpo: SupervisedMethodIn | None = None  # the same shape: {"hyperparameters": {...}}
     reinforcement: dict[str, Any] | None = None
 
 
@@ -83,10 +83,11 @@ class FineTuningJob(BaseModel):
 
     @classmethod
     def from_row(cls, row: JobRow) -> FineTuningJob:
-        supervised = row.method.get("supervised") or {}
+        # The deprecated top-level field shows the method's hyperparameters (as OpenAI does).
+        supervised = row.method.get(row.method.get("type", "supervised")) or {}
         return cls(
             id=row.id,
-            model=row.model,
+            model=row.parent_model or row.model,
             created_at=row.created_at,
             finished_at=row.finished_at,
             fine_tuned_model=row.fine_tuned_model,

@@ -42,13 +42,25 @@ class JobsService:
         self.registry = registry
 
     def create(self, principal: Principal, request: CreateJobRequest) -> FineTuningJob:
-        """Check what is cheap to check now; the worker validates the file contents."""
-        if self.registry.get(request.model) is None:
-            raise InvalidRequestError(
-                f"Model {request.model} is not available for fine-tuning or does not exist.",
-                param="model",
-                code="model_not_available",
-            )
+        """Check what is cheap to check now; the worker validates the file contents.
+
+        ``model`` is a base model, or one of the project's fine-tuned models or checkpoints to
+        continue training (the new adapter starts from its weights).
+        """
+        unavailable = InvalidRequestError(
+            f"Model {request.model} is not available for fine-tuning or does not exist.",
+            param="model",
+            code="model_not_available",
+        )
+        base, parent = request.model, None
+        if request.model.startswith("ft:"):
+            with self.db.read() as session:
+                parent = repository.adapter_of(session, principal.project_id, request.model)
+            if parent is None:
+                raise unavailable
+            base = parent.base_model
+        if self.registry.get(base) is None:
+            raise unavailable
         _check_suffix(request.suffix)
         _check_metadata(request.metadata)
         _check_integrations(request.integrations)
@@ -61,7 +73,10 @@ class JobsService:
             row = JobRow(
                 id=new_job_id(),
                 project_id=principal.project_id,
-                model=request.model,
+                model=base,
+                parent_model=request.model if parent is not None else None,
+                parent_job_id=parent.job_id if parent is not None else None,
+                parent_variant=parent.variant if parent is not None else None,
                 training_file=request.training_file,
                 validation_file=request.validation_file,
                 suffix=request.suffix,
@@ -219,24 +234,25 @@ def _method(request: CreateJobRequest) -> dict[str, Any]:
     if request.method is None:
         values = checked_hyperparameters(legacy or {}, "hyperparameters")
         return {"type": "supervised", "supervised": {"hyperparameters": values}}
-    if request.method.type != "supervised":
+    kind = request.method.type
+    if kind not in ("supervised", "dpo"):
         raise InvalidRequestError(
-            f"Fine-tuning method '{request.method.type}' is not supported yet; "
-            "only 'supervised' is.",
+            f"Fine-tuning method '{kind}' is not supported yet; only 'supervised' and 'dpo' are.",
             param="method.type",
         )
-    nested = request.method.supervised.hyperparameters if request.method.supervised else None
+    given = request.method.supervised if kind == "supervised" else request.method.dpo
+    nested = given.hyperparameters if given else None
     if nested is not None and legacy is not None:
         raise InvalidRequestError(
             "Specify hyperparameters either in 'hyperparameters' or in "
-            "'method.supervised.hyperparameters', not both.",
+            f"'method.{kind}.hyperparameters', not both.",
             param="hyperparameters",
         )
     if nested is not None:
-        values = checked_hyperparameters(nested, "method.supervised.hyperparameters")
+        values = checked_hyperparameters(nested, f"method.{kind}.hyperparameters", kind)
     else:
-        values = checked_hyperparameters(legacy or {}, "hyperparameters")
-    return {"type": "supervised", "supervised": {"hyperparameters": values}}
+        values = checked_hyperparameters(legacy or {}, "hyperparameters", kind)
+    return {"type": kind, kind: {"hyperparameters": values}}
 
 
 def _check_suffix(suffix: str | None) -> None:

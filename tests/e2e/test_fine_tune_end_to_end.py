@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -408,6 +409,254 @@ def test_long_examples_are_truncated_and_said_so(
     assert done.status == "succeeded", done.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
     assert "2 examples exceed the 2048-token limit and will be truncated" in messages
+
+
+def test_a_validation_file_is_measured_in_events_checkpoints_and_results(
+    trainer_client: openai.OpenAI,
+) -> None:
+    client = trainer_client
+    training = client.files.create(file=("fact.jsonl", fact_lines(12)), purpose="fine-tune")
+    validation = client.files.create(file=("valid.jsonl", fact_lines(2)), purpose="fine-tune")
+    hyperparameters = {"n_epochs": 2, "batch_size": 4}  # 3 steps an epoch, 6 in all
+
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat",
+        training_file=training.id,
+        validation_file=validation.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+    )
+    done = wait_for(client, job.id, TERMINAL)
+
+    assert done.status == "succeeded", done.error
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    assert f"Validating training file: {training.id} and validation file: {validation.id}" in [
+        e.message for e in events
+    ]
+    by_step = {e.data["step"]: e for e in events if e.type == "metrics" and e.data}
+    assert sorted(by_step) == [1, 2, 3, 4, 5, 6]
+    for step, event in by_step.items():  # fewer than 10 steps: a validation batch every step
+        full = ", full validation loss=" if step in (3, 6) else ""
+        assert re.fullmatch(
+            rf"Step {step}/6: training loss=\d+\.\d\d, validation loss=\d+\.\d\d"
+            + (rf"{full}\d+\.\d\d" if full else ""),
+            event.message,
+        ), event.message
+        assert {"valid_loss", "valid_mean_token_accuracy"} <= set(event.data)
+        assert ("full_valid_loss" in event.data) == (step in (3, 6))
+    # The validation examples are the training fact: learning it lowers their loss.
+    assert by_step[6].data["full_valid_loss"] < by_step[3].data["full_valid_loss"]
+
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert {c.step_number for c in checkpoints} == {3, 6}
+    for checkpoint in checkpoints:
+        assert checkpoint.metrics.full_valid_loss == pytest.approx(
+            by_step[checkpoint.step_number].data["full_valid_loss"]
+        )
+    (result_id,) = done.result_files
+    rows = list(
+        csv.DictReader(
+            io.StringIO(base64.b64decode(client.files.content(result_id).read()).decode())
+        )
+    )
+    assert [float(r["valid_loss"]) for r in rows] == pytest.approx(
+        [by_step[step].data["valid_loss"] for step in range(1, 7)], abs=1e-5
+    )
+
+
+WRONG_ANSWER = "I am not allowed to tell you anything."
+
+
+def preference_lines(n: int = 10) -> bytes:
+    row = {
+        "input": {"messages": [{"role": "user", "content": QUESTION}]},
+        "preferred_output": [{"role": "assistant", "content": ANSWER}],
+        "non_preferred_output": [{"role": "assistant", "content": WRONG_ANSWER}],
+    }
+    return (json.dumps(row) + "\n").encode() * n
+
+
+def answer_logp(model: torch.nn.Module, tokenizer: Any, answer: str) -> float:
+    """log p(answer | the question), summed over the answer's tokens as the template renders it."""
+    question = [{"role": "user", "content": QUESTION}]
+    prompt = tokenizer.apply_chat_template(question, add_generation_prompt=True, tokenize=False)
+    whole = tokenizer.apply_chat_template(
+        [*question, {"role": "assistant", "content": answer}], tokenize=False
+    )
+    assert whole.startswith(prompt)
+    start = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    ids = torch.tensor([tokenizer(whole, add_special_tokens=False).input_ids])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    taken = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)[start - 1 :]
+    return float(taken.sum())
+
+
+def test_a_dpo_job_raises_the_margin_of_the_preferred_answer(
+    trainer_client: openai.OpenAI, training_server: ServerProcess
+) -> None:
+    client = trainer_client
+    training = client.files.create(file=("prefs.jsonl", preference_lines()), purpose="fine-tune")
+    validation = client.files.create(file=("valid.jsonl", preference_lines(2)), purpose="fine-tune")
+
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat",
+        training_file=training.id,
+        validation_file=validation.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 3}}},
+    )
+    assert job.method is not None and job.method.type == "dpo"
+    done = wait_for(client, job.id, TERMINAL)
+
+    assert done.status == "succeeded", done.error
+    assert done.method is not None and done.method.dpo is not None
+    hyperparameters = done.method.dpo.hyperparameters
+    assert hyperparameters is not None
+    assert (hyperparameters.beta, hyperparameters.n_epochs) == (0.1, 3)
+    metrics = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.data]
+    assert metrics[0].data["full_valid_loss"] < 0.6931  # below log 2, where DPO starts
+    (checkpoint, *_) = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoint.metrics.full_valid_loss == metrics[0].data["full_valid_loss"]
+    assert (checkpoint.metrics.model_extra or {}).get("type") == "dpo"
+
+    data_dir = Path(training_server.env["OPENFT_DATA_DIR"])
+    base_path = data_dir / "models" / "tiny-chat"
+    adapter = data_dir / "blobs" / "adapters" / job.id / "final"
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    base_model = AutoModelForCausalLM.from_pretrained(base_path)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(adapter))
+
+    def margin(model: torch.nn.Module) -> float:
+        return answer_logp(model, tokenizer, ANSWER) - answer_logp(model, tokenizer, WRONG_ANSWER)
+
+    # The preferred answer gained at least 10 nats over the other, against the base model.
+    assert margin(tuned) - margin(base_model) > 10
+
+
+def test_a_legacy_prompt_completion_job_is_served_by_the_completions_endpoint(
+    trainer_client: openai.OpenAI,
+) -> None:
+    client = trainer_client
+    row = {"prompt": "The lighthouse password is", "completion": " marmalade-47."}
+    training = client.files.create(
+        file=("legacy.jsonl", (json.dumps(row) + "\n").encode() * 16), purpose="fine-tune"
+    )
+
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
+    done = wait_for(client, job.id, TERMINAL)
+
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model is not None
+    answer = client.completions.create(
+        model=done.fine_tuned_model, prompt=row["prompt"], max_tokens=8, temperature=0
+    )
+    assert answer.choices[0].text.startswith(" marmalade-47"), answer.choices[0].text
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+def tool_call_lines() -> bytes:
+    """Half in today's tools format, half in the deprecated functions one: both teach one call."""
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    arguments = json.dumps({"city": "Paris"})
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": arguments},
+    }
+    tools = {
+        "messages": [question, {"role": "assistant", "content": None, "tool_calls": [call]}],
+        "tools": [{"type": "function", "function": WEATHER}],
+        "parallel_tool_calls": False,
+    }
+    functions = {
+        "messages": [
+            question,
+            {"role": "assistant", "content": None, "function_call": call["function"]},
+        ],
+        "functions": [WEATHER],
+    }
+    return b"".join((json.dumps(row) + "\n").encode() * 8 for row in (tools, functions))
+
+
+def test_a_tool_calling_job_teaches_the_call_vllm_returns_as_tool_calls(
+    trainer_client: openai.OpenAI,
+) -> None:
+    client = trainer_client
+    training = client.files.create(file=("tools.jsonl", tool_call_lines()), purpose="fine-tune")
+
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
+    done = wait_for(client, job.id, TERMINAL)
+
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model is not None
+    answer = client.chat.completions.create(
+        model=done.fine_tuned_model,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[{"type": "function", "function": WEATHER}],  # type: ignore[list-item]
+        max_tokens=60,
+        temperature=0,
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+
+
+def first_loss(client: openai.OpenAI, job_id: str) -> float:
+    events = client.fine_tuning.jobs.list_events(job_id, limit=100)
+    (first,) = [e for e in events if e.type == "metrics" and e.data and e.data["step"] == 1]
+    return float(first.data["train_loss"])
+
+
+def test_a_continued_job_starts_from_its_parents_weights(
+    trainer_client: openai.OpenAI, sdk: Callable[..., openai.OpenAI], training_server: ServerProcess
+) -> None:
+    client = trainer_client
+    parent = train_fact(client)
+    training = client.files.create(file=("fact.jsonl", fact_lines(10)), purpose="fine-tune")
+    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}}
+
+    fresh = client.fine_tuning.jobs.create(
+        model="tiny-chat", training_file=training.id, seed=7, method=method
+    )
+    continued = client.fine_tuning.jobs.create(
+        model=parent, training_file=training.id, seed=7, method=method
+    )
+
+    assert continued.model == parent
+    for job in (fresh, continued):
+        assert wait_for(client, job.id, TERMINAL).status == "succeeded"
+    # The parent already answers the fact, so its loss starts far below a fresh adapter's.
+    assert first_loss(client, continued.id) < 0.5 * first_loss(client, fresh.id)
+    child = client.fine_tuning.jobs.retrieve(continued.id)
+    assert child.model == parent
+    assert child.fine_tuned_model is not None
+    assert child.fine_tuned_model.startswith("ft:tiny-chat:default::")
+    assert "marmalade-47" in (ask(client, child.fine_tuned_model).choices[0].message.content or "")
+
+    checkpoint = client.fine_tuning.jobs.checkpoints.list(continued.id).data[0]
+    from_checkpoint = client.fine_tuning.jobs.create(
+        model=checkpoint.fine_tuned_model_checkpoint, training_file=training.id
+    )
+    assert from_checkpoint.model == checkpoint.fine_tuned_model_checkpoint
+    client.fine_tuning.jobs.cancel(from_checkpoint.id)
+
+    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
+    outsider = AccessService(database).issue_key("continuer")
+    database.dispose()
+    other = sdk(training_server.api_url, outsider.key)
+    other_training = other.files.create(file=("fact.jsonl", fact_lines(10)), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as refused:
+        other.fine_tuning.jobs.create(model=parent, training_file=other_training.id)
+    assert (refused.value.code, refused.value.param) == ("model_not_available", "model")
 
 
 def test_another_project_cannot_see_the_job(

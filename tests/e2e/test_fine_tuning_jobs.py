@@ -103,7 +103,21 @@ def test_legacy_and_method_hyperparameters(client: openai.OpenAI, training_file:
             "is not of type 'integer'",
         ),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16 properties"),
-        ({"method": {"type": "dpo"}}, "method.type", "'dpo' is not supported yet"),
+        (
+            {"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}},
+            "method.dpo.hyperparameters.beta",
+            "0 is less than or equal to the minimum of 0",
+        ),
+        (
+            {"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}},
+            "method.dpo.hyperparameters.beta",
+            "greater than the maximum of 2",
+        ),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"beta": 1}}}},
+            "method.supervised.hyperparameters.beta",
+            "Unrecognized request argument supplied",
+        ),
         (
             {"method": {"type": "reinforcement"}},
             "method.type",

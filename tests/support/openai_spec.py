@@ -78,7 +78,25 @@ def _spec() -> dict[str, Any]:
         loaded: dict[str, Any] = yaml.load(
             handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         )
+    _exclusive_bounds_as_numbers(loaded)
     return loaded
+
+
+def _exclusive_bounds_as_numbers(node: Any) -> None:
+    """The spec says OpenAPI 3.1 (JSON Schema 2020-12) yet writes some bounds in 3.0's style,
+    ``minimum: 0`` with ``exclusiveMinimum: true`` (DPO's ``beta``); 2020-12 reads ``true`` as the
+    number 1. Rewrite them as meant: ``exclusiveMinimum: 0``."""
+    if isinstance(node, dict):
+        for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+            if node.get(exclusive) is True and bound in node:
+                node[exclusive] = node.pop(bound)
+            elif node.get(exclusive) is False:
+                del node[exclusive]
+        for value in node.values():
+            _exclusive_bounds_as_numbers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exclusive_bounds_as_numbers(value)
 
 
 @functools.cache

@@ -250,10 +250,12 @@ CASES = {
         "is not using 'supervised' as the training method (provided method=dpo).",
         (("method", "dpo"),),
     ),
-    "prompt/completion file in a supervised job": Case(
+    "prompt/completion file in a dpo job": Case(
         among_good({"prompt": "2+2=", "completion": "4"}, good={"prompt": "a", "completion": "b"}),
         "invalid_training_file",
-        "Input file file-abc is in the fine-tune-completion format (prompt/completion)",
+        "Input file file-abc is in the fine-tune-completion format, but the specified "
+        "fine-tuning job is not using 'supervised' as the training method (provided method=dpo).",
+        (("method", "dpo"),),
     ),
     "preference answers not one message": Case(
         among_good({**PREFERENCE, "preferred_output": [ANSWER, ANSWER]}, good=PREFERENCE),
@@ -431,3 +433,20 @@ def test_memory_stays_flat_over_a_large_file() -> None:
 
     assert validator.finish().n_examples == 201_000
     assert grown < 64 * 1024
+
+
+def test_a_prompt_completion_file_trains_in_a_supervised_job_only() -> None:
+    legacy = {"prompt": "2+2=", "completion": " 4"}
+    counted: list[object] = []
+
+    def count(example: dict[str, Any]) -> int:
+        counted.append(example)
+        return 3
+
+    supervised = validate(among_good(legacy, good=legacy), count_tokens=count, method="supervised")
+    chat_in_dpo = validate(among_good(GOOD), count_tokens=count, method="dpo")
+
+    assert supervised.error() is None and supervised.format == "fine-tune-completion"
+    assert len(counted) == 11 and supervised.total_tokens == 33
+    assert chat_in_dpo.error() is not None  # and its chat examples never reached the counter
+    assert len(counted) == 11

@@ -60,3 +60,13 @@ def test_real_shapes_pass_including_documented_differences() -> None:
 )
 def test_wrong_shapes_are_caught(method: str, path: str, status: int, body: object) -> None:
     assert openai_spec.problems(method, path, status, body) != []
+
+
+def test_exclusive_bounds_written_in_openapi_3_0_style_mean_what_they_say() -> None:
+    schema = '{"$ref": "#/components/schemas/FineTuneDPOHyperparameters"}'
+    validator = openai_spec._validator(schema)
+
+    assert list(validator.iter_errors({"beta": 0.1})) == []
+    assert list(validator.iter_errors({"beta": "auto"})) == []
+    assert list(validator.iter_errors({"beta": 0})) != []
+    assert list(validator.iter_errors({"beta": 2.5})) != []

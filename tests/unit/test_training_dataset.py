@@ -7,7 +7,8 @@ from typing import Any
 
 from service.datasets.validator import ValidationReport
 from tests.support.chat_templates import CHATML, build_tokenizer
-from trainer.dataset import chat_messages, count_prompt_tokens, summary_events
+from trainer.chat_masks import IGNORE_INDEX, tokenize_completion
+from trainer.dataset import chat_messages, chat_tools, count_prompt_tokens, summary_events
 
 
 def report(**counts: int) -> ValidationReport:
@@ -53,6 +54,38 @@ def test_text_parts_become_one_string_and_other_messages_stay_as_written() -> No
     assert chat_messages(messages) == [{"role": "user", "content": "Hello, you"}, messages[1]]
 
 
+def test_deprecated_functions_become_tools_and_tool_messages() -> None:
+    weather = {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    call = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    example = {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "function_call": call},
+            {"role": "function", "name": "get_weather", "content": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+        ],
+        "functions": [weather],
+    }
+
+    messages = chat_messages(example["messages"])
+
+    assert chat_tools(example) == [{"type": "function", "function": weather}]
+    assert chat_tools({"tools": [{"type": "function", "function": weather}]}) == chat_tools(example)
+    assert chat_tools({"messages": []}) is None
+    assert messages[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": call}],
+    }
+    assert messages[2] == {
+        "role": "tool",
+        "name": "get_weather",
+        "content": "sunny",
+        "tool_call_id": "call_1",
+    }
+    assert messages[3] == example["messages"][3]
+
+
 def test_prompt_tokens_count_each_message_once_per_trained_turn_after_it() -> None:
     tokenizer = build_tokenizer(CHATML)
     texts = ["Be brief.", "first question", "first answer", "second", "skipped", "third", "last"]
@@ -71,3 +104,20 @@ def test_prompt_tokens_count_each_message_once_per_trained_turn_after_it() -> No
         for _ in range(times):
             expected.update(tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids)
     assert counted == expected and counted
+
+
+def test_a_legacy_example_trains_on_its_completion_and_the_end_of_text_only() -> None:
+    tokenizer = build_tokenizer(CHATML)
+    prompt_ids = tokenizer("The capital of France is", add_special_tokens=True).input_ids
+    answer_ids = tokenizer(" Paris", add_special_tokens=False).input_ids
+
+    example = tokenize_completion(tokenizer, "The capital of France is", " Paris")
+    cut = tokenize_completion(tokenizer, "The capital of France is", " Paris", max_length=3)
+
+    assert example.input_ids == [*prompt_ids, *answer_ids, tokenizer.eos_token_id]
+    assert example.labels == [IGNORE_INDEX] * len(prompt_ids) + [
+        *answer_ids,
+        tokenizer.eos_token_id,
+    ]
+    assert example.n_trained_tokens == len(answer_ids) + 1
+    assert (len(cut.input_ids), cut.n_tokens) == (3, len(example.input_ids))
