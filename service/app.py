@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -28,6 +29,7 @@ from service.http.metrics_middleware import HttpMetricsMiddleware
 from service.http.request_id import RequestIdMiddleware
 from service.jobs import router as jobs_router
 from service.jobs.service import JobsService
+from service.logs import configure_logging
 from service.metrics import AdaptersCollector, JobsCollector, Metrics
 from service.models import router as models_router
 from service.models.registry import ModelRegistry
@@ -129,7 +131,9 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
 def app_from_environment() -> FastAPI:
     """One of several API processes (``openft serve --api-workers N``): settings come from the
     environment, where the parent put the URLs of the vLLM servers it runs."""
-    return create_app(Settings(), serve_models=False)
+    settings = Settings()
+    configure_logging(os.environ.get("OPENFT_LOG_LEVEL", "info"), settings.log_format)
+    return create_app(settings, serve_models=False)
 
 
 async def _expire_files(state: AppState, every_s: float) -> None:

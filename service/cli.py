@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from service.db import migrate
 from service.db.database import Database
 from service.errors import OpenFTError
 from service.jobs.cli import jobs_app
+from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
 from service.supervisor import Supervisor, python_module_command
@@ -82,7 +82,7 @@ def serve(
         issued = access.issue_key(DEFAULT_PROJECT, name="created by openft serve")
         err.print(f"Created project '{issued.project_slug}'. Its API key (shown only once):")
         print(issued.key, flush=True)
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, settings.log_format)
     if not settings.base_models and (workers > 0 or vllm):
         _create_demo_model(settings)
     supervisor = Supervisor("worker", python_module_command("trainer.worker"), workers)
@@ -90,7 +90,7 @@ def serve(
     try:
         if api_workers == 1:
             app = create_app(settings, serve_models=vllm)
-            uvicorn.run(app, host=host, port=port, log_level=log_level)
+            uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
         else:
             _serve_api_processes(settings, host, port, api_workers, vllm, log_level)
     finally:
@@ -105,6 +105,7 @@ def _serve_api_processes(
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the service
     metrics_dir.mkdir(parents=True)
     os.environ[MULTIPROCESS_DIR_ENV] = str(metrics_dir)
+    os.environ["OPENFT_LOG_LEVEL"] = log_level  # the API processes configure their own logging
     fleet = VLLMFleet(settings) if vllm else None
     if fleet is not None:
         fleet.start()
@@ -112,11 +113,23 @@ def _serve_api_processes(
     try:
         uvicorn.run(
             "service.app:app_from_environment", factory=True, workers=count,
-            host=host, port=port, log_level=log_level,
+            host=host, port=port, log_level=log_level, log_config=None,
         )  # fmt: skip
     finally:
         if fleet is not None:
             fleet.stop()
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    api_workers: Annotated[int, typer.Option(min=1, help="API processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """The API and gateway only: jobs train in `openft worker` processes elsewhere and models
+    are served by the vLLM servers at OPENFT_VLLM_URLS (containers, Kubernetes)."""
+    serve(host=host, port=port, workers=0, api_workers=api_workers, vllm=False, log_level=log_level)
 
 
 @app.command()

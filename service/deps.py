@@ -13,6 +13,7 @@ from service.blobstore import BlobStore
 from service.db.database import Database
 from service.files.service import FilesService
 from service.jobs.service import JobsService
+from service.logs import add_log_ids
 from service.metrics import Metrics
 from service.models.service import ModelsService
 from service.settings import Settings
@@ -51,7 +52,9 @@ def authenticate(
     openai_project: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-    return state.access.authenticate(authorization, openai_project)
+    principal = state.access.authenticate(authorization, openai_project)
+    add_log_ids(project_id=principal.project_id, project=principal.project_slug)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

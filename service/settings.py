@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,6 +122,9 @@ class Settings(BaseSettings):
     vllm_max_model_len: int = Field(default=2048, ge=16)
     vllm_start_timeout_seconds: float = Field(default=300.0, gt=0)
     vllm_request_timeout_seconds: float = Field(default=600.0, gt=0)
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json`: one JSON object per log line, with request/job ids."
+    )
     drift_enabled: bool = Field(
         default=True,
         description="Count prompts to fine-tuned models against their training data (drift).",

@@ -43,6 +43,7 @@ from service.drift import PromptProfile, build_profile
 from service.ids import new_file_id, new_model_tag
 from service.jobs import queue, repository
 from service.jobs.queue import Claim, LeaseLostError
+from service.logs import configure_logging, log_context
 from service.settings import BaseModelConfig, Settings
 from service.usage import add_usage
 from trainer.dataset import (
@@ -100,7 +101,8 @@ class Worker:
         beat = _Heartbeat(self.db, claim, self.settings.lease_seconds)
         beat.start()
         try:
-            self._run_job(claim, beat)
+            with log_context(job_id=claim.job_id, project_id=claim.project_id):
+                self._run_job(claim, beat)
         except TrainingStopped as stopped:
             self._stopped(claim, stopped)
         except LeaseLostError:
@@ -519,8 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="OpenFT training worker")
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    configure_logging("info", settings.log_format)
     torch.set_num_threads(settings.train_threads or os.cpu_count() or 1)
     worker = Worker(settings)
 

@@ -7,6 +7,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.ids import new_request_id
+from service.logs import log_context
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -34,4 +35,5 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        with log_context(request_id=request_id):
+            await self.app(scope, receive, send_with_id)

@@ -1,0 +1,47 @@
+"""What operators rely on: JSON logs with the ids of each request, the `openft api` entry point."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.server import start_server
+
+
+def json_lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def test_json_logs_carry_the_request_and_project_ids(tmp_path: Path) -> None:
+    server = start_server(tmp_path, {"OPENFT_LOG_FORMAT": "json"}, "--workers", "0", "--no-vllm")
+    try:
+        key = server.bootstrap_key()
+        response = httpx.get(
+            server.api_url + "/files/file-nope", headers={"authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 404
+        request_id = response.headers["x-request-id"]
+
+        deadline = time.monotonic() + 10
+        while not (
+            mine := [
+                line
+                for line in json_lines(server.stderr_path)
+                if line.get("request_id") == request_id
+            ]
+        ):
+            assert time.monotonic() < deadline, server.logs()
+            time.sleep(0.1)
+    finally:
+        server.stop()
+
+    (access,) = mine
+    assert "GET /v1/files/file-nope" in str(access["message"])
+    assert access["logger"] == "uvicorn.access" and access["project"] == "default"
+    assert str(access["project_id"]).startswith("proj_")
+    lines = server.stderr_path.read_text().splitlines()
+    logged = [line for line in lines if not line.startswith(("Created project", "sk-"))]
+    assert logged and all(line.startswith("{") for line in logged), logged[:5]
