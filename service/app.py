@@ -92,6 +92,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(state.blobs.prepare)
         await run_in_threadpool(state.files.sweep_orphans, settings.orphan_grace_seconds)
         await run_in_threadpool(state.uploads.sweep_orphans, settings.orphan_grace_seconds)
         housekeeping = asyncio.create_task(_expire_files(state, settings.expiry_sweep_seconds))

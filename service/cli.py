@@ -27,6 +27,7 @@ from service import drift_report as drift_report_module
 from service import usage
 from service.app import create_app
 from service.auth.service import AccessService
+from service.blobstore import copy_blobs, open_blob_location, open_blob_store
 from service.db import migrate
 from service.db.database import Database
 from service.errors import OpenFTError
@@ -48,6 +49,8 @@ usage_app = typer.Typer(help="Durable usage records (for chargeback).", no_args_
 app.add_typer(usage_app, name="usage")
 drift_app = typer.Typer(help="Drift of live prompts from training data.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
+blobs_app = typer.Typer(help="The blob store (files, adapters, snapshots).", no_args_is_help=True)
+app.add_typer(blobs_app, name="blobs")
 
 DEFAULT_PROJECT = "default"
 err = Console(stderr=True)
@@ -310,6 +313,31 @@ def openapi(
         sys.stdout.write(document)
     else:
         output.write_text(document)
+
+
+@blobs_app.command("copy")
+def blobs_copy(
+    to: Annotated[
+        str | None, typer.Option("--to", help="Back up into this s3://bucket/prefix or folder.")
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Restore from this s3://bucket/prefix or folder.")
+    ] = None,
+) -> None:
+    """Copy every blob out of the configured store (--to) or into it (--from).
+
+    Blobs already there with the same size are skipped, so a copy can be run again after an
+    interruption. Back up the database at the same time (README, Operations).
+    """
+    if (to is None) == (from_ is None):
+        err.print("error: give exactly one of --to and --from")
+        raise typer.Exit(2)
+    settings = Settings()
+    configured = open_blob_store(settings)
+    other = open_blob_location(to or from_ or "", settings)
+    source, target = (configured, other) if to else (other, configured)
+    blobs, size = copy_blobs(source, target)
+    err.print(f"Copied {blobs} blobs ({size:,} bytes) {'to' if to else 'from'} {to or from_}.")
 
 
 @db_app.command("upgrade")

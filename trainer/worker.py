@@ -81,6 +81,7 @@ class Worker:
 
     def run(self, *, once: bool = False) -> None:
         """Process jobs until stopped (or, with ``once``, until the queue is empty)."""
+        self.blobs.prepare()
         self.sweep_snapshots()
         while not self.stopping.is_set():
             reaped = queue.reap_expired_leases(self.db, self.settings.max_lost_leases)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from service.blobstore.base import BlobStore, BlobWriter, InvalidBlobKeyError, check_key
+from service.blobstore.keys import FOLDERS
 from service.blobstore.local import LocalBlobStore
 from service.settings import Settings
 
@@ -12,20 +15,50 @@ __all__ = [
     "InvalidBlobKeyError",
     "LocalBlobStore",
     "check_key",
+    "copy_blobs",
+    "open_blob_location",
     "open_blob_store",
 ]
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
     """The deployment's blob store: S3 when ``blob_url`` is set, else the local folder."""
-    if settings.blob_url:
+    return open_blob_location(settings.blob_url or str(settings.blob_root), settings)
+
+
+def open_blob_location(location: str, settings: Settings) -> BlobStore:
+    """A blob store at ``location``: ``s3://bucket/prefix`` (reached with the deployment's S3
+    endpoint and credentials) or a local folder."""
+    if location.startswith("s3://"):
         from service.blobstore.s3 import S3BlobStore  # boto3 loads only where S3 is used
 
         return S3BlobStore(
-            settings.blob_url,
+            location,
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
         )
-    return LocalBlobStore(settings.blob_root)
+    return LocalBlobStore(Path(location))
+
+
+def copy_blobs(source: BlobStore, target: BlobStore) -> tuple[int, int]:
+    """Copy every blob (backup or restore); returns (blobs, bytes). A blob already in the target
+    with the same size is skipped, so an interrupted copy can simply be run again."""
+    target.prepare()
+    copied = total = 0
+    for folder in FOLDERS:
+        for key in source.keys(folder):
+            size = source.size(key)
+            if target.exists(key) and target.size(key) == size:
+                continue
+            writer = target.stage()
+            try:
+                for chunk in source.read(key):
+                    writer.write(chunk)
+                writer.commit(key)
+            except BaseException:
+                writer.abort()
+                raise
+            copied, total = copied + 1, total + size
+    return copied, total

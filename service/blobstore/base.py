@@ -36,6 +36,9 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
+    def prepare(self) -> None:
+        """Create what the store needs if it is missing (an S3 bucket); called at start-up."""
+
     def stage(self) -> BlobWriter: ...
 
     def read(self, key: str, chunk_size: int = ...) -> Iterator[bytes]:

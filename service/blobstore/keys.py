@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 FINAL = "final"
+# Every blob lives under one of these folders (backups copy them all).
+FOLDERS = ("files", "adapters", "snapshots", "uploads")
 
 
 def file_key(file_id: str) -> str:

@@ -60,6 +60,9 @@ class LocalBlobStore:
         self._staging = root / STAGING
         self._staging.mkdir(parents=True, exist_ok=True)
 
+    def prepare(self) -> None:
+        """Nothing to do: the folders exist from the start."""
+
     def path_of(self, key: str) -> Path:
         return self.root / check_key(key)
 

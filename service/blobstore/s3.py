@@ -213,8 +213,8 @@ class S3BlobStore:
                     swept += 1
         return swept
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist (handy for SeaweedFS and MinIO)."""
+    def prepare(self) -> None:
+        """Create the bucket if it does not exist (a new MinIO or SeaweedFS, a backup target)."""
         try:
             self.client.head_bucket(Bucket=self.location.bucket)
         except ClientError:
