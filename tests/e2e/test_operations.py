@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,3 +46,26 @@ def test_json_logs_carry_the_request_and_project_ids(tmp_path: Path) -> None:
     lines = server.stderr_path.read_text().splitlines()
     logged = [line for line in lines if not line.startswith(("Created project", "sk-"))]
     assert logged and all(line.startswith("{") for line in logged), logged[:5]
+
+
+def test_the_api_entry_point_serves_the_api_and_no_training_or_vllm(tmp_path: Path) -> None:
+    server = start_server(tmp_path, {}, "--api-workers", "2", entry_point="api")
+    try:
+        key = server.bootstrap_key()
+        models = httpx.get(server.api_url + "/models", headers={"authorization": f"Bearer {key}"})
+        ready = httpx.get(server.base_url + "/readyz").json()
+        children = subprocess.run(
+            ["ps", "-o", "args=", "--ppid", str(server.process.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    finally:
+        server.stop()
+
+    assert models.status_code == 200 and "tiny-chat" in [m["id"] for m in models.json()["data"]]
+    # No vLLM child and no worker: this node only routes to OPENFT_VLLM_URLS (none here).
+    assert not (tmp_path / "data" / "run" / "vllm-tiny-chat.pid").exists()
+    assert children.count("multiprocessing.spawn") == 2, children  # the two API processes
+    assert "trainer.worker" not in children and "vllm" not in children
+    assert ready["status"] == "ready", ready

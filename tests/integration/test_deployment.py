@@ -155,3 +155,45 @@ def test_strict_validation_catches_a_misspelt_field() -> None:
 
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(deployment)
+
+
+def production_setup() -> str:
+    """The shell block of README's "Production setup" section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Production setup", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def references_to(secret: str, node: Any) -> set[str]:
+    """The keys of ``secret`` a manifest reads (env, ServiceMonitor, KEDA)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if node.get("name") == secret and "key" in node:
+            found.add(node["key"])
+        for value in node.values():
+            found |= references_to(secret, value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= references_to(secret, value)
+    return found
+
+
+def test_the_readmes_secret_holds_every_key_the_manifests_read(tmp_path: Path) -> None:
+    block = production_setup()
+    env_file = block.split("cat > openft.env <<'ENV'\n", 1)[1].split("\nENV\n", 1)[0]
+    (tmp_path / "openft.env").write_text(env_file + "\n")
+    create = "kubectl create secret generic openft-secrets --from-env-file=openft.env"
+    assert create in block and "kubectl kustomize deploy/k8s/overlays/gpu" in block
+
+    result = run(
+        tool("kubectl"), *create.split()[1:], "--dry-run=client", "-o", "yaml", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    secret = yaml.safe_load(result.stdout)
+    assert validate(secret)
+
+    needed = references_to("openft-secrets", rendered("gpu"))
+    assert {"OPENFT_VLLM_API_KEY", "OPENFT_METRICS_TOKEN", "KEDA_POSTGRES_CONNECTION"} <= needed
+    # The pods also read the whole secret as settings (envFrom): the database and S3.
+    needed |= {"OPENFT_DATABASE_URL", "OPENFT_S3_ACCESS_KEY_ID", "OPENFT_S3_SECRET_ACCESS_KEY"}
+    assert needed <= set(secret["data"]), needed - set(secret["data"])

@@ -81,13 +81,18 @@ class ServerProcess:
 
 
 def start_server(
-    workdir: Path, extra_env: dict[str, str], *args: str, timeout_s: float = 120
+    workdir: Path,
+    extra_env: dict[str, str],
+    *args: str,
+    timeout_s: float = 120,
+    entry_point: str = "serve",
 ) -> ServerProcess:
+    """``openft serve`` (or ``openft api``) on a free port, ready when ``/readyz`` answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data"), **extra_env}
     stdout_path, stderr_path = workdir / "serve.out", workdir / "serve.err"
-    command = [*openft_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [*openft_command(), entry_point, "--host", "127.0.0.1", "--port", str(port), *args]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=err)
     server = ServerProcess(
