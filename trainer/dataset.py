@@ -26,7 +26,7 @@ from trainer.chat_masks import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: raising sets __traceback__ (and a contextmanager re-raise does too)
 class DatasetError(Exception):
     """A training-file problem that fails the job with OpenAI's error object."""
 

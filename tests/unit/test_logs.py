@@ -34,3 +34,14 @@ def test_lines_carry_the_ids_of_their_block_and_only_inside_it() -> None:
     assert {"time", "level", "logger", "message"} == set(after)
     add_log_ids(project_id="nowhere")  # outside any block: nothing to add to, nothing breaks
     assert "project_id" not in render("still nothing")
+
+
+def test_the_jobs_own_errors_pass_through_a_log_context_unchanged() -> None:
+    from trainer.dataset import DatasetError  # the worker raises it inside log_context
+
+    raised = DatasetError("invalid_n_examples", "Training file has 3 example(s)")
+    try:
+        with log_context(job_id="ftjob-1"):
+            raise raised
+    except DatasetError as caught:
+        assert caught is raised and caught.code == "invalid_n_examples"
