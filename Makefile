@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export PYTHON VENV ACCEL
 
-.PHONY: run test test-fast lint format openapi install install-ml system-deps clean
+.PHONY: run test test-fast lint format openapi install install-ml system-deps clean bench
 
 $(VENV)/.installed-core: pyproject.toml constraints.txt scripts/install.sh
 	scripts/install.sh core
@@ -37,6 +37,20 @@ test: install-ml system-deps
 
 test-fast: install-ml
 	$(BIN)/pytest tests/unit --durations=30 $(PYTEST_ARGS)
+
+# Every benchmark, each against its baseline in the same run; figures in bench/results/*.json.
+# About 25 minutes on a 2-core CPU machine (PostgreSQL on 127.0.0.1 for lists and queue).
+bench: install-ml system-deps
+	$(BIN)/python bench/lists.py
+	$(BIN)/python bench/api_throughput.py
+	$(BIN)/python bench/queue_claims.py
+	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/adapters.py
+	$(BIN)/python bench/first_request.py --jobs 10
+	$(BIN)/python bench/drift_overhead.py --requests 50000
+	$(BIN)/python bench/validation_throughput.py --mb 100
+	$(BIN)/python bench/upload.py --mb 200
+	$(BIN)/python bench/train_throughput.py
 
 lint: install-ml
 	$(BIN)/ruff check .

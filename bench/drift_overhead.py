@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import openai
+from results import write_result
 from serving import start_openft, stop
 
 from inference.token_drift import TokenDriftCounter
@@ -114,6 +115,14 @@ def in_process(requests: int) -> None:
         f"  token counting done after {per_prompt:.2f} µs per prompt: {1e6 / per_prompt:,.0f} "
         "prompts/s tokenized and binned off the request path"
     )
+    write_result(
+        "drift_overhead",
+        {
+            "requests": requests,
+            "per_request_us": {n: round(statistics.median(v), 2) for n, v in rounds.items()},
+            "prompts_tokenized_per_second": round(1e6 / per_prompt),
+        },
+    )
 
 
 def end_to_end(chats: int, rounds: int) -> None:
@@ -157,6 +166,15 @@ def end_to_end(chats: int, rounds: int) -> None:
     print(f"median chat latency over {chats} requests, median of {rounds} restarts each:")
     print(f"  drift off {off:.2f} ms, drift on {on:.2f} ms: {on - off:+.2f} ms ({on / off:.3f}x)")
     print(f"  rounds: {medians}")
+    write_result(
+        "drift_end_to_end",
+        {
+            "chats": chats,
+            "median_latency_ms": {"drift off": round(off, 2), "drift on": round(on, 2)},
+            "added_ms": round(on - off, 2),
+            "rounds_ms": {k: [round(x, 2) for x in v] for k, v in medians.items()},
+        },
+    )
 
 
 def main() -> None:

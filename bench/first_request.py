@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from openai import OpenAI
+from results import write_result
 from serving import start_openft
 
 ROW = {
@@ -69,6 +70,18 @@ def main() -> None:
         print(
             f"seconds from finished_at (whole seconds) to the first 200: median "
             f"{statistics.median(since_finished):.2f} s (max {max(since_finished):.2f})"
+        )
+        write_result(
+            "first_request",
+            {
+                "jobs": jobs,
+                "first_request_s": round(median_first, 3),
+                "next_request_s": round(median_steady, 3),
+                "finished_at_to_first_200_s": {
+                    "median": round(statistics.median(since_finished), 3),
+                    "max": round(max(since_finished), 3),
+                },
+            },
         )
     except BaseException:
         print(f"failed; logs are in {workdir}")

@@ -20,18 +20,26 @@ def free_port() -> int:
 
 
 def start_openft(
-    workdir: Path, *args: str, wait_for_models: bool = True, timeout_s: float = 600
+    workdir: Path,
+    *args: str,
+    wait_for_models: bool = True,
+    timeout_s: float = 600,
+    env: dict[str, str] | None = None,
+    pin_to: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """Start `openft serve` in ``workdir``; returns the process, its base URL and API key.
 
     Ready means `/readyz` answers, and with ``wait_for_models`` every vLLM behind it is up.
+    ``env`` adds settings; ``pin_to`` keeps the server (and its children) on one CPU.
     """
     port = free_port()
-    env = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data")}
+    environment = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data"), **(env or {})}
     out = (workdir / "serve.out").open("wb")
     command = [str(Path(sys.executable).with_name("openft")), "serve", "--port", str(port)]
+    if pin_to is not None:
+        command = ["taskset", "--cpu-list", str(pin_to), *command]
     server = subprocess.Popen(
-        [*command, *args], cwd=workdir, env=env, stdout=out, stderr=subprocess.DEVNULL
+        [*command, *args], cwd=workdir, env=environment, stdout=out, stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig
+from results import write_result
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
@@ -191,6 +192,17 @@ def main() -> None:
     drift = tail_mean(ours["losses"]) / tail_mean(baseline["losses"]) - 1
     print(f"throughput ratio (OpenFT / TRL): {ratio:.2f}x (bar >= 1.5x)")
     print(f"final loss difference: {drift:+.1%} (bar: within 5%)")
+    write_result(
+        "train_throughput",
+        {
+            "tokens_per_second": {
+                "trl": round(baseline["tokens"] / baseline["seconds"], 1),
+                "openft": round(ours["tokens"] / ours["seconds"], 1),
+            },
+            "ratio": round(ratio, 3),
+            "final_loss_difference": round(drift, 4),
+        },
+    )
 
 
 if __name__ == "__main__":

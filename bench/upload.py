@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openai import OpenAI
+from results import write_result
 from serving import start_openft
 
 from service.blobstore import LocalBlobStore
@@ -118,6 +119,19 @@ def main() -> None:
     print("where files.create's server time goes (same bytes, in process, no HTTP):")
     for name, seconds in breakdown.items():
         print(f"  {name:26s} {seconds:6.2f} s {megabytes / seconds:8.1f} MB/s")
+    write_result(
+        "upload",
+        {
+            "megabytes": round(megabytes),
+            "copy_mb_per_s": round(megabytes / copy_s, 1),
+            "paths": {
+                name: {"mb_per_s": round(megabytes / s, 1), "vs_copy": round(copy_s / s, 3),
+                       "peak_rss_growth_mib": round(growth)}
+                for name, (s, growth) in results.items()
+            },
+            "server_stages_mb_per_s": {n: round(megabytes / s, 1) for n, s in breakdown.items()},
+        },
+    )  # fmt: skip
 
 
 def server_breakdown(source: Path, workdir: Path) -> dict[str, float]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+from results import write_result
 
 from service.datasets.validator import DatasetValidator
 
@@ -160,6 +161,15 @@ def main() -> None:
     ratio = best["orjson.loads per line"] / best["DatasetValidator"]
     print(f"validator throughput / baseline throughput: {ratio:.2f}x (bar >= 0.5x)")
     print(f"peak RSS growth while both ran: {rss_growth / 1024:.1f} MiB")
+    write_result(
+        "validation_throughput",
+        {
+            "megabytes": round(size / 1e6),
+            "mb_per_s": {name: round(size / 1e6 / s, 1) for name, s in best.items()},
+            "ratio": round(ratio, 3),
+            "peak_rss_growth_mib": round(rss_growth / 1024, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import ScalarSelect, Select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from service.errors import no_such_object
@@ -13,14 +13,17 @@ from service.errors import no_such_object
 Order = Literal["asc", "desc"]
 T = TypeVar("T")
 S = TypeVar("S", bound=Select)  # type: ignore[type-arg]
+Cursor = ScalarSelect[int] | None
 
 
-def after_cursor(
-    query: S, seq: InstrumentedAttribute[int], after_seq: int | None, order: Order
-) -> S:
-    """Rows strictly after the cursor, in ``order``; fetch ``limit + 1`` to learn ``has_more``."""
-    if after_seq is not None:
-        query = query.where(seq < after_seq if order == "desc" else seq > after_seq)
+def after_cursor(query: S, seq: InstrumentedAttribute[int], after: Cursor, order: Order) -> S:
+    """Rows strictly after the cursor, in ``order``; fetch ``limit + 1`` to learn ``has_more``.
+
+    ``after`` is the cursor object's ``seq`` as a scalar subquery, so a page is one statement
+    however deep it is (``check_cursor`` tells a foreign cursor from the end of the list).
+    """
+    if after is not None:
+        query = query.where(seq < after if order == "desc" else seq > after)
     return query.order_by(seq.desc() if order == "desc" else seq.asc())
 
 
@@ -29,13 +32,12 @@ def split_page(rows: Sequence[T], limit: int) -> tuple[list[T], bool]:
     return list(rows[:limit]), len(rows) > limit
 
 
-def cursor_position(
-    after: str | None, seq_of: Callable[[str], int | None], kind: str
-) -> int | None:
-    """The ``seq`` of the ``after`` object; 404 (``param: after``) when it is not the caller's."""
-    if after is None:
-        return None
-    seq = seq_of(after)
-    if seq is None:
+def check_cursor(
+    after: str | None, rows: Sequence[object], exists: Callable[[str], bool], kind: str
+) -> None:
+    """404 (``param: after``) when ``after`` is not one of the caller's objects.
+
+    Only an empty page needs the check: a cursor that matched nothing leaves no rows.
+    """
+    if after is not None and not rows and not exists(after):
         raise no_such_object(kind, after, param="after")
-    return seq

@@ -54,7 +54,11 @@ class Database:
     def __init__(self, url: str) -> None:
         self.engine = create_db_engine(url)
         writer = self.engine.execution_options(**{_IMMEDIATE: True})
-        self._readers = sessionmaker(self.engine, expire_on_commit=False)
+        reader = self.engine
+        if self.engine.dialect.name == "postgresql":
+            # Reads need no transaction of their own: no BEGIN and ROLLBACK round trips.
+            reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._readers = sessionmaker(reader, expire_on_commit=False)
         self._writers = sessionmaker(writer, expire_on_commit=False)
 
     @property

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, Select, delete, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import File
-from service.pagination import Order, after_cursor
+from service.pagination import Cursor, Order, after_cursor
 
 
 def _live(now: int) -> ColumnElement[bool]:
@@ -21,9 +21,11 @@ def get(session: Session, project_id: str, file_id: str, now: int) -> File | Non
 
 def seq_of(session: Session, project_id: str, file_id: str) -> int | None:
     """The cursor position of a file, expired or not, so pages survive expiry."""
-    return session.scalars(
-        select(File.seq).where(File.project_id == project_id, File.id == file_id)
-    ).one_or_none()
+    return session.scalars(position(project_id, file_id)).one_or_none()
+
+
+def position(project_id: str, file_id: str) -> Select[int]:
+    return select(File.seq).where(File.project_id == project_id, File.id == file_id)
 
 
 def page(
@@ -32,7 +34,7 @@ def page(
     *,
     now: int,
     purpose: str | None,
-    after_seq: int | None,
+    after_seq: Cursor,
     order: Order,
     limit: int,
 ) -> list[File]:

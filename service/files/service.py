@@ -21,7 +21,7 @@ from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileOb
 from service.files.upload import ReceivedUpload, UploadLimits
 from service.ids import new_file_id
 from service.jobs import queue
-from service.pagination import Order, cursor_position, split_page
+from service.pagination import Order, check_cursor, split_page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,18 +111,22 @@ class FilesService:
         after: str | None,
     ) -> FileList:
         now = int(time.time())
+        cursor = repository.position(principal.project_id, after) if after else None
         with self.db.read() as session:
-            after_seq = cursor_position(
-                after, lambda i: repository.seq_of(session, principal.project_id, i), "File"
-            )
             rows = repository.page(
                 session,
                 principal.project_id,
                 now=now,
                 purpose=purpose,
-                after_seq=after_seq,
+                after_seq=cursor.scalar_subquery() if cursor is not None else None,
                 order=order,
                 limit=limit,
+            )
+            check_cursor(
+                after,
+                rows,
+                lambda i: repository.seq_of(session, principal.project_id, i) is not None,
+                "File",
             )
         items, has_more = split_page(rows, limit)
         data = [FileObject.from_row(row) for row in items]

@@ -6,13 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.orm import Session
 
 from service.blobstore.keys import FINAL, checkpoint_variant
 from service.db.models import FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
 from service.ids import new_checkpoint_id, new_event_id
-from service.pagination import after_cursor
+from service.pagination import Cursor, after_cursor
 
 
 def get(session: Session, project_id: str, job_id: str) -> FineTuningJob | None:
@@ -24,11 +24,14 @@ def get(session: Session, project_id: str, job_id: str) -> FineTuningJob | None:
 
 
 def seq_of(session: Session, project_id: str, job_id: str) -> int | None:
-    return session.scalars(
-        select(FineTuningJob.seq).where(
-            FineTuningJob.project_id == project_id, FineTuningJob.id == job_id
-        )
-    ).one_or_none()
+    return session.scalars(position(project_id, job_id)).one_or_none()
+
+
+def position(project_id: str, job_id: str) -> Select[int]:
+    """The list position of the project's job ``job_id`` (for ``after`` cursors)."""
+    return select(FineTuningJob.seq).where(
+        FineTuningJob.project_id == project_id, FineTuningJob.id == job_id
+    )
 
 
 def page(
@@ -36,7 +39,7 @@ def page(
     project_id: str,
     *,
     metadata: dict[str, str],
-    after_seq: int | None,
+    after_seq: Cursor,
     limit: int,
 ) -> list[FineTuningJob]:
     """Newest first; every ``metadata`` pair must match."""
@@ -53,14 +56,16 @@ JobRecord = TypeVar("JobRecord", FineTuningJobEvent, FineTuningJobCheckpoint)
 def record_seq_of(
     session: Session, kind: type[JobRecord], job_id: str, record_id: str
 ) -> int | None:
+    return session.scalars(record_position(kind, job_id, record_id)).one_or_none()
+
+
+def record_position(kind: type[JobRecord], job_id: str, record_id: str) -> Select[int]:
     """The list position of one of a job's events or checkpoints (for ``after`` cursors)."""
-    return session.scalars(
-        select(kind.seq).where(kind.job_id == job_id, kind.id == record_id)
-    ).one_or_none()
+    return select(kind.seq).where(kind.job_id == job_id, kind.id == record_id)
 
 
 def records_page(
-    session: Session, kind: type[JobRecord], job_id: str, *, after_seq: int | None, limit: int
+    session: Session, kind: type[JobRecord], job_id: str, *, after_seq: Cursor, limit: int
 ) -> list[JobRecord]:
     """A job's events or checkpoints, newest first as OpenAI lists them; one extra for has_more."""
     query = select(kind).where(kind.job_id == job_id)

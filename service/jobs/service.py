@@ -30,7 +30,7 @@ from service.jobs.schemas import (
     FineTuningJobList,
 )
 from service.models.registry import ModelRegistry
-from service.pagination import cursor_position, split_page
+from service.pagination import check_cursor, split_page
 
 SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_METADATA_PAIRS = 16
@@ -99,14 +99,20 @@ class JobsService:
     def list(
         self, principal: Principal, *, after: str | None, limit: int, metadata: dict[str, str]
     ) -> FineTuningJobList:
+        cursor = repository.position(principal.project_id, after) if after else None
         with self.db.read() as session:
-            after_seq = cursor_position(
-                after,
-                lambda i: repository.seq_of(session, principal.project_id, i),
-                "FineTuningJob",
-            )
             rows = repository.page(
-                session, principal.project_id, metadata=metadata, after_seq=after_seq, limit=limit
+                session,
+                principal.project_id,
+                metadata=metadata,
+                after_seq=cursor.scalar_subquery() if cursor is not None else None,
+                limit=limit,
+            )
+            check_cursor(
+                after,
+                rows,
+                lambda i: repository.seq_of(session, principal.project_id, i) is not None,
+                "FineTuningJob",
             )
         items, has_more = split_page(rows, limit)
         return FineTuningJobList(data=[FineTuningJob.from_row(r) for r in items], has_more=has_more)
@@ -165,13 +171,19 @@ class JobsService:
     ) -> FineTuningJobCheckpointList:
         with self.db.read() as session:
             self._get(session, principal, job_id)
-            after_seq = cursor_position(
-                after,
-                lambda i: repository.record_seq_of(session, CheckpointRow, job_id, i),
-                "FineTuningJobCheckpoint",
-            )
+            cursor = repository.record_position(CheckpointRow, job_id, after) if after else None
             rows = repository.records_page(
-                session, CheckpointRow, job_id, after_seq=after_seq, limit=limit
+                session,
+                CheckpointRow,
+                job_id,
+                after_seq=cursor.scalar_subquery() if cursor is not None else None,
+                limit=limit,
+            )
+            check_cursor(
+                after,
+                rows,
+                lambda i: repository.record_seq_of(session, CheckpointRow, job_id, i) is not None,
+                "FineTuningJobCheckpoint",
             )
         items, has_more = split_page(rows, limit)
         data = [FineTuningJobCheckpoint.from_row(r) for r in items]
@@ -187,13 +199,19 @@ class JobsService:
     ) -> FineTuningJobEventList:
         with self.db.read() as session:
             self._get(session, principal, job_id)
-            after_seq = cursor_position(
-                after,
-                lambda i: repository.record_seq_of(session, EventRow, job_id, i),
-                "FineTuningJobEvent",
-            )
+            cursor = repository.record_position(EventRow, job_id, after) if after else None
             rows = repository.records_page(
-                session, EventRow, job_id, after_seq=after_seq, limit=limit
+                session,
+                EventRow,
+                job_id,
+                after_seq=cursor.scalar_subquery() if cursor is not None else None,
+                limit=limit,
+            )
+            check_cursor(
+                after,
+                rows,
+                lambda i: repository.record_seq_of(session, EventRow, job_id, i) is not None,
+                "FineTuningJobEvent",
             )
         items, has_more = split_page(rows, limit)
         return FineTuningJobEventList(
