@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the wired application state, the caller's project, per-feature services."""
+"""FastAPI dependencies: the wired application state, the caller's project, per-feature services.
+
+Dependencies that only pick something out of the state are ``async``: FastAPI runs those on the
+event loop, where a sync one would cost a hop to the thread pool on every request.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ class AppState:
     metrics: Metrics
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.openft
     return state
 
@@ -60,28 +64,28 @@ def authenticate(
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def files_service(state: State) -> FilesService:
+async def files_service(state: State) -> FilesService:
     return state.files
 
 
 Files = Annotated[FilesService, Depends(files_service)]
 
 
-def jobs_service(state: State) -> JobsService:
+async def jobs_service(state: State) -> JobsService:
     return state.jobs
 
 
 Jobs = Annotated[JobsService, Depends(jobs_service)]
 
 
-def models_service(state: State) -> ModelsService:
+async def models_service(state: State) -> ModelsService:
     return state.models
 
 
 Models = Annotated[ModelsService, Depends(models_service)]
 
 
-def uploads_service(state: State) -> UploadsService:
+async def uploads_service(state: State) -> UploadsService:
     return state.uploads
 
 

@@ -52,7 +52,7 @@ async def create_file(request: Request, principal: CurrentPrincipal, files: File
 
 
 @router.get("/files", response_model=FileList)
-def list_files(
+async def list_files(
     principal: CurrentPrincipal,
     files: Files,
     purpose: str | None = None,
@@ -60,17 +60,19 @@ def list_files(
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> FileList:
-    return files.list(principal, purpose=purpose, limit=limit, order=order, after=after)
+    return await run_in_threadpool(
+        files.list, principal, purpose=purpose, limit=limit, order=order, after=after
+    )
 
 
 @router.get("/files/{file_id}", response_model=FileObject)
-def retrieve_file(file_id: str, principal: CurrentPrincipal, files: Files) -> FileObject:
-    return files.retrieve(principal, file_id)
+async def retrieve_file(file_id: str, principal: CurrentPrincipal, files: Files) -> FileObject:
+    return await run_in_threadpool(files.retrieve, principal, file_id)
 
 
 @router.delete("/files/{file_id}", response_model=FileDeleted)
-def delete_file(file_id: str, principal: CurrentPrincipal, files: Files) -> FileDeleted:
-    return files.delete(principal, file_id)
+async def delete_file(file_id: str, principal: CurrentPrincipal, files: Files) -> FileDeleted:
+    return await run_in_threadpool(files.delete, principal, file_id)
 
 
 @router.get(

@@ -6,6 +6,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, Jobs
 from service.jobs.schemas import (
@@ -21,12 +22,14 @@ METADATA_KEY = re.compile(r"metadata\[(.+)\]")
 
 
 @router.post("", response_model=FineTuningJob)
-def create_job(body: CreateJobRequest, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
-    return jobs.create(principal, body)
+async def create_job(
+    body: CreateJobRequest, principal: CurrentPrincipal, jobs: Jobs
+) -> FineTuningJob:
+    return await run_in_threadpool(jobs.create, principal, body)
 
 
 @router.get("", response_model=FineTuningJobList)
-def list_jobs(
+async def list_jobs(
     request: Request,
     principal: CurrentPrincipal,
     jobs: Jobs,
@@ -39,46 +42,60 @@ def list_jobs(
         for name, value in request.query_params.multi_items()
         if (found := METADATA_KEY.fullmatch(name))
     }
-    return jobs.list(principal, after=after, limit=limit, metadata=metadata)
+    return await run_in_threadpool(
+        jobs.list, principal, after=after, limit=limit, metadata=metadata
+    )
 
 
 @router.get("/{fine_tuning_job_id}", response_model=FineTuningJob)
-def retrieve_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
-    return jobs.retrieve(principal, fine_tuning_job_id)
+async def retrieve_job(
+    fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs
+) -> FineTuningJob:
+    return await run_in_threadpool(jobs.retrieve, principal, fine_tuning_job_id)
 
 
 @router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
-def cancel_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
-    return jobs.cancel(principal, fine_tuning_job_id)
+async def cancel_job(
+    fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs
+) -> FineTuningJob:
+    return await run_in_threadpool(jobs.cancel, principal, fine_tuning_job_id)
 
 
 @router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJob)
-def pause_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
-    return jobs.pause(principal, fine_tuning_job_id)
+async def pause_job(
+    fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs
+) -> FineTuningJob:
+    return await run_in_threadpool(jobs.pause, principal, fine_tuning_job_id)
 
 
 @router.post("/{fine_tuning_job_id}/resume", response_model=FineTuningJob)
-def resume_job(fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> FineTuningJob:
-    return jobs.resume(principal, fine_tuning_job_id)
+async def resume_job(
+    fine_tuning_job_id: str, principal: CurrentPrincipal, jobs: Jobs
+) -> FineTuningJob:
+    return await run_in_threadpool(jobs.resume, principal, fine_tuning_job_id)
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=FineTuningJobCheckpointList)
-def list_checkpoints(
+async def list_checkpoints(
     fine_tuning_job_id: str,
     principal: CurrentPrincipal,
     jobs: Jobs,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> FineTuningJobCheckpointList:
-    return jobs.checkpoints(principal, fine_tuning_job_id, after=after, limit=limit)
+    return await run_in_threadpool(
+        jobs.checkpoints, principal, fine_tuning_job_id, after=after, limit=limit
+    )
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=FineTuningJobEventList)
-def list_events(
+async def list_events(
     fine_tuning_job_id: str,
     principal: CurrentPrincipal,
     jobs: Jobs,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> FineTuningJobEventList:
-    return jobs.events(principal, fine_tuning_job_id, after=after, limit=limit)
+    return await run_in_threadpool(
+        jobs.events, principal, fine_tuning_job_id, after=after, limit=limit
+    )

@@ -13,13 +13,13 @@ router = APIRouter(tags=["Models"])
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(principal: CurrentPrincipal, models: Models) -> ModelList:
-    return models.available(principal)
+async def list_models(principal: CurrentPrincipal, models: Models) -> ModelList:
+    return await run_in_threadpool(models.available, principal)
 
 
 @router.get("/models/{model}", response_model=Model)
-def retrieve_model(model: str, principal: CurrentPrincipal, models: Models) -> Model:
-    return models.retrieve(principal, model)
+async def retrieve_model(model: str, principal: CurrentPrincipal, models: Models) -> Model:
+    return await run_in_threadpool(models.retrieve, principal, model)
 
 
 @router.delete("/models/{model}", response_model=ModelDeleted)

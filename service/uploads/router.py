@@ -33,10 +33,10 @@ _UPLOAD = {"response_model": Upload, "response_model_exclude_none": True}
 
 
 @router.post("", **_UPLOAD)  # type: ignore[arg-type]
-def create_upload(
+async def create_upload(
     body: CreateUploadRequest, principal: CurrentPrincipal, uploads: Uploads
 ) -> Upload:
-    return uploads.create(principal, body)
+    return await run_in_threadpool(uploads.create, principal, body)
 
 
 @router.post("/{upload_id}/parts", response_model=UploadPart, openapi_extra=ADD_PART_BODY)
@@ -54,12 +54,12 @@ async def add_upload_part(
 
 
 @router.post("/{upload_id}/complete", **_UPLOAD)  # type: ignore[arg-type]
-def complete_upload(
+async def complete_upload(
     upload_id: str, body: CompleteUploadRequest, principal: CurrentPrincipal, uploads: Uploads
 ) -> Upload:
-    return uploads.complete(principal, upload_id, body)
+    return await run_in_threadpool(uploads.complete, principal, upload_id, body)
 
 
 @router.post("/{upload_id}/cancel", **_UPLOAD)  # type: ignore[arg-type]
-def cancel_upload(upload_id: str, principal: CurrentPrincipal, uploads: Uploads) -> Upload:
-    return uploads.cancel(principal, upload_id)
+async def cancel_upload(upload_id: str, principal: CurrentPrincipal, uploads: Uploads) -> Upload:
+    return await run_in_threadpool(uploads.cancel, principal, upload_id)
