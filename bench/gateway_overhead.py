@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -22,6 +23,12 @@ from results import print_table, write_result
 from serving import start_openft, stop
 
 PROMPT = [{"role": "user", "content": "Tell me about the lighthouse and its keeper."}]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vllm_url(workdir: Path) -> str:
@@ -93,11 +100,15 @@ def main() -> None:
         seen: dict[str, dict[str, list[float]]] = {
             label: {"rate": [], "first": [], "total": []} for label in paths
         }
+        api_cpu = 0.0
         for _ in range(args.rounds):
             for label, (url, headers) in paths.items():
+                before = cpu_seconds(server.pid)
                 rate, firsts, totals = asyncio.run(
                     round_of(url, headers, args.requests, args.concurrency, args.tokens)
                 )
+                if label == "through the gateway":
+                    api_cpu += cpu_seconds(server.pid) - before
                 seen[label]["rate"].append(rate)
                 seen[label]["first"] += firsts
                 seen[label]["total"] += totals
@@ -124,6 +135,9 @@ def main() -> None:
     added_latency = gateway["median_latency_ms"] - direct["median_latency_ms"]
     print(f"throughput {ratio:.3f}x (bar >= 0.95x); added TTFT {added_ttft:+.1f} ms, "
           f"latency {added_latency:+.1f} ms (bar < 5 ms)")  # fmt: skip
+    per_request_ms = api_cpu / (args.rounds * args.requests) * 1e3
+    print(f"the API process used {per_request_ms:.1f} ms of CPU per request, on the same "
+          f"{os.cpu_count()} cores as vLLM")  # fmt: skip
     write_result(
         "gateway_overhead",
         {
@@ -131,6 +145,7 @@ def main() -> None:
             "paths": {k: {n: round(v, 2) for n, v in f.items()} for k, f in figures.items()},
             "throughput_ratio": round(ratio, 3),
             "added_ttft_ms": round(added_ttft, 2), "added_latency_ms": round(added_latency, 2),
+            "api_cpu_ms_per_request": round(per_request_ms, 2),
         },
     )  # fmt: skip
 

@@ -59,7 +59,7 @@ def bare_updates(db: Database, job_id: str, samples: int) -> list[float]:
         started = time.perf_counter()
         with db.write() as session:
             session.execute(
-                update(FineTuningJob).where(FineTuningJob.id == job_id).values(attempt=1)
+                update(FineTuningJob).where(FineTuningJob.id == job_id).values(lost_leases=0)
             )
         found.append(time.perf_counter() - started)
     return found

@@ -38,8 +38,9 @@ def start_openft(
     command = [str(Path(sys.executable).with_name("openft")), "serve", "--port", str(port)]
     if pin_to is not None:
         command = ["taskset", "--cpu-list", str(pin_to), *command]
+    errors = (workdir / "serve.err").open("wb")
     server = subprocess.Popen(
-        [*command, *args], cwd=workdir, env=environment, stdout=out, stderr=subprocess.DEVNULL
+        [*command, *args], cwd=workdir, env=environment, stdout=out, stderr=errors
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

@@ -6,10 +6,11 @@ adapter on first use, passes streams through chunk by chunk, and records usage a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,7 @@ class Gateway:
         self.metrics = metrics
         self.token_drift = token_drift
         self._profiles: dict[str, PromptProfile | None] = {}
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def forward(self, principal: Principal, path: str, body: dict[str, Any]) -> Response:
         model = body.get("model")
@@ -95,6 +97,18 @@ class Gateway:
                 model=model, base_model=base, project=principal.project_slug, status=exc.status_code
             )
             raise
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run bookkeeping after the answer; kept referenced until done (asyncio holds tasks
+        weakly)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for the bookkeeping still running (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def unload(self, model: DeletedModel) -> None:
         """A deleted model: drop it from vLLM (best effort) and remove its published folder."""
@@ -263,7 +277,10 @@ class Gateway:
                 await response.aclose()
                 total = time.perf_counter() - started
                 first = relay.first_chunk_at - started if relay.first_chunk_at else total
-                await self._record(target, principal, body, model, relay.usage, first, total)
+                # Not awaited: the end of the stream must not wait for the usage row.
+                self._in_background(
+                    self._record(target, principal, body, model, relay.usage, first, total)
+                )
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 

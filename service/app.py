@@ -103,6 +103,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+            await gateway.drain()
             await upstreams.stop()
             if gateway.token_drift is not None:
                 await run_in_threadpool(gateway.token_drift.stop)
