@@ -22,6 +22,8 @@ from service.blobstore import BlobStore
 from service.blobstore.keys import FINAL, adapter_prefix
 from service.errors import ServiceUnavailableError
 
+CONNECT_ATTEMPTS = 3
+CONNECT_RETRY_S = 0.5
 ADAPTER_VERSION = "v1"  # bump when the published layout changes; folders are never rewritten
 
 
@@ -89,7 +91,14 @@ class AdapterLoader:
         upstream.loaded.discard(name)
 
     async def _listed(self, upstream: Upstream) -> set[str]:
-        response = await self.client.get(f"{upstream.base_url}/v1/models")
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                response = await self.client.get(f"{upstream.base_url}/v1/models")
+                break
+            except httpx.ConnectError:  # refused: vLLM is (re)binding; nothing was sent
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(CONNECT_RETRY_S)
         response.raise_for_status()
         return {card["id"] for card in response.json().get("data", [])}
 

@@ -10,6 +10,7 @@ never makes requests wait or memory grow.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from tokenizers import Tokenizer
 from service.drift import TokenSketch
 from service.metrics import Metrics
 from service.settings import BaseModelConfig
+
+# Before the first encode: the library's thread pool would spin on the cores vLLM needs.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 log = logging.getLogger(__name__)
 QUEUE_CAPACITY = 1024
@@ -80,13 +84,11 @@ class TokenDriftCounter:
             try:
                 tokenizer = self._tokenizer(prompt.base)
                 if tokenizer is not None:
-                    # One text at a time: encode_batch would wake the library's thread pool,
-                    # whose spinning threads take CPU from vLLM on a small machine.
-                    tokens = [
-                        token
-                        for text in prompt.texts
-                        for token in tokenizer.encode(text, add_special_tokens=False).ids
-                    ]
+                    # encode_batch lets go of the GIL while it tokenizes (encode does not, and
+                    # would stall the event loop); TOKENIZERS_PARALLELISM=false keeps it on this
+                    # thread instead of a pool whose spinning threads take CPU from vLLM.
+                    encodings = tokenizer.encode_batch(prompt.texts, add_special_tokens=False)
+                    tokens = [token for encoding in encodings for token in encoding.ids]
                     self.metrics.tokens_seen(prompt.model, prompt.sketch, tokens)
             except Exception:  # a bad prompt must not stop the counting of the next ones
                 log.exception("could not count the tokens of a prompt to %s", prompt.model)

@@ -103,7 +103,9 @@ class Upstreams:
         if process is None:
             upstream.ready = await self._healthy(upstream)
             return
-        await run_in_threadpool(process.start)
+        # On this (the event loop's) thread, not a pool thread: the child's parent-death signal
+        # fires when the thread that started it ends, and idle pool threads end after seconds.
+        process.start()
         upstream.base_url = process.base_url
         timeout = self.settings.vllm_start_timeout_seconds
         if await run_in_threadpool(process.wait_ready, timeout):

@@ -23,7 +23,11 @@ MAX_BACKOFF_S = 30.0
 
 
 def die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent goes away (Linux)."""
+    """Runs in the child before exec: SIGTERM it when the parent goes away (Linux).
+
+    "Parent" is the thread that started the child: start children only from threads that live
+    as long as the process (the main thread, the event loop's, a supervisor's own thread).
+    """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
