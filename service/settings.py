@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         description="Base model name -> URL of an external vLLM server; others run as children.",
     )
     vllm_api_key: str | None = Field(default=None, description="vLLM's --api-key (both ways).")
-    vllm_max_loras: int = Field(default=4, ge=1)
+    vllm_max_loras: int = Field(default=8, ge=1)
     vllm_max_cpu_loras: int = Field(default=16, ge=1)
     vllm_max_lora_rank: int = Field(default=64, ge=1)
     vllm_kvcache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
