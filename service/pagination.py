@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 from sqlalchemy import ScalarSelect, Select
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.errors import no_such_object
 
@@ -20,7 +20,7 @@ def after_cursor(query: S, seq: InstrumentedAttribute[int], after: Cursor, order
     """Rows strictly after the cursor, in ``order``; fetch ``limit + 1`` to learn ``has_more``.
 
     ``after`` is the cursor object's ``seq`` as a scalar subquery, so a page is one statement
-    however deep it is (``check_cursor`` tells a foreign cursor from the end of the list).
+    however deep it is (``cursor_page`` tells a foreign cursor from the end of the list).
     """
     if after is not None:
         query = query.where(seq < after if order == "desc" else seq > after)
@@ -32,12 +32,22 @@ def split_page(rows: Sequence[T], limit: int) -> tuple[list[T], bool]:
     return list(rows[:limit]), len(rows) > limit
 
 
-def check_cursor(
-    after: str | None, rows: Sequence[object], exists: Callable[[str], bool], kind: str
-) -> None:
-    """404 (``param: after``) when ``after`` is not one of the caller's objects.
+def cursor_page(
+    session: Session,
+    after: str | None,
+    position: Callable[[str], Select[int]],
+    fetch: Callable[[Cursor], list[T]],
+    kind: str,
+) -> list[T]:
+    """``fetch`` the page after the ``after`` object in one statement (its position is a
+    subquery); 404 (``param: after``) when ``after`` is not one of the caller's objects.
 
-    Only an empty page needs the check: a cursor that matched nothing leaves no rows.
+    Only an empty page needs that check: a cursor that matched nothing leaves no rows.
     """
-    if after is not None and not rows and not exists(after):
+    if after is None:
+        return fetch(None)
+    found = position(after)
+    rows = fetch(found.scalar_subquery())
+    if not rows and session.scalar(found) is None:
         raise no_such_object(kind, after, param="after")
+    return rows

@@ -19,11 +19,6 @@ def get(session: Session, project_id: str, file_id: str, now: int) -> File | Non
     ).one_or_none()
 
 
-def seq_of(session: Session, project_id: str, file_id: str) -> int | None:
-    """The cursor position of a file, expired or not, so pages survive expiry."""
-    return session.scalars(position(project_id, file_id)).one_or_none()
-
-
 def position(project_id: str, file_id: str) -> Select[int]:
     return select(File.seq).where(File.project_id == project_id, File.id == file_id)
 

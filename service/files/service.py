@@ -21,7 +21,7 @@ from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileOb
 from service.files.upload import ReceivedUpload, UploadLimits
 from service.ids import new_file_id
 from service.jobs import queue
-from service.pagination import Order, check_cursor, split_page
+from service.pagination import Order, cursor_page, split_page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,21 +111,20 @@ class FilesService:
         after: str | None,
     ) -> FileList:
         now = int(time.time())
-        cursor = repository.position(principal.project_id, after) if after else None
         with self.db.read() as session:
-            rows = repository.page(
+            rows = cursor_page(
                 session,
-                principal.project_id,
-                now=now,
-                purpose=purpose,
-                after_seq=cursor.scalar_subquery() if cursor is not None else None,
-                order=order,
-                limit=limit,
-            )
-            check_cursor(
                 after,
-                rows,
-                lambda i: repository.seq_of(session, principal.project_id, i) is not None,
+                lambda i: repository.position(principal.project_id, i),
+                lambda cursor: repository.page(
+                    session,
+                    principal.project_id,
+                    now=now,
+                    purpose=purpose,
+                    after_seq=cursor,
+                    order=order,
+                    limit=limit,
+                ),
                 "File",
             )
         items, has_more = split_page(rows, limit)

@@ -23,10 +23,6 @@ def get(session: Session, project_id: str, job_id: str) -> FineTuningJob | None:
     ).one_or_none()
 
 
-def seq_of(session: Session, project_id: str, job_id: str) -> int | None:
-    return session.scalars(position(project_id, job_id)).one_or_none()
-
-
 def position(project_id: str, job_id: str) -> Select[int]:
     """The list position of the project's job ``job_id`` (for ``after`` cursors)."""
     return select(FineTuningJob.seq).where(
@@ -51,12 +47,6 @@ def page(
 
 
 JobRecord = TypeVar("JobRecord", FineTuningJobEvent, FineTuningJobCheckpoint)
-
-
-def record_seq_of(
-    session: Session, kind: type[JobRecord], job_id: str, record_id: str
-) -> int | None:
-    return session.scalars(record_position(kind, job_id, record_id)).one_or_none()
 
 
 def record_position(kind: type[JobRecord], job_id: str, record_id: str) -> Select[int]:

@@ -30,7 +30,7 @@ from service.jobs.schemas import (
     FineTuningJobList,
 )
 from service.models.registry import ModelRegistry
-from service.pagination import check_cursor, split_page
+from service.pagination import cursor_page, split_page
 
 SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_METADATA_PAIRS = 16
@@ -99,19 +99,14 @@ class JobsService:
     def list(
         self, principal: Principal, *, after: str | None, limit: int, metadata: dict[str, str]
     ) -> FineTuningJobList:
-        cursor = repository.position(principal.project_id, after) if after else None
         with self.db.read() as session:
-            rows = repository.page(
+            rows = cursor_page(
                 session,
-                principal.project_id,
-                metadata=metadata,
-                after_seq=cursor.scalar_subquery() if cursor is not None else None,
-                limit=limit,
-            )
-            check_cursor(
                 after,
-                rows,
-                lambda i: repository.seq_of(session, principal.project_id, i) is not None,
+                lambda i: repository.position(principal.project_id, i),
+                lambda cursor: repository.page(
+                    session, principal.project_id, metadata=metadata, after_seq=cursor, limit=limit
+                ),
                 "FineTuningJob",
             )
         items, has_more = split_page(rows, limit)
@@ -171,19 +166,8 @@ class JobsService:
     ) -> FineTuningJobCheckpointList:
         with self.db.read() as session:
             self._get(session, principal, job_id)
-            cursor = repository.record_position(CheckpointRow, job_id, after) if after else None
-            rows = repository.records_page(
-                session,
-                CheckpointRow,
-                job_id,
-                after_seq=cursor.scalar_subquery() if cursor is not None else None,
-                limit=limit,
-            )
-            check_cursor(
-                after,
-                rows,
-                lambda i: repository.record_seq_of(session, CheckpointRow, job_id, i) is not None,
-                "FineTuningJobCheckpoint",
+            rows = _records_page(
+                session, CheckpointRow, job_id, after, limit, "FineTuningJobCheckpoint"
             )
         items, has_more = split_page(rows, limit)
         data = [FineTuningJobCheckpoint.from_row(r) for r in items]
@@ -199,20 +183,7 @@ class JobsService:
     ) -> FineTuningJobEventList:
         with self.db.read() as session:
             self._get(session, principal, job_id)
-            cursor = repository.record_position(EventRow, job_id, after) if after else None
-            rows = repository.records_page(
-                session,
-                EventRow,
-                job_id,
-                after_seq=cursor.scalar_subquery() if cursor is not None else None,
-                limit=limit,
-            )
-            check_cursor(
-                after,
-                rows,
-                lambda i: repository.record_seq_of(session, EventRow, job_id, i) is not None,
-                "FineTuningJobEvent",
-            )
+            rows = _records_page(session, EventRow, job_id, after, limit, "FineTuningJobEvent")
         items, has_more = split_page(rows, limit)
         return FineTuningJobEventList(
             data=[FineTuningJobEvent.from_row(r) for r in items], has_more=has_more
@@ -314,3 +285,23 @@ def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
                 param=f"{param}.wandb.project",
                 code="missing_required_parameter",
             )
+
+
+def _records_page(
+    session: Session,
+    kind: type[repository.JobRecord],
+    job_id: str,
+    after: str | None,
+    limit: int,
+    name: str,
+) -> list[repository.JobRecord]:
+    """A page of the job's checkpoints or events after the ``after`` record."""
+    return cursor_page(
+        session,
+        after,
+        lambda i: repository.record_position(kind, job_id, i),
+        lambda cursor: repository.records_page(
+            session, kind, job_id, after_seq=cursor, limit=limit
+        ),
+        name,
+    )
