@@ -18,7 +18,7 @@ import httpx
 from starlette.concurrency import run_in_threadpool
 
 from inference.upstreams import Upstream
-from service.blobstore import BlobStore
+from service.blobstore import BlobStore, download_folder
 from service.blobstore.keys import FINAL, adapter_prefix
 from service.errors import ServiceUnavailableError
 
@@ -70,10 +70,7 @@ class AdapterLoader:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=target.parent))
-        for key in self.blobs.keys(adapter_prefix(adapter.job_id, adapter.variant)):
-            with (staging / key.rsplit("/", 1)[-1]).open("wb") as handle:
-                for chunk in self.blobs.read(key):
-                    handle.write(chunk)
+        download_folder(self.blobs, adapter_prefix(adapter.job_id, adapter.variant), staging)
         os.chmod(staging, 0o755)
         try:
             os.rename(staging, target)

@@ -28,7 +28,7 @@ import torch
 from sqlalchemy import select
 from transformers import AutoTokenizer
 
-from service.blobstore import BlobStore, open_blob_store
+from service.blobstore import BlobStore, download_folder, open_blob_store, write_blob
 from service.blobstore.keys import (
     adapter_key,
     adapter_prefix,
@@ -295,10 +295,9 @@ class Worker:
         assert claim.parent_job_id is not None and claim.parent_variant is not None
         folder = workdir / "parent"
         folder.mkdir()
-        for key in self.blobs.keys(adapter_prefix(claim.parent_job_id, claim.parent_variant)):
-            with (folder / key.rsplit("/", 1)[-1]).open("wb") as handle:
-                for chunk in self.blobs.read(key):
-                    handle.write(chunk)
+        download_folder(
+            self.blobs, adapter_prefix(claim.parent_job_id, claim.parent_variant), folder
+        )
         if not (folder / "adapter_config.json").is_file():
             raise DatasetError(
                 "model_not_available",
@@ -421,14 +420,7 @@ class Worker:
         self._put_stream(key, io.BytesIO(data))
 
     def _put_stream(self, key: str, handle: BinaryIO) -> None:
-        writer = self.blobs.stage()
-        try:
-            while chunk := handle.read(1 << 20):
-                writer.write(chunk)
-            writer.commit(key)
-        except BaseException:
-            writer.abort()
-            raise
+        write_blob(self.blobs, key, iter(lambda: handle.read(1 << 20), b""))
 
 
 class _Pace:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from service.blobstore.base import BlobStore, BlobWriter, InvalidBlobKeyError, check_key
@@ -16,8 +17,10 @@ __all__ = [
     "LocalBlobStore",
     "check_key",
     "copy_blobs",
+    "download_folder",
     "open_blob_location",
     "open_blob_store",
+    "write_blob",
 ]
 
 
@@ -42,6 +45,26 @@ def open_blob_location(location: str, settings: Settings) -> BlobStore:
     return LocalBlobStore(Path(location))
 
 
+def write_blob(store: BlobStore, key: str, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` as blob ``key``: staged, then committed whole, or nothing at all."""
+    writer = store.stage()
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+        writer.commit(key)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def download_folder(store: BlobStore, prefix: str, folder: Path) -> None:
+    """Write every blob under ``prefix`` into ``folder``, named by the last part of its key."""
+    for key in store.keys(prefix):
+        with (folder / key.rsplit("/", 1)[-1]).open("wb") as handle:
+            for chunk in store.read(key):
+                handle.write(chunk)
+
+
 def copy_blobs(source: BlobStore, target: BlobStore) -> tuple[int, int]:
     """Copy every blob (backup or restore); returns (blobs, bytes). A blob already in the target
     with the same size is skipped, so an interrupted copy can simply be run again."""
@@ -52,13 +75,6 @@ def copy_blobs(source: BlobStore, target: BlobStore) -> tuple[int, int]:
             size = source.size(key)
             if target.exists(key) and target.size(key) == size:
                 continue
-            writer = target.stage()
-            try:
-                for chunk in source.read(key):
-                    writer.write(chunk)
-                writer.commit(key)
-            except BaseException:
-                writer.abort()
-                raise
+            write_blob(target, key, source.read(key))
             copied, total = copied + 1, total + size
     return copied, total
