@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from postgres import scratch_database
 from results import percentile, print_table, write_result
 from sqlalchemy import insert
 
@@ -31,9 +31,6 @@ from service.jobs.service import JobsService
 from service.models.registry import ModelRegistry
 from service.settings import Settings
 
-ADMIN_DSN = os.environ.get(
-    "OPENFT_TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-)
 BATCH = 5000
 
 
@@ -91,17 +88,8 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=2000)
     args = parser.parse_args()
-    name = f"openft_bench_lists_{secrets.token_hex(3)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        host, port, user = admin.info.host, admin.info.port, admin.info.user
-    dsn = f"host={host} port={port} user={user} dbname={name}"
-    url = f"postgresql+psycopg://{user}@{host}:{port}/{name}"
-    try:
+    with scratch_database("lists") as (url, dsn):
         run(url, dsn, args.objects, args.samples)
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(url: str, dsn: str, objects: int, samples: int) -> None:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import secrets
 import statistics
 import time
 from typing import Any
 
-import psycopg
+from postgres import scratch_database
 from results import percentile, print_table, write_result
 from sqlalchemy import insert, select, text, update
 
@@ -27,10 +25,6 @@ from service.db import migrate
 from service.db.database import Database
 from service.db.models import FineTuningJob
 from service.jobs import queue
-
-ADMIN_DSN = os.environ.get(
-    "OPENFT_TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-)
 
 
 def work(url: str, name: str, results: Any) -> None:
@@ -70,16 +64,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    name = f"openft_bench_queue_{secrets.token_hex(3)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        host, port, user = admin.info.host, admin.info.port, admin.info.user
-    url = f"postgresql+psycopg://{user}@{host}:{port}/{name}"
-    try:
+    with scratch_database("queue") as (url, _dsn):
         run(url, args.jobs, args.workers)
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(url: str, jobs: int, workers: int) -> None:
