@@ -51,3 +51,16 @@ def new_upload_id() -> str:
 
 def new_upload_part_id() -> str:
     return "part_" + secrets.token_hex(16)
+
+
+def new_webhook_endpoint_id() -> str:
+    return "whep_" + base62(24)
+
+
+def new_webhook_event_id() -> str:
+    return "evt_" + secrets.token_hex(16)
+
+
+def new_webhook_delivery_id() -> str:
+    """The ``webhook-id`` header: the same on every retry of one delivery."""
+    return "wh_" + secrets.token_hex(16)

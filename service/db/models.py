@@ -42,6 +42,9 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(64), unique=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # Limits that override the deployment's defaults for this project (None: the default).
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):
@@ -58,6 +61,9 @@ class ApiKey(Base):
     name: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Rate limits that override the deployment's defaults for this key (None: the default).
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
 
 
 class File(Base):
@@ -222,3 +228,83 @@ class UsageHour(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     trained_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     training_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class RateLimitWindow(Base):
+    """Requests and tokens one API key used in one minute (shared by every API process)."""
+
+    __tablename__ = "rate_limit_windows"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds
+    requests: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` a project sent with a create call, and the object it created."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        Index(
+            "uq_idempotency_keys_project_id_operation_key",
+            "project_id",
+            "operation",
+            "key",
+            unique=True,
+        ),
+        Index("ix_idempotency_keys_created_at", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(64))  # e.g. "files.create"
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str | None] = mapped_column(String(64))  # None while the first is running
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEndpoint(Base):
+    """Where a project wants job events delivered, with the secret deliveries are signed with."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(128))  # whsec_...: needed in clear to sign
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    disabled_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: an outbox row, written with the job's final status."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)  # wh_...: the webhook-id header
+    event_id: Mapped[str] = mapped_column(String(64))  # evt_...: the payload's id
+    endpoint_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # the exact bytes signed and sent
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from service.db.database import Database
 from service.db.models import FineTuningJob, Project
 from service.jobs import repository
+from service.webhooks import outbox
 
 CLAIMABLE = ("validating_files", "queued")
 LEASED = (*CLAIMABLE, "running")
@@ -66,10 +67,18 @@ class Claim:
 
 
 def transition(job: FineTuningJob, status: str) -> None:
-    """The one place a job's status changes; refuses changes the lifecycle does not allow."""
+    """The one place a job's status changes; refuses changes the lifecycle does not allow.
+
+    A job that finishes gets its webhook events queued in the same transaction (the outbox).
+    """
     if status not in TRANSITIONS[job.status]:
         raise InvalidTransitionError(f"{job.id}: {job.status} -> {status} is not allowed")
     job.status = status
+    if not TRANSITIONS[status]:
+        session = object_session(job)
+        if session is None:
+            raise RuntimeError(f"{job.id} must belong to a session to finish")
+        outbox.enqueue_job_event(session, job)
 
 
 def database_now(session: Session) -> int:

@@ -126,7 +126,7 @@ class JobsService:
                     f"'{row.status}' and cannot be cancelled.",
                     param="fine_tuning_job_id",
                 )
-            row.status = "cancelled"
+            queue.transition(row, "cancelled")
             row.cancel_requested = True
             row.estimated_finish = None
             repository.add_event(session, row, "Fine-tuning job cancelled")

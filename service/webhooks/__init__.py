@@ -1,0 +1,1 @@
+"""Webhooks: job events written to an outbox with the job's final status, signed and sent later."""
