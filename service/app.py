@@ -37,6 +37,7 @@ from service.models.service import ModelsService
 from service.settings import Settings
 from service.uploads import router as uploads_router
 from service.uploads.service import UploadsService
+from service.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,17 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         await run_in_threadpool(state.files.sweep_orphans, settings.orphan_grace_seconds)
         await run_in_threadpool(state.uploads.sweep_orphans, settings.orphan_grace_seconds)
         housekeeping = asyncio.create_task(_expire_files(state, settings.expiry_sweep_seconds))
+        webhooks = WebhookSender(state.db, settings, state.metrics)
+        sending = asyncio.create_task(webhooks.run())
         await upstreams.start()
         try:
             yield
         finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            for task in (housekeeping, sending):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await webhooks.aclose()
             await gateway.drain()
             await upstreams.stop()
             if gateway.token_drift is not None:

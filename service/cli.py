@@ -36,6 +36,7 @@ from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
 from service.supervisor import Supervisor, python_module_command
+from service.webhooks.cli import webhooks_app
 
 app = typer.Typer(help="OpenFT: self-hosted, OpenAI-compatible fine-tuning.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -51,6 +52,7 @@ drift_app = typer.Typer(help="Drift of live prompts from training data.", no_arg
 app.add_typer(drift_app, name="drift")
 blobs_app = typer.Typer(help="The blob store (files, adapters, snapshots).", no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
+app.add_typer(webhooks_app, name="webhooks")
 
 DEFAULT_PROJECT = "default"
 err = Console(stderr=True)

@@ -111,6 +111,10 @@ class Metrics:
             "openft_cost_usd", "Cost of what was served, at the base model's prices.",
             ["kind", *model_labels], registry=r,
         )  # fmt: skip
+        self.webhook_deliveries = Counter(
+            "openft_webhook_deliveries", "Webhook delivery attempts, by result "
+            "(delivered, retrying, failed: given up).", ["result"], registry=r,
+        )  # fmt: skip
 
     def served(
         self,

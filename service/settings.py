@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     train_tokens_per_forward: int = Field(
         default=8192, ge=64, description="Padded tokens per forward pass (length-grouped batches)."
     )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often an API process looks for webhooks to send."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a webhook receiver may take to answer."
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=5.0, ge=0, description="Wait after a webhook's first failed attempt (then x4)."
+    )
+    webhook_max_attempts: int = Field(
+        default=18, ge=1, description="Attempts before a webhook is given up (about 68 h)."
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -1,0 +1,107 @@
+"""Sends due webhook deliveries from the outbox, in the background of each API process.
+
+Deliveries are leased before they are sent, so several API processes (or replicas) never send
+the same one at the same time; a process that dies mid-send leaves a lease that expires, and the
+delivery is sent again (at least once, as Standard Webhooks expects). Any 2xx answer delivers;
+anything else, or no answer within the timeout, is retried with backoff until given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+
+import httpx
+
+from service.db.database import Database
+from service.metrics import Metrics
+from service.settings import Settings
+from service.webhooks import repository
+from service.webhooks.repository import DueDelivery, Outcome
+from service.webhooks.retry import retry_delay
+from service.webhooks.signing import signed_headers
+
+log = logging.getLogger(__name__)
+
+BATCH = 16
+LEASE_MARGIN_S = 30
+
+
+class WebhookSender:
+    """One per API process: claims due deliveries, POSTs them concurrently, records outcomes."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        metrics: Metrics,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: httpx.MockTransport
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_s = int(settings.webhook_timeout_seconds) + LEASE_MARGIN_S
+        # Its own client: the gateway's carries vLLM's key, which receivers must never see.
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def run(self) -> None:
+        """Send until cancelled; a full batch means more may be due, so look again at once."""
+        while True:
+            try:
+                sent = await self.send_due()
+            except Exception:
+                log.exception("webhook sender failed; will retry")
+                sent = 0
+            if sent < BATCH:
+                await asyncio.sleep(self.settings.webhook_poll_seconds)
+
+    async def send_due(self) -> int:
+        """One round: lease what is due, send it, record each outcome. Returns how many."""
+        due = await asyncio.to_thread(
+            repository.claim_due, self.db, self.owner, self.lease_s, BATCH
+        )
+        outcomes = await asyncio.gather(*(self._attempt(d) for d in due))
+        for delivery, outcome in zip(due, outcomes, strict=True):
+            await asyncio.to_thread(repository.record, self.db, self.owner, delivery.id, outcome)
+            self.metrics.webhook_deliveries.labels(outcome.result).inc()
+            if outcome.result == "failed":
+                log.warning("webhook %s given up: %s", delivery.id, outcome.error)
+        return len(due)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _attempt(self, delivery: DueDelivery) -> Outcome:
+        if delivery.endpoint_gone:
+            return Outcome(delivered=False, error="the endpoint was deleted")
+        error = await self._post(delivery)
+        if error is None:
+            return Outcome(delivered=True)
+        delay = retry_delay(
+            delivery.attempts + 1,
+            base_s=self.settings.webhook_retry_base_seconds,
+            max_attempts=self.settings.webhook_max_attempts,
+        )
+        return Outcome(delivered=False, error=error, retry_in_s=delay)
+
+    async def _post(self, delivery: DueDelivery) -> str | None:
+        """POST the signed payload; None when the receiver acknowledged it (any 2xx)."""
+        headers = signed_headers(delivery.secret, delivery.id, int(time.time()), delivery.payload)
+        try:
+            response = await self.client.post(
+                delivery.url, content=delivery.payload.encode(), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if response.is_success:
+            return None
+        return f"HTTP {response.status_code}"
