@@ -34,6 +34,7 @@ from service.errors import OpenFTError
 from service.jobs.cli import jobs_app
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_DIR_ENV
+from service.models.cli import register as register_model_transfer
 from service.settings import Settings
 from service.supervisor import Supervisor, python_module_command
 from service.webhooks.cli import webhooks_app
@@ -67,6 +68,9 @@ def _prepared_database(settings: Settings) -> Database:
 
 def _access(settings: Settings) -> AccessService:
     return AccessService(_prepared_database(settings))
+
+
+register_model_transfer(models_app, _prepared_database)
 
 
 @app.command()
