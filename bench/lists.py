@@ -103,7 +103,7 @@ def run(url: str, dsn: str, objects: int, samples: int) -> None:
     file_ids, job_ids = seed(db, principal.project_id, objects)
     print(f"seeded {objects:,} files and {objects:,} jobs in {time.perf_counter() - started:.0f}s")
     files = FilesService(db, LocalBlobStore(data / "blobs"), settings)
-    jobs = JobsService(db, ModelRegistry(settings))
+    jobs = JobsService(db, ModelRegistry(settings), settings)
     deep = 1000 * 20  # the cursor that starts page 1,000 (newest first)
     file_cursor, job_cursor = file_ids[-deep], job_ids[-deep]
     middle_file, middle_job = file_ids[objects // 2], job_ids[objects // 2]

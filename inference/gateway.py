@@ -34,6 +34,7 @@ from service.errors import (
     ServiceUnavailableError,
 )
 from service.jobs import repository
+from service.limits import RateLimiter, estimated_tokens
 from service.metrics import Metrics
 from service.models.service import DeletedModel
 from service.usage import add_usage
@@ -65,14 +66,17 @@ class Gateway:
         client: httpx.AsyncClient,
         metrics: Metrics,
         token_drift: TokenDriftCounter | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
-        """``token_drift``: where prompts go to be tokenized for drift (None: drift is off)."""
+        """``token_drift``: where prompts go to be tokenized for drift (None: drift is off);
+        ``limiter``: counts tokens of keys with a tokens-per-minute limit."""
         self.db = db
         self.upstreams = upstreams
         self.adapters = adapters
         self.client = client
         self.metrics = metrics
         self.token_drift = token_drift
+        self.limiter = limiter
         self._profiles: dict[str, PromptProfile | None] = {}
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -97,6 +101,15 @@ class Gateway:
                 model=model, base_model=base, project=principal.project_slug, status=exc.status_code
             )
             raise
+
+    async def admit_tokens(self, principal: Principal, body: dict[str, Any]) -> dict[str, str]:
+        """Charge the request's estimated tokens to a key with a tokens-per-minute limit (or
+        raise the 429); the ``x-ratelimit-*`` headers, empty for keys without one."""
+        if self.limiter is None or self.limiter.limits_of(principal).tokens is None:
+            return {}
+        return await run_in_threadpool(
+            self.limiter.admit, principal, requests=0, tokens=estimated_tokens(body)
+        )
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping after the answer; kept referenced until done (asyncio holds tasks
@@ -224,6 +237,10 @@ class Gateway:
         )
         try:
             await run_in_threadpool(self._add_usage, target, principal, model, prompt, completion)
+            if self.limiter is not None and usage is not None:
+                # The estimate was charged up front; now the tokens really used are known.
+                correction = prompt + completion - estimated_tokens(body)
+                await run_in_threadpool(self.limiter.charge, principal, correction)
             if target.adapter is not None and self.token_drift is not None:
                 profile = await self._profile(principal, model)
                 if profile is not None:

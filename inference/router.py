@@ -8,9 +8,11 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from inference.gateway import Gateway
+from service.auth.service import Principal
 from service.deps import CurrentPrincipal
+from service.http.error_responses import ERROR_RESPONSES
 
-router = APIRouter(tags=["Inference"])
+router = APIRouter(tags=["Inference"], responses=ERROR_RESPONSES)
 
 
 def gateway(request: Request) -> Gateway:
@@ -19,20 +21,45 @@ def gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
-RequestBody = Annotated[
-    dict[str, Any], Body(description="OpenAI's request body, forwarded to vLLM.")
-]
+# ``stream: true`` answers with server-sent events, passed through from vLLM.
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/event-stream": {}}}
+}
 
 
-@router.post("/chat/completions")
+def _request_body(*required: str) -> Any:
+    """OpenAI's request body, forwarded to vLLM; the schema names what OpenAI requires."""
+    schema = {
+        "required": list(required),
+        "properties": {"model": {"type": "string", "minLength": 1}},
+    }
+    return Body(description="OpenAI's request body, forwarded to vLLM.", json_schema_extra=schema)
+
+
+ChatBody = Annotated[dict[str, Any], _request_body("model", "messages")]
+CompletionBody = Annotated[dict[str, Any], _request_body("model", "prompt")]
+
+
+async def _admitted(
+    request: Request, principal: Principal, gateway: Gateway, body: dict[str, Any]
+) -> None:
+    """Tokens per minute: charged here; their headers join the requests-per-minute ones."""
+    headers = await gateway.admit_tokens(principal, body)
+    if headers:
+        request.state.rate_limit_headers = {**request.state.rate_limit_headers, **headers}
+
+
+@router.post("/chat/completions", responses=COMPLETION_RESPONSES)
 async def chat_completions(
-    body: RequestBody, principal: CurrentPrincipal, gateway: GatewayDep
+    request: Request, body: ChatBody, principal: CurrentPrincipal, gateway: GatewayDep
 ) -> Response:
+    await _admitted(request, principal, gateway, body)
     return await gateway.forward(principal, "/v1/chat/completions", body)
 
 
-@router.post("/completions")
+@router.post("/completions", responses=COMPLETION_RESPONSES)
 async def completions(
-    body: RequestBody, principal: CurrentPrincipal, gateway: GatewayDep
+    request: Request, body: CompletionBody, principal: CurrentPrincipal, gateway: GatewayDep
 ) -> Response:
+    await _admitted(request, principal, gateway, body)
     return await gateway.forward(principal, "/v1/completions", body)

@@ -17,18 +17,20 @@ from inference.adapters import AdapterLoader
 from inference.gateway import Gateway
 from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstreams
-from service import health
+from service import health, idempotency
 from service.auth.service import AccessService
 from service.blobstore import open_blob_store
 from service.db.database import Database
 from service.deps import AppState
 from service.files import router as files_router
 from service.files.service import FilesService
+from service.http.body_limit import BodySizeLimitMiddleware
 from service.http.error_handlers import install_error_handlers
 from service.http.metrics_middleware import HttpMetricsMiddleware
 from service.http.request_id import RequestIdMiddleware
 from service.jobs import router as jobs_router
 from service.jobs.service import JobsService
+from service.limits import RATE_LIMITED, RateLimiter
 from service.logs import configure_logging
 from service.metrics import AdaptersCollector, JobsCollector, Metrics
 from service.models import router as models_router
@@ -58,10 +60,11 @@ def build_state(settings: Settings) -> AppState:
         blobs=blobs,
         access=AccessService(db),
         files=files,
-        jobs=JobsService(db, registry),
+        jobs=JobsService(db, registry, settings),
         models=ModelsService(db, registry, blobs),
         uploads=UploadsService(db, blobs, files, settings),
         metrics=metrics,
+        limiter=RateLimiter(db, settings),
     )
 
 
@@ -78,7 +81,9 @@ def build_gateway(state: AppState, *, spawn_vllm: bool) -> tuple[Gateway, Upstre
     state.metrics.registry.register(AdaptersCollector(upstreams.listed_adapters))
     adapters = AdapterLoader(state.blobs, settings.data_dir / "adapters", client)
     token_drift = TokenDriftCounter(state.metrics) if settings.drift_enabled else None
-    gateway = Gateway(state.db, upstreams, adapters, client, state.metrics, token_drift)
+    gateway = Gateway(
+        state.db, upstreams, adapters, client, state.metrics, token_drift, state.limiter
+    )
     return gateway, upstreams
 
 
@@ -124,14 +129,15 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
     app.state.openft = state
     app.state.gateway = gateway
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    app.include_router(files_router.router, prefix="/v1")
-    app.include_router(uploads_router.router, prefix="/v1")
-    app.include_router(jobs_router.router, prefix="/v1")
-    app.include_router(models_router.router, prefix="/v1")
-    app.include_router(inference_router.router, prefix="/v1")
+    app.include_router(files_router.router, prefix="/v1", responses=RATE_LIMITED)
+    app.include_router(uploads_router.router, prefix="/v1", responses=RATE_LIMITED)
+    app.include_router(jobs_router.router, prefix="/v1", responses=RATE_LIMITED)
+    app.include_router(models_router.router, prefix="/v1", responses=RATE_LIMITED)
+    app.include_router(inference_router.router, prefix="/v1", responses=RATE_LIMITED)
     return app
 
 
@@ -143,14 +149,23 @@ def app_from_environment() -> FastAPI:
     return create_app(settings, serve_models=False)
 
 
+def _forget_old_limits(state: AppState) -> None:
+    """Idempotency keys past their time and rate-limit windows past their minute."""
+    state.limiter.sweep()
+    with state.db.write() as session:
+        idempotency.forget_expired(session, state.settings.idempotency_key_hours * 3600)
+
+
 async def _expire_files(state: AppState, every_s: float) -> None:
-    """Delete expired files and close uploads past their hour, forever."""
+    """Delete expired files, close uploads past their hour, forget old idempotency keys and
+    rate-limit windows, forever."""
     while True:
         try:
             purged = await run_in_threadpool(state.files.purge_expired)
             expired = await run_in_threadpool(state.uploads.expire_stale)
             if purged or expired:
                 log.info("deleted %d expired files; %d uploads expired", purged, expired)
+            await run_in_threadpool(_forget_old_limits, state)
         except Exception:
             log.exception("expiry sweep failed; will retry")
         await asyncio.sleep(every_s)

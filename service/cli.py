@@ -44,6 +44,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="Base models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+projects_app = typer.Typer(help="Projects and their caps.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
@@ -209,6 +211,47 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id, e.g. key
         err.print(f"error: {exc.message}")
         raise typer.Exit(2) from exc
     err.print(f"Revoked {key_id}.")
+
+
+@keys_app.command("limits")
+def keys_limits(
+    key_id: Annotated[str, typer.Argument(help="The key id, e.g. key_...")],
+    rpm: Annotated[
+        int | None, typer.Option(min=0, help="Requests per minute (0: the default).")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option(min=0, help="Tokens per minute (0: the default).")
+    ] = None,
+) -> None:
+    """Set one key's rate limits (OPENFT_RATE_LIMIT_* are the defaults for every key)."""
+    try:
+        _access(Settings()).set_key_limits(key_id, requests_per_minute=rpm, tokens_per_minute=tpm)
+    except OpenFTError as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(2) from exc
+    err.print(f"Limits of {key_id} updated.")
+
+
+@projects_app.command("limits")
+def projects_limits(
+    project: Annotated[str, typer.Argument(help="The project slug.")],
+    max_active_jobs: Annotated[
+        int | None, typer.Option(min=-1, help="Jobs not yet finished (-1: the default).")
+    ] = None,
+    storage_quota_bytes: Annotated[
+        int | None, typer.Option(min=-1, help="Bytes of files stored (-1: the default).")
+    ] = None,
+) -> None:
+    """Set one project's caps (OPENFT_MAX_ACTIVE_JOBS_PER_PROJECT and
+    OPENFT_STORAGE_QUOTA_BYTES_PER_PROJECT are the defaults)."""
+    try:
+        _access(Settings()).set_project_limits(
+            project, max_active_jobs=max_active_jobs, storage_quota_bytes=storage_quota_bytes
+        )
+    except OpenFTError as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(2) from exc
+    err.print(f"Limits of project '{project}' updated.")
 
 
 @usage_app.command("report")

@@ -17,6 +17,7 @@ from service.blobstore import BlobStore
 from service.db.database import Database
 from service.files.service import FilesService
 from service.jobs.service import JobsService
+from service.limits import RateLimiter
 from service.logs import add_log_ids
 from service.metrics import Metrics
 from service.models.service import ModelsService
@@ -37,6 +38,7 @@ class AppState:
     models: ModelsService
     uploads: UploadsService
     metrics: Metrics
+    limiter: RateLimiter
 
 
 async def app_state(request: Request) -> AppState:
@@ -51,6 +53,7 @@ bearer = HTTPBearer(auto_error=False, description="An OpenFT API key: `sk-openft
 
 
 def authenticate(
+    request: Request,
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     openai_project: Annotated[str | None, Header(include_in_schema=False)] = None,
@@ -58,6 +61,8 @@ def authenticate(
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     principal = state.access.authenticate(authorization, openai_project)
     add_log_ids(project_id=principal.project_id, project=principal.project_slug)
+    # Counted once the key is known good; RequestIdMiddleware puts the headers on the response.
+    request.state.rate_limit_headers = state.limiter.admit(principal)
     return principal
 
 

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_access_key_id: str | None = Field(default=None, description="Unset: boto3's chain.")
     s3_secret_access_key: str | None = None
+    s3_max_attempts: int = Field(
+        default=3, ge=1, description="Tries per S3 call (boto3 standard retries) before a 503."
+    )
+    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    s3_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for S3 to send the next bytes."
+    )
     project_budgets_usd: dict[str, float] = Field(
         default_factory=dict,
         description="Project slug -> monthly budget in USD (exported for the budget alert).",
@@ -128,6 +135,28 @@ class Settings(BaseSettings):
     drift_enabled: bool = Field(
         default=True,
         description="Count prompts to fine-tuned models against their training data (drift).",
+    )
+    rate_limit_requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per minute per API key; unset: unlimited."
+    )
+    rate_limit_tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Prompt + completion tokens per minute per API key (chat and completions).",
+    )
+    max_active_jobs_per_project: int | None = Field(
+        default=None, ge=1, description="Jobs a project may have not yet finished; unset: any."
+    )
+    storage_quota_bytes_per_project: int | None = Field(
+        default=None, ge=0, description="Bytes of files (and pending upload parts) per project."
+    )
+    max_request_bytes: int = Field(
+        default=16 * MIB,
+        gt=0,
+        description="Largest JSON request body (file uploads and upload parts have their own).",
+    )
+    idempotency_key_hours: float = Field(
+        default=24.0, gt=0, description="How long an Idempotency-Key returns the first object."
     )
     lease_seconds: int = Field(default=60, ge=5)
     max_lost_leases: int = Field(

@@ -29,6 +29,11 @@ class Principal:
     project_id: str
     project_slug: str
     key_id: str
+    # The key's and project's own limits; None means the deployment's default (service.limits).
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_active_jobs: int | None = None
+    storage_quota_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,34 @@ class AccessService:
                 for k, p in repository.keys_with_projects(session, project_slug)
             ]
 
+    def set_key_limits(
+        self, key_id: str, *, requests_per_minute: int | None, tokens_per_minute: int | None
+    ) -> None:
+        """Per-key rate limits (0 clears one, back to the deployment's default)."""
+        with self._db.write() as session:
+            row = repository.key_by_id(session, key_id)
+            if row is None:
+                raise NotFoundError(f"No such API key: {key_id}", param="key_id")
+            if requests_per_minute is not None:
+                row.requests_per_minute = requests_per_minute or None
+            if tokens_per_minute is not None:
+                row.tokens_per_minute = tokens_per_minute or None
+
+    def set_project_limits(
+        self, project_slug: str, *, max_active_jobs: int | None, storage_quota_bytes: int | None
+    ) -> None:
+        """Per-project caps (-1 clears one, back to the deployment's default)."""
+        with self._db.write() as session:
+            project = repository.project_by_slug(session, project_slug)
+            if project is None:
+                raise NotFoundError(f"No such project: {project_slug}", param="project")
+            if max_active_jobs is not None:
+                project.max_active_jobs = None if max_active_jobs < 0 else max_active_jobs
+            if storage_quota_bytes is not None:
+                project.storage_quota_bytes = (
+                    None if storage_quota_bytes < 0 else storage_quota_bytes
+                )
+
     def revoke_key(self, key_id: str) -> None:
         with self._db.write() as session:
             row = repository.key_by_id(session, key_id)
@@ -118,7 +151,15 @@ class AccessService:
                 "OpenAI-Project header should match project for API key",
                 code="mismatched_project",
             )
-        return Principal(project.id, project.slug, api_key.id)
+        return Principal(
+            project.id,
+            project.slug,
+            api_key.id,
+            requests_per_minute=api_key.requests_per_minute,
+            tokens_per_minute=api_key.tokens_per_minute,
+            max_active_jobs=project.max_active_jobs,
+            storage_quota_bytes=project.storage_quota_bytes,
+        )
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -12,8 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import CurrentPrincipal, Files
 from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
 from service.files.upload import receive_upload
+from service.http.error_responses import ERROR_RESPONSES
+from service.idempotency import IdempotencyHeader, checked_key
 
-router = APIRouter(tags=["Files"])
+router = APIRouter(tags=["Files"], responses=ERROR_RESPONSES)
 
 CREATE_FILE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -24,6 +26,11 @@ CREATE_FILE_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["file", "purpose"],
                     "additionalProperties": False,
+                    # OpenAI's expires_after needs both fields, or neither.
+                    "dependentRequired": {
+                        "expires_after[anchor]": ["expires_after[seconds]"],
+                        "expires_after[seconds]": ["expires_after[anchor]"],
+                    },
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "purpose": {"type": "string", "enum": list(UPLOAD_PURPOSES)},
@@ -42,11 +49,19 @@ CREATE_FILE_BODY: dict[str, Any] = {
 
 
 @router.post("/files", response_model=FileObject, openapi_extra=CREATE_FILE_BODY)
-async def create_file(request: Request, principal: CurrentPrincipal, files: Files) -> FileObject:
+async def create_file(
+    request: Request,
+    principal: CurrentPrincipal,
+    files: Files,
+    idempotency_key: IdempotencyHeader = None,
+) -> FileObject:
     """Upload a file (streamed; at most ``OPENFT_MAX_FILE_BYTES``)."""
-    upload = await receive_upload(request.headers, request.stream(), files.blobs, files.limits)
+    key = checked_key(idempotency_key)
+    upload = await receive_upload(
+        request.headers, request.stream(), files.blobs, files.limits, hash_content=key is not None
+    )
     try:
-        return await run_in_threadpool(files.create, principal, upload)
+        return await run_in_threadpool(files.create, principal, upload, key)
     finally:
         upload.discard()  # a no-op once the blob is committed
 

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import idempotency, limits
 from service.auth.service import Principal
 from service.blobstore import BlobStore, BlobWriter
 from service.blobstore.keys import file_key
@@ -30,6 +32,7 @@ EXPIRES_MIN_S = 3600
 EXPIRES_MAX_S = 30 * 24 * 3600
 BATCH_DEFAULT_EXPIRY_S = 30 * 24 * 3600
 ORPHAN_GRACE_S = 3600.0
+CREATE_OPERATION = "files.create"
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,17 @@ class FilesService:
     def __init__(self, db: Database, blobs: BlobStore, settings: Settings) -> None:
         self.db = db
         self.blobs = blobs
+        self.settings = settings
         self.limits = UploadLimits(settings.max_file_bytes, settings.max_line_bytes)
         self._max_filename = settings.max_filename_chars
 
-    def create(self, principal: Principal, upload: ReceivedUpload) -> FileObject:
-        """Check the received form, commit the blob, then insert the row that makes it visible."""
+    def create(
+        self, principal: Principal, upload: ReceivedUpload, idempotency_key: str | None = None
+    ) -> FileObject:
+        """Check the received form, commit the blob, then insert the row that makes it visible.
+
+        A retry with the same ``idempotency_key`` (and the same purpose, name and bytes) returns
+        the file the first request created; its own upload is discarded."""
         purpose = _purpose(upload.fields)
         now = int(time.time())
         expires_at = file_expiry(upload.fields, purpose, now)
@@ -64,9 +73,54 @@ class FilesService:
             )
         if purpose == "fine-tune" and upload.dataset_check is not None:
             refuse_unstructured(upload.dataset_check.report)
-        return self.store(
-            principal, upload.blob, purpose=purpose, filename=filename, expires_at=expires_at
+        if idempotency_key is None:
+            return self.store(
+                principal, upload.blob, purpose=purpose, filename=filename, expires_at=expires_at
+            )
+        request_hash = idempotency.fingerprint(
+            purpose,
+            filename,
+            upload.fields.get("expires_after[anchor]"),
+            upload.fields.get("expires_after[seconds]"),
+            upload.content_sha256,
         )
+        earlier = self._earlier_file(principal, idempotency_key, request_hash)
+        if earlier is not None:
+            return earlier
+        ttl = self.settings.idempotency_key_hours * 3600
+
+        def remember(session: Session, row: File) -> None:
+            idempotency.remember(
+                session, principal, CREATE_OPERATION, idempotency_key, request_hash, row.id, ttl
+            )
+
+        try:
+            return self.store(
+                principal,
+                upload.blob,
+                purpose=purpose,
+                filename=filename,
+                expires_at=expires_at,
+                also=remember,
+            )
+        except IntegrityError as exc:
+            earlier = self._earlier_file(principal, idempotency_key, request_hash)
+            if not idempotency.lost_race(exc) or earlier is None:
+                raise
+            return earlier
+
+    def _earlier_file(self, principal: Principal, key: str, request_hash: str) -> FileObject | None:
+        ttl = self.settings.idempotency_key_hours * 3600
+        with self.db.read() as session:
+            file_id = idempotency.earlier_object(
+                session, principal, CREATE_OPERATION, key, request_hash, ttl
+            )
+            row = (
+                None
+                if file_id is None
+                else repository.get(session, principal.project_id, file_id, int(time.time()))
+            )
+        return None if row is None else FileObject.from_row(row)
 
     def store(
         self,
@@ -96,6 +150,10 @@ class FilesService:
                 session.add(row)
                 if also is not None:
                     also(session, row)
+                session.flush()
+                limits.check_storage(
+                    session, principal, self.settings, row.bytes, param="file", already_added=True
+                )
         except BaseException:
             self.blobs.delete(file_key(row.id))
             raise

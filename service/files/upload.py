@@ -7,8 +7,10 @@ checked line by line on the way. Whatever goes wrong, the staged blob is discard
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -42,6 +44,11 @@ class ReceivedUpload:
     filename: str | None = None
     blob: BlobWriter | None = None
     dataset_check: DatasetValidator | None = None
+    content_hash: Any = None  # hashlib's sha256 of the file's bytes, when asked for
+
+    @property
+    def content_sha256(self) -> str | None:
+        return None if self.content_hash is None else str(self.content_hash.hexdigest())
 
     def discard(self) -> None:
         if self.blob is not None:
@@ -51,8 +58,10 @@ class ReceivedUpload:
 class MultipartUpload:
     """Synchronous push parser: ``feed`` it body bytes, then ``finish``."""
 
-    def __init__(self, boundary: bytes, blobs: BlobStore, limits: UploadLimits) -> None:
-        self.received = ReceivedUpload()
+    def __init__(
+        self, boundary: bytes, blobs: BlobStore, limits: UploadLimits, *, hash_content: bool = False
+    ) -> None:
+        self.received = ReceivedUpload(content_hash=hashlib.sha256() if hash_content else None)
         self._blobs = blobs
         self._limits = limits
         self._headers: dict[bytes, bytes] = {}
@@ -146,6 +155,8 @@ class MultipartUpload:
         if blob.size + len(chunk) > self._limits.max_file_bytes:
             raise file_too_large(self._limits)
         blob.write(chunk)
+        if self.received.content_hash is not None:
+            self.received.content_hash.update(chunk)
         if self.received.dataset_check is not None:
             self.received.dataset_check.feed(chunk)
 
@@ -197,14 +208,18 @@ async def receive_upload(
     body: AsyncIterator[bytes],
     blobs: BlobStore,
     limits: UploadLimits,
+    *,
+    hash_content: bool = False,
 ) -> ReceivedUpload:
-    """Stream the request body into a staged blob; on any error nothing is kept."""
+    """Stream the request body into a staged blob; on any error nothing is kept.
+
+    ``hash_content``: also compute the file's SHA-256 (to recognise a retried request)."""
     boundary = boundary_of(headers.get("content-type"))
     declared = int(headers.get("content-length") or 0)
     if declared > limits.max_file_bytes + MULTIPART_SLACK:
         await _drain(body, DRAIN_AFTER_REJECT)
         raise file_too_large(limits)
-    upload = MultipartUpload(boundary, blobs, limits)
+    upload = MultipartUpload(boundary, blobs, limits, hash_content=hash_content)
     try:
         await _pump(body, upload)
         return upload.finish()

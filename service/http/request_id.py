@@ -22,7 +22,8 @@ class RequestIdMiddleware:
             return
         request_id = new_request_id()
         # Starlette's request.state reads scope["state"]; the 500 handler takes the id from there.
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -32,6 +33,12 @@ class RequestIdMiddleware:
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
                     headers.append((b"x-request-id", request_id.encode()))
                 headers.append((b"openai-processing-ms", str(elapsed_ms).encode()))
+                # x-ratelimit-* of a rate-limited key, set by the authentication dependency
+                # (a 429 carries its own).
+                present = {name.lower() for name, _ in headers}
+                for name, value in state.get("rate_limit_headers", {}).items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
                 message["headers"] = headers
             await send(message)
 

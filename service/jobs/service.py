@@ -7,8 +7,10 @@ import secrets
 import time
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import idempotency, limits
 from service.auth.service import Principal
 from service.db.database import Database
 from service.db.models import FineTuningJob as JobRow
@@ -31,22 +33,69 @@ from service.jobs.schemas import (
 )
 from service.models.registry import ModelRegistry
 from service.pagination import cursor_page, split_page
+from service.settings import Settings
 
 SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_METADATA_PAIRS = 16
+CREATE_OPERATION = "fine_tuning.jobs.create"
 
 
 class JobsService:
-    def __init__(self, db: Database, registry: ModelRegistry) -> None:
+    def __init__(self, db: Database, registry: ModelRegistry, settings: Settings) -> None:
         self.db = db
         self.registry = registry
+        self.settings = settings
 
-    def create(self, principal: Principal, request: CreateJobRequest) -> FineTuningJob:
+    def create(
+        self,
+        principal: Principal,
+        request: CreateJobRequest,
+        idempotency_key: str | None = None,
+    ) -> FineTuningJob:
         """Check what is cheap to check now; the worker validates the file contents.
 
         ``model`` is a base model, or one of the project's fine-tuned models or checkpoints to
-        continue training (the new adapter starts from its weights).
+        continue training (the new adapter starts from its weights). A retry with the same
+        ``idempotency_key`` returns the job the first request created.
         """
+        key = idempotency.checked_key(idempotency_key)
+        if key is None:
+            return self._create(principal, request, None)
+        request_hash = idempotency.fingerprint(request.model_dump(mode="json"))
+        try:
+            earlier = self._earlier_job(principal, key, request_hash)
+            if earlier is not None:
+                return earlier
+            return self._create(principal, request, (key, request_hash))
+        except IntegrityError as exc:
+            if not idempotency.lost_race(exc):
+                raise
+            earlier = self._earlier_job(principal, key, request_hash)
+            if earlier is None:
+                raise
+            return earlier
+
+    def _earlier_job(
+        self, principal: Principal, key: str, request_hash: str
+    ) -> FineTuningJob | None:
+        with self.db.read() as session:
+            job_id = idempotency.earlier_object(
+                session, principal, CREATE_OPERATION, key, request_hash, self._idempotency_ttl
+            )
+            if job_id is None:
+                return None
+            return FineTuningJob.from_row(self._get(session, principal, job_id))
+
+    @property
+    def _idempotency_ttl(self) -> float:
+        return self.settings.idempotency_key_hours * 3600
+
+    def _create(
+        self,
+        principal: Principal,
+        request: CreateJobRequest,
+        idempotent: tuple[str, str] | None,
+    ) -> FineTuningJob:
         unavailable = InvalidRequestError(
             f"Model {request.model} is not available for fine-tuning or does not exist.",
             param="model",
@@ -67,6 +116,7 @@ class JobsService:
         method = _method(request)
         now = int(time.time())
         with self.db.write() as session:
+            limits.check_active_jobs(session, principal, self.settings)
             self._check_file(session, principal, request.training_file, "training_file")
             if request.validation_file is not None:
                 self._check_file(session, principal, request.validation_file, "validation_file")
@@ -94,6 +144,17 @@ class JobsService:
             session.flush()
             repository.add_event(session, row, f"Created fine-tuning job: {row.id}")
             repository.add_event(session, row, _validating_message(row))
+            if idempotent is not None:
+                key, request_hash = idempotent
+                idempotency.remember(
+                    session,
+                    principal,
+                    CREATE_OPERATION,
+                    key,
+                    request_hash,
+                    row.id,
+                    self._idempotency_ttl,
+                )
         return FineTuningJob.from_row(row)
 
     def list(

@@ -14,6 +14,7 @@ import time
 
 from sqlalchemy.orm import Session
 
+from service import limits
 from service.auth.service import Principal
 from service.blobstore import BlobStore, BlobWriter
 from service.blobstore.keys import upload_part_key
@@ -33,12 +34,17 @@ from service.files.upload import ReceivedUpload, UploadLimits
 from service.ids import new_upload_id, new_upload_part_id
 from service.settings import MIB, Settings
 from service.uploads import repository
-from service.uploads.schemas import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
+from service.uploads.schemas import (
+    MAX_UPLOAD_BYTES,
+    CompleteUploadRequest,
+    CreateUploadRequest,
+    Upload,
+    UploadPart,
+)
 
 log = logging.getLogger(__name__)
 
 UPLOAD_LIFETIME_S = 3600
-MAX_UPLOAD_BYTES = 8 * 1024 * MIB
 MAX_PART_BYTES = 64 * MIB
 JSONL_TYPES = ("text/jsonl", "application/jsonl", "application/x-ndjson", "application/json")
 
@@ -59,6 +65,7 @@ class UploadsService:
         )
         self._max_line_bytes = settings.max_line_bytes
         self._max_filename = settings.max_filename_chars
+        self._settings = settings
 
     def create(self, principal: Principal, request: CreateUploadRequest) -> Upload:
         _check_purpose_and_type(request.purpose, request.mime_type)
@@ -94,6 +101,8 @@ class UploadsService:
             file_expires_after=file_expires_after,
         )
         with self.db.write() as session:
+            # The declared size must fit the quota now, so that no part is refused half-way.
+            limits.check_storage(session, principal, self._settings, request.bytes, param="bytes")
             session.add(row)
         return Upload.from_row(row)
 
@@ -120,6 +129,10 @@ class UploadsService:
             with self.db.write() as session:
                 self._pending(session, principal, upload_id, lock=True)
                 session.add(part)
+                session.flush()
+                limits.check_storage(
+                    session, principal, self._settings, part.bytes, param="data", already_added=True
+                )
         except BaseException:
             self.blobs.delete(key)
             raise

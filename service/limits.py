@@ -1,0 +1,327 @@
+"""Per-key rate limits, per-project caps (active jobs, stored bytes) and OpenAI's 429s.
+
+Rate limits count requests and tokens per API key in fixed one-minute windows, in the database,
+so every API process and replica shares one count. A key without a limit (the default) costs
+nothing: no row is written. A request is admitted by one conditional UPSERT that only counts it
+when it fits; a refused request is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.auth.service import Principal
+from service.db.database import Database
+from service.db.models import File, FineTuningJob, Project, RateLimitWindow, Upload, UploadPart
+from service.errors import InvalidRequestError, OpenFTError
+from service.http.error_responses import ErrorResponse
+from service.settings import Settings
+
+WINDOW_S = 60
+ACTIVE_JOB_STATUSES = ("validating_files", "queued", "running", "paused")
+RATE_LIMIT_DOCS = "Limits are set by your OpenFT operator (`openft keys limits`)."
+
+
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "A rate limit or cap was reached; `retry-after` says when to try again.",
+        "model": ErrorResponse,
+        "headers": {
+            "retry-after": {"schema": {"type": "integer", "minimum": 1}},
+            "x-ratelimit-limit-requests": {"schema": {"type": "string"}},
+            "x-ratelimit-remaining-requests": {"schema": {"type": "string"}},
+            "x-ratelimit-reset-requests": {"schema": {"type": "string"}},
+            "x-ratelimit-limit-tokens": {"schema": {"type": "string"}},
+            "x-ratelimit-remaining-tokens": {"schema": {"type": "string"}},
+            "x-ratelimit-reset-tokens": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+class RateLimitError(OpenFTError):
+    """429 in OpenAI's words; ``type`` says which limit (``requests`` or ``tokens``)."""
+
+    status_code = 429
+    error_type = "requests"
+
+    def __init__(self, message: str, *, error_type: str, headers: dict[str, str]) -> None:
+        super().__init__(message, code="rate_limit_exceeded", headers=headers)
+        self.error_type = error_type  # type: ignore[misc]  # per instance: requests | tokens
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """What one key may use per minute (None: unlimited)."""
+
+    requests: int | None
+    tokens: int | None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.requests is None and self.tokens is None
+
+
+@dataclass(frozen=True)
+class WindowUse:
+    requests: int
+    tokens: int
+    resets_in_s: float
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's reset format: ``1s``, ``6m0s``, ``120ms``."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+def limit_headers(limits: KeyLimits, use: WindowUse) -> dict[str, str]:
+    """``x-ratelimit-*`` for the limits a key has (none for an unlimited dimension)."""
+    headers: dict[str, str] = {}
+    reset = duration(use.resets_in_s)
+    if limits.requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(limits.requests)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.requests - use.requests))
+        headers["x-ratelimit-reset-requests"] = reset
+    if limits.tokens is not None:
+        headers["x-ratelimit-limit-tokens"] = str(limits.tokens)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tokens - use.tokens))
+        headers["x-ratelimit-reset-tokens"] = reset
+    return headers
+
+
+def estimated_tokens(body: dict[str, Any]) -> int:
+    """Tokens a chat or completions request is charged up front, as OpenAI estimates them:
+    about four characters a token for the prompt, plus ``max_tokens`` when given (without it,
+    the completion is charged once its length is known)."""
+    prompt = body.get("messages", body.get("prompt", ""))
+    characters = len(str(prompt))
+    completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    n = body.get("n") or 1
+    completion = completion if isinstance(completion, int) else 0
+    n = n if isinstance(n, int) and n > 0 else 1
+    return math.ceil(characters / 4) + completion * n
+
+
+class RateLimiter:
+    """Counts each limited key's requests and tokens in the shared one-minute window."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._default = KeyLimits(
+            settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute
+        )
+
+    def limits_of(self, principal: Principal) -> KeyLimits:
+        return KeyLimits(
+            principal.requests_per_minute
+            if principal.requests_per_minute is not None
+            else self._default.requests,
+            principal.tokens_per_minute
+            if principal.tokens_per_minute is not None
+            else self._default.tokens,
+        )
+
+    def admit(self, principal: Principal, *, requests: int = 1, tokens: int = 0) -> dict[str, str]:
+        """Count a request (and its estimated tokens) or raise ``RateLimitError``; returns the
+        ``x-ratelimit-*`` headers for the response (empty for an unlimited key)."""
+        limits = self.limits_of(principal)
+        if limits.unlimited:
+            return {}
+        now = time.time()
+        window = int(now // WINDOW_S * WINDOW_S)
+        resets_in = window + WINDOW_S - now
+        with self._db.write() as session:
+            counted = _count_if_fits(session, principal.key_id, window, limits, requests, tokens)
+            if counted is None:
+                used = _window_use(session, principal.key_id, window)
+        if counted is not None:
+            return limit_headers(limits, WindowUse(*counted, resets_in))
+        use = WindowUse(*used, resets_in)
+        headers = limit_headers(limits, use)
+        headers["retry-after"] = str(max(1, math.ceil(resets_in)))
+        raise _refusal(principal, limits, use, requests, tokens, headers)
+
+    def charge(self, principal: Principal, tokens: int) -> None:
+        """Add tokens known only after the answer (negative to give back an over-estimate)."""
+        if tokens == 0 or self.limits_of(principal).tokens is None:
+            return
+        window = int(time.time() // WINDOW_S * WINDOW_S)
+        with self._db.write() as session:
+            _upsert(session, principal.key_id, window, 0, tokens, where=None)
+
+    def sweep(self, older_than_s: float = 3600) -> int:
+        """Drop windows long past (they only matter for the current minute)."""
+        cutoff = int(time.time() - older_than_s)
+        with self._db.write() as session:
+            result = session.execute(
+                delete(RateLimitWindow).where(RateLimitWindow.window_start < cutoff)
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _refusal(
+    principal: Principal,
+    limits: KeyLimits,
+    use: WindowUse,
+    requests: int,
+    tokens: int,
+    headers: dict[str, str],
+) -> RateLimitError:
+    wait = duration(use.resets_in_s)
+    if limits.requests is not None and use.requests + requests > limits.requests:
+        return RateLimitError(
+            f"Rate limit reached for requests per min (RPM) on API key {principal.key_id} of "
+            f"project {principal.project_slug}: Limit {limits.requests}, Used {use.requests}, "
+            f"Requested {requests}. Please try again in {wait}. {RATE_LIMIT_DOCS}",
+            error_type="requests",
+            headers=headers,
+        )
+    assert limits.tokens is not None
+    return RateLimitError(
+        f"Rate limit reached for tokens per min (TPM) on API key {principal.key_id} of project "
+        f"{principal.project_slug}: Limit {limits.tokens}, Used {use.tokens}, Requested "
+        f"{tokens}. Please try again in {wait}. {RATE_LIMIT_DOCS}",
+        error_type="tokens",
+        headers=headers,
+    )
+
+
+def _count_if_fits(
+    session: Session, key_id: str, window: int, limits: KeyLimits, requests: int, tokens: int
+) -> tuple[int, int] | None:
+    W = RateLimitWindow
+    if (limits.requests is not None and requests > limits.requests) or (
+        limits.tokens is not None and tokens > limits.tokens
+    ):
+        return None  # could never fit, even in an empty window
+    conditions = []
+    if limits.requests is not None:
+        conditions.append(W.requests + requests <= limits.requests)
+    if limits.tokens is not None:
+        conditions.append(W.tokens + tokens <= limits.tokens)
+    return _upsert(session, key_id, window, requests, tokens, where=conditions)
+
+
+def _upsert(
+    session: Session,
+    key_id: str,
+    window: int,
+    requests: int,
+    tokens: int,
+    *,
+    where: list[Any] | None,
+) -> tuple[int, int] | None:
+    """Insert the window or add to it (only where ``where`` holds); the new totals, or None."""
+    W = RateLimitWindow
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = insert(W).values(
+        key_id=key_id, window_start=window, requests=requests, tokens=max(0, tokens)
+    )
+    statement = values.on_conflict_do_update(
+        index_elements=[W.key_id, W.window_start],
+        set_={"requests": W.requests + requests, "tokens": W.tokens + tokens},
+        where=and_(*where) if where else None,
+    ).returning(W.requests, W.tokens)
+    row = session.execute(statement).one_or_none()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _window_use(session: Session, key_id: str, window: int) -> tuple[int, int]:
+    W = RateLimitWindow
+    row = session.execute(
+        select(W.requests, W.tokens).where(W.key_id == key_id, W.window_start == window)
+    ).one_or_none()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+# --- per-project caps --------------------------------------------------------------------------
+
+
+def check_active_jobs(session: Session, principal: Principal, settings: Settings) -> None:
+    """Refuse a new job while the project has its maximum of jobs not yet finished."""
+    cap = (
+        principal.max_active_jobs
+        if principal.max_active_jobs is not None
+        else settings.max_active_jobs_per_project
+    )
+    if cap is None:
+        return
+    lock_project(session, principal.project_id)
+    active = session.scalar(
+        select(func.count())
+        .select_from(FineTuningJob)
+        .where(
+            FineTuningJob.project_id == principal.project_id,
+            FineTuningJob.status.in_(ACTIVE_JOB_STATUSES),
+        )
+    )
+    if (active or 0) >= cap:
+        raise RateLimitError(
+            f"This project already has {active} active fine-tuning jobs, its limit is {cap}. "
+            "Wait for a job to finish or cancel one, then try again.",
+            error_type="invalid_request_error",
+            headers={"retry-after": "60"},
+        )
+
+
+def lock_project(session: Session, project_id: str) -> None:
+    """Serialize a project's count-then-insert checks (SQLite's writers are serial already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Project.seq).where(Project.id == project_id).with_for_update())
+
+
+def storage_quota(principal: Principal, settings: Settings) -> int | None:
+    if principal.storage_quota_bytes is not None:
+        return principal.storage_quota_bytes
+    return settings.storage_quota_bytes_per_project
+
+
+def stored_bytes(session: Session, project_id: str) -> int:
+    """Bytes a project holds: its live files and the parts of its pending uploads."""
+    files = session.scalar(
+        select(func.coalesce(func.sum(File.bytes), 0)).where(File.project_id == project_id)
+    )
+    parts = session.scalar(
+        select(func.coalesce(func.sum(UploadPart.bytes), 0))
+        .join(Upload, Upload.id == UploadPart.upload_id)
+        .where(Upload.project_id == project_id, Upload.status == "pending")
+    )
+    return int(files or 0) + int(parts or 0)
+
+
+def check_storage(
+    session: Session,
+    principal: Principal,
+    settings: Settings,
+    adding: int,
+    *,
+    param: str,
+    already_added: bool = False,
+) -> None:
+    """Refuse ``adding`` bytes that would take the project past its storage quota
+    (``already_added``: the session already holds the new row)."""
+    quota = storage_quota(principal, settings)
+    if quota is None:
+        return
+    lock_project(session, principal.project_id)
+    used = stored_bytes(session, principal.project_id) - (adding if already_added else 0)
+    if used + adding > quota:
+        raise InvalidRequestError(
+            f"This would store {adding} more bytes, but the project holds {used} of its "
+            f"{quota}-byte storage quota. Delete files you no longer need, or ask your OpenFT "
+            "operator to raise the quota.",
+            param=param,
+            code="storage_quota_exceeded",
+        )
