@@ -26,11 +26,13 @@ import torch
 from openai.types.fine_tuning import FineTuningJob
 from peft import PeftModel
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.auth.service import AccessService
 from service.db.database import Database
+from service.db.models import RateLimitWindow
 from tests.e2e.conftest import METRICS_TOKEN
 from tests.support import prometheus
 from tests.support.ci import require
@@ -247,6 +249,48 @@ def test_other_projects_cannot_use_the_model(
     assert model not in [m.id for m in other.models.list()]
     with pytest.raises(openai.NotFoundError):
         other.models.retrieve(model)
+
+
+def test_tokens_per_minute_are_charged_what_the_model_used(
+    sdk: Callable[..., openai.OpenAI], training_server: ServerProcess
+) -> None:
+    database = Database(f"sqlite:///{Path(training_server.env['OPENFT_DATA_DIR']) / 'openft.db'}")
+    access = AccessService(database)
+    issued = access.issue_key("metered")
+    access.set_key_limits(issued.key_id, requests_per_minute=None, tokens_per_minute=100_000)
+    client = sdk(training_server.api_url, issued.key)
+    if 60 - time.time() % 60 < 20:  # stay inside one minute's window
+        time.sleep(60 - time.time() % 60 + 0.1)
+
+    answer = client.chat.completions.with_raw_response.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "Count to ten."}], max_tokens=8
+    )
+    stream = client.chat.completions.create(
+        model="tiny-chat",
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    streamed_usage = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
+
+    usage = answer.parse().usage
+    assert usage is not None
+    assert answer.headers["x-ratelimit-limit-tokens"] == "100000"
+    used = usage.total_tokens + streamed_usage.total_tokens
+    # Charged the estimate up front, corrected to the real count after each answer.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _window_tokens(database, issued.key_id) != used:
+        time.sleep(0.2)
+    assert _window_tokens(database, issued.key_id) == used
+    database.dispose()
+
+
+def _window_tokens(database: Database, key_id: str) -> int | None:
+    with database.read() as session:
+        return session.scalar(
+            select(RateLimitWindow.tokens).where(RateLimitWindow.key_id == key_id)
+        )
 
 
 def test_unknown_models_are_model_not_found(trainer_client: openai.OpenAI) -> None:
