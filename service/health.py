@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import State
 from service.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from service.http.error_responses import ERROR_RESPONSES
 
 router = APIRouter(tags=["Health"])
 
@@ -20,7 +21,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: ERROR_RESPONSES["5XX"]})
 async def readyz(request: Request, state: State) -> dict[str, Any]:
     """Ready when the database answers; ``models`` tells which model servers are up."""
     try:

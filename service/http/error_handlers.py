@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from service.errors import (
     InternalServerError,
@@ -47,12 +48,27 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404:
         error = NotFoundError(f"Invalid URL ({route})")
     elif exc.status_code == 405:
-        error = MethodNotAllowedError(f"Invalid method for URL ({route})")
+        allow = {"allow": ", ".join(_allowed_methods(request))}
+        error = MethodNotAllowedError(f"Invalid method for URL ({route})", headers=allow)
     elif exc.status_code < 500:
         error = InvalidRequestError(str(exc.detail), status_code=exc.status_code)
     else:
         error = InternalServerError()
     return render(error)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path, for the ``Allow`` header RFC 9110 requires
+    on a 405 (Starlette's names only the first matching route's, e.g. GET or DELETE)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if (
+            isinstance(route, Route)
+            and route.methods
+            and route.matches(request.scope)[0] != Match.NONE
+        ):
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

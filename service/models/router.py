@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, Models
+from service.http.error_responses import ERROR_RESPONSES
 from service.models.schemas import Model, ModelDeleted, ModelList
 from service.models.service import ModelUnloader
 
-router = APIRouter(tags=["Models"])
+router = APIRouter(tags=["Models"], responses=ERROR_RESPONSES)
 
 
 @router.get("/models", response_model=ModelList)

@@ -9,9 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, Uploads
 from service.files.upload import receive_upload
+from service.http.error_responses import ERROR_RESPONSES
 from service.uploads.schemas import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
 
-router = APIRouter(prefix="/uploads", tags=["Uploads"])
+router = APIRouter(prefix="/uploads", tags=["Uploads"], responses=ERROR_RESPONSES)
 
 ADD_PART_BODY: dict[str, Any] = {
     "requestBody": {
@@ -21,6 +22,7 @@ ADD_PART_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["data"],
+                    "additionalProperties": False,
                     "properties": {"data": {"type": "string", "format": "binary"}},
                 }
             }

@@ -8,29 +8,31 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.db.models import Upload as UploadRow
 from service.db.models import UploadPart as PartRow
-from service.files.schemas import FileObject
+from service.files.schemas import UPLOAD_PURPOSES, FileObject
 
 UploadStatus = Literal["pending", "completed", "cancelled", "expired"]
+# The service checks these (in OpenAI's words); the schema says them too.
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024
 
 
 class ExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    anchor: str
-    seconds: int
+    anchor: str = Field(json_schema_extra={"enum": ["created_at"]})
+    seconds: int = Field(json_schema_extra={"minimum": 3600, "maximum": 30 * 24 * 3600})
 
 
 class CreateUploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filename: str = Field(min_length=1)
-    purpose: str
-    bytes: int = Field(ge=1)
+    purpose: str = Field(json_schema_extra={"enum": list(UPLOAD_PURPOSES)})
+    bytes: int = Field(ge=1, json_schema_extra={"maximum": MAX_UPLOAD_BYTES})
     mime_type: str
     expires_after: ExpiresAfter | None = None
 
 
 class CompleteUploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    part_ids: list[str]
+    part_ids: list[str] = Field(json_schema_extra={"minItems": 1, "uniqueItems": True})
     md5: str | None = None
 
 
