@@ -65,3 +65,38 @@ def test_bad_input_exits_with_a_message(tmp_path: Path, args: tuple[str, ...]) -
 
     assert result.returncode == 2
     assert result.stderr.startswith("error: ")
+
+
+def test_key_and_project_limits_are_set_and_cleared(tmp_path: Path) -> None:
+    key = openft(tmp_path, "keys", "create", "--project", "acme").stdout.strip()
+    access = AccessService(Database(f"sqlite:///{tmp_path / 'data' / 'openft.db'}"))
+    key_id = access.authenticate(f"Bearer {key}", None).key_id
+
+    assert (
+        openft(tmp_path, "keys", "limits", key_id, "--rpm", "30", "--tpm", "9000").returncode == 0
+    )
+    assert (
+        openft(
+            tmp_path,
+            "projects",
+            "limits",
+            "acme",
+            "--max-active-jobs",
+            "2",
+            "--storage-quota-bytes",
+            "1000000",
+        ).returncode
+        == 0
+    )
+    limited = access.authenticate(f"Bearer {key}", None)
+    assert (limited.requests_per_minute, limited.tokens_per_minute) == (30, 9000)
+    assert (limited.max_active_jobs, limited.storage_quota_bytes) == (2, 1_000_000)
+
+    openft(tmp_path, "keys", "limits", key_id, "--rpm", "0")
+    openft(tmp_path, "projects", "limits", "acme", "--max-active-jobs", "-1")
+    cleared = access.authenticate(f"Bearer {key}", None)
+    assert (cleared.requests_per_minute, cleared.tokens_per_minute) == (None, 9000)
+    assert (cleared.max_active_jobs, cleared.storage_quota_bytes) == (None, 1_000_000)
+
+    unknown = openft(tmp_path, "projects", "limits", "nope", "--max-active-jobs", "1")
+    assert unknown.returncode == 2 and "No such project: nope" in unknown.stderr
