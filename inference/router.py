@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from inference.gateway import Gateway
+from service.auth.service import Principal
 from service.deps import CurrentPrincipal
 from service.http.error_responses import ERROR_RESPONSES
 
@@ -39,15 +40,26 @@ ChatBody = Annotated[dict[str, Any], _request_body("model", "messages")]
 CompletionBody = Annotated[dict[str, Any], _request_body("model", "prompt")]
 
 
+async def _admitted(
+    request: Request, principal: Principal, gateway: Gateway, body: dict[str, Any]
+) -> None:
+    """Tokens per minute: charged here; their headers join the requests-per-minute ones."""
+    headers = await gateway.admit_tokens(principal, body)
+    if headers:
+        request.state.rate_limit_headers = {**request.state.rate_limit_headers, **headers}
+
+
 @router.post("/chat/completions", responses=COMPLETION_RESPONSES)
 async def chat_completions(
-    body: ChatBody, principal: CurrentPrincipal, gateway: GatewayDep
+    request: Request, body: ChatBody, principal: CurrentPrincipal, gateway: GatewayDep
 ) -> Response:
+    await _admitted(request, principal, gateway, body)
     return await gateway.forward(principal, "/v1/chat/completions", body)
 
 
 @router.post("/completions", responses=COMPLETION_RESPONSES)
 async def completions(
-    body: CompletionBody, principal: CurrentPrincipal, gateway: GatewayDep
+    request: Request, body: CompletionBody, principal: CurrentPrincipal, gateway: GatewayDep
 ) -> Response:
+    await _admitted(request, principal, gateway, body)
     return await gateway.forward(principal, "/v1/completions", body)

@@ -13,6 +13,7 @@ from service.deps import CurrentPrincipal, Files
 from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
 from service.files.upload import receive_upload
 from service.http.error_responses import ERROR_RESPONSES
+from service.idempotency import IdempotencyHeader, checked_key
 
 router = APIRouter(tags=["Files"], responses=ERROR_RESPONSES)
 
@@ -48,11 +49,19 @@ CREATE_FILE_BODY: dict[str, Any] = {
 
 
 @router.post("/files", response_model=FileObject, openapi_extra=CREATE_FILE_BODY)
-async def create_file(request: Request, principal: CurrentPrincipal, files: Files) -> FileObject:
+async def create_file(
+    request: Request,
+    principal: CurrentPrincipal,
+    files: Files,
+    idempotency_key: IdempotencyHeader = None,
+) -> FileObject:
     """Upload a file (streamed; at most ``OPENFT_MAX_FILE_BYTES``)."""
-    upload = await receive_upload(request.headers, request.stream(), files.blobs, files.limits)
+    key = checked_key(idempotency_key)
+    upload = await receive_upload(
+        request.headers, request.stream(), files.blobs, files.limits, hash_content=key is not None
+    )
     try:
-        return await run_in_threadpool(files.create, principal, upload)
+        return await run_in_threadpool(files.create, principal, upload, key)
     finally:
         upload.discard()  # a no-op once the blob is committed
 

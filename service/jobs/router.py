@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, Jobs
 from service.http.error_responses import ERROR_RESPONSES
+from service.idempotency import IdempotencyHeader
 from service.jobs.schemas import (
     CreateJobRequest,
     FineTuningJob,
@@ -24,9 +25,12 @@ METADATA_KEY = re.compile(r"metadata\[(.+)\]")
 
 @router.post("", response_model=FineTuningJob)
 async def create_job(
-    body: CreateJobRequest, principal: CurrentPrincipal, jobs: Jobs
+    body: CreateJobRequest,
+    principal: CurrentPrincipal,
+    jobs: Jobs,
+    idempotency_key: IdempotencyHeader = None,
 ) -> FineTuningJob:
-    return await run_in_threadpool(jobs.create, principal, body)
+    return await run_in_threadpool(jobs.create, principal, body, idempotency_key)
 
 
 @router.get("", response_model=FineTuningJobList)

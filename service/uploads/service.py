@@ -14,6 +14,7 @@ import time
 
 from sqlalchemy.orm import Session
 
+from service import limits
 from service.auth.service import Principal
 from service.blobstore import BlobStore, BlobWriter
 from service.blobstore.keys import upload_part_key
@@ -64,6 +65,7 @@ class UploadsService:
         )
         self._max_line_bytes = settings.max_line_bytes
         self._max_filename = settings.max_filename_chars
+        self._settings = settings
 
     def create(self, principal: Principal, request: CreateUploadRequest) -> Upload:
         _check_purpose_and_type(request.purpose, request.mime_type)
@@ -99,6 +101,8 @@ class UploadsService:
             file_expires_after=file_expires_after,
         )
         with self.db.write() as session:
+            # The declared size must fit the quota now, so that no part is refused half-way.
+            limits.check_storage(session, principal, self._settings, request.bytes, param="bytes")
             session.add(row)
         return Upload.from_row(row)
 
@@ -125,6 +129,10 @@ class UploadsService:
             with self.db.write() as session:
                 self._pending(session, principal, upload_id, lock=True)
                 session.add(part)
+                session.flush()
+                limits.check_storage(
+                    session, principal, self._settings, part.bytes, param="data", already_added=True
+                )
         except BaseException:
             self.blobs.delete(key)
             raise
