@@ -27,7 +27,7 @@ from service.webhooks.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
-BATCH = 16
+MAX_IN_FLIGHT = 16
 LEASE_MARGIN_S = 30
 
 
@@ -54,31 +54,53 @@ class WebhookSender:
         )
 
     async def run(self) -> None:
-        """Send until cancelled; a full batch means more may be due, so look again at once."""
-        while True:
-            try:
-                sent = await self.send_due()
-            except Exception:
-                log.exception("webhook sender failed; will retry")
-                sent = 0
-            if sent < BATCH:
-                await asyncio.sleep(self.settings.webhook_poll_seconds)
+        """Send until cancelled, up to ``MAX_IN_FLIGHT`` at once: a receiver that is slow to
+        answer holds one slot until its timeout, never the deliveries to other receivers."""
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                room = MAX_IN_FLIGHT - len(in_flight)
+                due = await self._claim(room) if room else []
+                for delivery in due:
+                    task = asyncio.create_task(self._deliver(delivery))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if len(due) < room or room == 0:  # nothing more is due, or no room: wait
+                    await asyncio.sleep(self.settings.webhook_poll_seconds)
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     async def send_due(self) -> int:
-        """One round: lease what is due, send it, record each outcome. Returns how many."""
-        due = await asyncio.to_thread(
-            repository.claim_due, self.db, self.owner, self.lease_s, BATCH
-        )
-        outcomes = await asyncio.gather(*(self._attempt(d) for d in due))
-        for delivery, outcome in zip(due, outcomes, strict=True):
-            await asyncio.to_thread(repository.record, self.db, self.owner, delivery.id, outcome)
-            self.metrics.webhook_deliveries.labels(outcome.result).inc()
-            if outcome.result == "failed":
-                log.warning("webhook %s given up: %s", delivery.id, outcome.error)
+        """One round (for tests): lease what is due, send it all, record each outcome."""
+        due = await self._claim(MAX_IN_FLIGHT)
+        await asyncio.gather(*(self._deliver(d) for d in due))
         return len(due)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def _claim(self, limit: int) -> list[DueDelivery]:
+        try:
+            return await asyncio.to_thread(
+                repository.claim_due, self.db, self.owner, self.lease_s, limit
+            )
+        except Exception:
+            log.exception("could not claim webhook deliveries; will retry")
+            return []
+
+    async def _deliver(self, delivery: DueDelivery) -> None:
+        """Send one delivery and record the outcome (a failure here leaves the lease to expire,
+        and the delivery is sent again)."""
+        try:
+            outcome = await self._attempt(delivery)
+            await asyncio.to_thread(repository.record, self.db, self.owner, delivery.id, outcome)
+        except Exception:
+            log.exception("webhook %s: could not send or record it; will retry", delivery.id)
+            return
+        self.metrics.webhook_deliveries.labels(outcome.result).inc()
+        if outcome.result == "failed":
+            log.warning("webhook %s given up: %s", delivery.id, outcome.error)
 
     async def _attempt(self, delivery: DueDelivery) -> Outcome:
         if delivery.endpoint_gone:
