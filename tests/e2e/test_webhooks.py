@@ -114,6 +114,10 @@ def deliveries(
         return list(session.scalars(query))
 
 
+def all_are(status: str, rows: list[WebhookDelivery], count: int) -> bool:
+    return len(rows) == count and all(r.status == status for r in rows)
+
+
 def wait_until(check: Callable[[], bool], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -143,7 +147,7 @@ def test_a_cancelled_job_is_retried_with_the_same_webhook_id_until_acknowledged(
     assert [verified(a, secret) for a in attempts] == [("fine_tuning.job.cancelled", job_id)] * 3
     body = json.loads(attempts[-1].body)
     assert body["object"] == "event" and body["id"].startswith("evt_")
-    wait_until(lambda: deliveries(server_db, project)[0].status == "delivered")
+    wait_until(lambda: all_are("delivered", deliveries(server_db, project), 1))
     (row,) = deliveries(server_db, project)
     assert (row.id, row.attempts, row.last_error) == (
         attempts[0].headers["webhook-id"],
@@ -209,20 +213,12 @@ def test_a_hanging_or_dead_receiver_holds_up_neither_jobs_nor_other_receivers(
         # Both deliveries to the hanging receiver are still in flight, unanswered.
         held = deliveries(server_db, project, hanging.url)
         assert [(r.status, r.attempts) for r in held] == [("pending", 0)] * 2
-        wait_until(lambda: given_up(deliveries(server_db, project, dead_url)))
+        wait_until(lambda: all_are("failed", deliveries(server_db, project, dead_url), 2))
         hanging.release()
-        wait_until(lambda: delivered(deliveries(server_db, project, hanging.url)))
+        wait_until(lambda: all_are("delivered", deliveries(server_db, project, hanging.url), 2))
     dead = deliveries(server_db, project, dead_url)
     # No backoff in this server: 18 refused connections each, then given up.
     assert all(r.attempts == 18 and (r.last_error or "").startswith("ConnectError") for r in dead)
-
-
-def given_up(rows: list[WebhookDelivery]) -> bool:
-    return len(rows) == 2 and all(r.status == "failed" for r in rows)
-
-
-def delivered(rows: list[WebhookDelivery]) -> bool:
-    return len(rows) == 2 and all(r.status == "delivered" for r in rows)
 
 
 def test_another_projects_endpoint_never_receives_this_projects_events(
@@ -248,3 +244,33 @@ def test_another_projects_endpoint_never_receives_this_projects_events(
         verified(to_me, their_secret)
     assert [json.loads(r.payload)["data"]["id"] for r in deliveries(server_db, mine)] == [my_job]
     assert len(my_receiver.received) == 1 and len(their_receiver.received) == 1
+
+
+def test_two_api_processes_send_each_event_once(
+    tmp_path_factory: pytest.TempPathFactory, sdk: Callable[..., openai.OpenAI]
+) -> None:
+    """Both processes run a sender on one PostgreSQL database; leases keep them apart."""
+    require(postgres.reachable(), f"PostgreSQL ({postgres.ADMIN_DSN})")
+    with postgres.fresh_database("webhooks_api2") as url:
+        server = start_server(
+            tmp_path_factory.mktemp("webhooks-api-processes"),
+            {**FAST_RETRIES, "OPENFT_DATABASE_URL": url},
+            *("--api-workers", "2", "--workers", "0", "--no-vllm"),
+        )
+        database = Database(url)
+        try:
+            project = AccessService(database).issue_key("two-processes")
+            client = sdk(server.api_url, project.key)
+            with running_receiver() as receiver:
+                add_endpoint(server, project, receiver.url)
+                jobs = [new_job(client) for _ in range(8)]
+                for job_id in jobs:
+                    client.fine_tuning.jobs.cancel(job_id)
+                wait_until(lambda: all_are("delivered", deliveries(database, project), len(jobs)))
+                received = receiver.wait_for(len(jobs))
+            rows = deliveries(database, project)
+        finally:
+            database.dispose()
+            server.stop()
+    assert sorted(r.headers["webhook-id"] for r in received) == sorted(r.id for r in rows)
+    assert len(receiver.received) == len(jobs) and all(r.attempts == 1 for r in rows)
