@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.database import Database
@@ -123,3 +123,15 @@ def record(db: Database, owner: str, delivery_id: str, outcome: Outcome) -> None
             .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_owner == owner)
             .values(values)
         )
+
+
+def prune_finished(db: Database, created_before: int) -> int:
+    """Delete delivered and given-up deliveries created before ``created_before``."""
+    with db.write() as session:
+        result = session.execute(
+            delete(WebhookDelivery).where(
+                WebhookDelivery.status.in_(("delivered", "failed")),
+                WebhookDelivery.created_at < created_before,
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 16
 LEASE_MARGIN_S = 30
+KEEP_FINISHED_S = 30 * 86400  # delivered and given-up rows, for operators to look into
+PRUNE_EVERY_S = 3600
 
 
 class WebhookSender:
@@ -57,8 +59,12 @@ class WebhookSender:
         """Send until cancelled, up to ``MAX_IN_FLIGHT`` at once: a receiver that is slow to
         answer holds one slot until its timeout, never the deliveries to other receivers."""
         in_flight: set[asyncio.Task[None]] = set()
+        next_prune = time.monotonic()
         try:
             while True:
+                if time.monotonic() >= next_prune:
+                    await self._prune()
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
                 room = MAX_IN_FLIGHT - len(in_flight)
                 due = await self._claim(room) if room else []
                 for delivery in due:
@@ -79,6 +85,16 @@ class WebhookSender:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def _prune(self) -> None:
+        try:
+            cutoff = int(time.time()) - KEEP_FINISHED_S
+            pruned = await asyncio.to_thread(repository.prune_finished, self.db, cutoff)
+        except Exception:
+            log.exception("could not prune old webhook deliveries; will retry")
+            return
+        if pruned:
+            log.info("deleted %d webhook deliveries older than 30 days", pruned)
 
     async def _claim(self, limit: int) -> list[DueDelivery]:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -286,3 +287,25 @@ def test_endpoints_need_a_project_an_http_url_and_known_events(state: AppState) 
     assert webhooks.list("acme") == []
     with pytest.raises(NotFoundError):
         webhooks.delete(created.endpoint.id)
+
+
+def test_finished_deliveries_are_pruned_after_their_time(
+    state: AppState, make_sender: Callable[..., WebhookSender]
+) -> None:
+    endpoint = add_endpoint(state, "acme")
+    cancelled_job(state)
+    cancelled_job(state)
+    asyncio.run(make_sender(Receiver(200)).send_due())
+    cancelled_job(state)
+    old_delivered, recent_delivered, old_pending = (r.id for r in deliveries(state, endpoint))
+    with state.db.write() as session:  # two of them are a month and a day old
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_([old_delivered, old_pending]))
+            .values(created_at=WebhookDelivery.created_at - 31 * 86400)
+        )
+
+    pruned = repository.prune_finished(state.db, int(time.time()) - 30 * 86400)
+
+    assert pruned == 1
+    assert [r.id for r in deliveries(state, endpoint)] == [recent_delivered, old_pending]
