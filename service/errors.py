@@ -84,6 +84,14 @@ class ServiceUnavailableError(OpenFTError):
     error_type = "server_error"
 
 
+class StorageUnavailableError(ServiceUnavailableError):
+    """The blob store cannot take or give bytes now (out of space, unreachable): nothing was
+    kept of the request's blob, and the same request may succeed later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"retry-after": "5"})
+
+
 class InternalServerError(OpenFTError):
     status_code = 500
     error_type = "server_error"

@@ -41,6 +41,9 @@ def open_blob_location(location: str, settings: Settings) -> BlobStore:
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
+            max_attempts=settings.s3_max_attempts,
+            connect_timeout_s=settings.s3_connect_timeout_seconds,
+            read_timeout_s=settings.s3_read_timeout_seconds,
         )
     return LocalBlobStore(Path(location))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 import uuid
@@ -11,16 +12,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from service.blobstore.base import check_key
+from service.errors import StorageUnavailableError
 
 STAGING = ".staging"
 READ_CHUNK = 1024 * 1024
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class LocalBlobWriter:
     def __init__(self, store: LocalBlobStore, path: Path) -> None:
         self._store = store
         self._path = path
-        self._file: BinaryIO | None = path.open("xb")
+        with _disk_errors():
+            self._file: BinaryIO | None = path.open("xb")
         self._size = 0
 
     @property
@@ -30,26 +34,33 @@ class LocalBlobWriter:
     def write(self, data: bytes) -> None:
         if self._file is None:
             raise RuntimeError("blob writer is closed")
-        self._file.write(data)
+        with _disk_errors():
+            self._file.write(data)
         self._size += len(data)
 
     def commit(self, key: str) -> None:
         if self._file is None:
             raise RuntimeError("blob writer is closed")
         target = self._store.path_of(key)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._path, target)
-        _fsync_dir(target.parent)
-
-    def abort(self) -> None:
-        if self._file is not None:
+        with _disk_errors():
+            self._file.flush()
+            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-        self._path.unlink(missing_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._path, target)
+            _fsync_dir(target.parent)
+
+    def abort(self) -> None:
+        file, self._file = self._file, None
+        try:
+            if file is not None:
+                # Closing flushes what is buffered: on a full disk that fails again. The staged
+                # file goes anyway.
+                with contextlib.suppress(OSError):
+                    file.close()
+        finally:
+            self._path.unlink(missing_ok=True)
 
 
 class LocalBlobStore:
@@ -108,6 +119,20 @@ class LocalBlobStore:
                     path.unlink()
                     swept += 1
         return swept
+
+
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """A full disk is the client's 503 (try later), not a server error with a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in OUT_OF_SPACE:
+            raise
+        raise StorageUnavailableError(
+            "The file store is out of space, so nothing of this request was kept. Try again "
+            "later, or tell your OpenFT operator if the error persists."
+        ) from exc
 
 
 def _fsync_dir(folder: Path) -> None:

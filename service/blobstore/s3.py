@@ -5,6 +5,9 @@ with one ``PutObject`` to its final key at commit (atomic). A larger one streams
 upload to a key under ``.staging/``, invisible until completed; commit completes it, copies it to
 the final key on the server (multipart copy for large objects) and deletes the staged object.
 Abandoned multipart uploads and staged objects are removed by ``sweep_staging``.
+
+An S3 that cannot be reached (after boto3's bounded retries) or that answers with a server error
+raises ``StorageUnavailableError``: the API's 503, never a hang or a traceback.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from service.blobstore.base import check_key
+from service.errors import StorageUnavailableError
 
 STAGING = ".staging"
 PART_BYTES = 16 * 1024 * 1024  # S3 wants parts of at least 5 MiB (but the last)
 READ_CHUNK = 1024 * 1024
 _MISSING = ("404", "NoSuchKey", "NotFound")
+_FULL = ("XMinioStorageFull", "InsufficientStorage")  # MinIO and others answer 507 when full
 
 
 @dataclass(frozen=True)
@@ -65,34 +71,38 @@ class S3BlobWriter:
         self._buffer += data
         self._size += len(data)
         while len(self._buffer) >= PART_BYTES:
-            self._send_part(bytes(self._buffer[:PART_BYTES]))
+            with s3_errors():
+                self._send_part(bytes(self._buffer[:PART_BYTES]))
             del self._buffer[:PART_BYTES]
 
     def commit(self, key: str) -> None:
         if self._closed:
             raise RuntimeError("blob writer is closed")
-        target = self._store.object_key(key)
+        with s3_errors():
+            self._complete(self._store.object_key(key))
+        self._buffer.clear()
+        self._closed = True
+
+    def _complete(self, target: str) -> None:
         client, bucket = self._store.client, self._store.location.bucket
         if self._upload_id is None:
             client.put_object(Bucket=bucket, Key=target, Body=bytes(self._buffer))
-        else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
-            client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=self._staged_key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
-            client.copy(
-                {"Bucket": bucket, "Key": self._staged_key},
-                bucket,
-                target,
-                Config=TransferConfig(multipart_threshold=PART_BYTES * 8),
-            )
-            client.delete_object(Bucket=bucket, Key=self._staged_key)
-        self._buffer.clear()
-        self._closed = True
+            return
+        if self._buffer:
+            self._send_part(bytes(self._buffer))
+        client.complete_multipart_upload(
+            Bucket=bucket,
+            Key=self._staged_key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+        )
+        client.copy(
+            {"Bucket": bucket, "Key": self._staged_key},
+            bucket,
+            target,
+            Config=TransferConfig(multipart_threshold=PART_BYTES * 8),
+        )
+        client.delete_object(Bucket=bucket, Key=self._staged_key)
 
     def abort(self) -> None:
         if self._closed:
@@ -100,7 +110,8 @@ class S3BlobWriter:
         self._closed = True
         self._buffer.clear()
         if self._upload_id is not None:
-            with contextlib.suppress(ClientError):  # gone already; the sweep gets the rest
+            # Gone already, or S3 unreachable: the sweep removes what is left.
+            with contextlib.suppress(ClientError, BotoConnectionError, HTTPClientError):
                 self._store.client.abort_multipart_upload(
                     Bucket=self._store.location.bucket,
                     Key=self._staged_key,
@@ -135,6 +146,9 @@ class S3BlobStore:
         region: str | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
+        max_attempts: int = 3,
+        connect_timeout_s: float = 5,
+        read_timeout_s: float = 30,
     ) -> None:
         self.location = S3Location.parse(url)
         self.client = boto3.client(
@@ -144,10 +158,12 @@ class S3BlobStore:
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             config=Config(
-                retries={"max_attempts": 5, "mode": "standard"},
+                # Bounded: an unreachable S3 fails the request with a 503 within
+                # max_attempts x (connect or read timeout) plus a few seconds of backoff.
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path"},
-                connect_timeout=5,
-                read_timeout=60,
+                connect_timeout=connect_timeout_s,
+                read_timeout=read_timeout_s,
             ),
         )
 
@@ -159,15 +175,17 @@ class S3BlobStore:
 
     def read(self, key: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
         try:  # before the first chunk is asked for, as the local store does
-            body = self.client.get_object(Bucket=self.location.bucket, Key=self.object_key(key))[
-                "Body"
-            ]
+            with s3_errors():
+                body = self.client.get_object(
+                    Bucket=self.location.bucket, Key=self.object_key(key)
+                )["Body"]
         except ClientError as exc:
             raise _not_found(exc, key) from exc
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from body.iter_chunks(chunk_size)
+                with s3_errors():
+                    yield from body.iter_chunks(chunk_size)
             finally:
                 body.close()
 
@@ -184,7 +202,8 @@ class S3BlobStore:
         return True
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.location.bucket, Key=self.object_key(key))
+        with s3_errors():
+            self.client.delete_object(Bucket=self.location.bucket, Key=self.object_key(key))
 
     def keys(self, prefix: str) -> Iterator[str]:
         start = self.object_key(prefix).rstrip("/") + "/"
@@ -201,38 +220,75 @@ class S3BlobStore:
         swept = 0
         for entry in list(self._objects(staging)):
             if entry["LastModified"].timestamp() < cutoff:
-                self.client.delete_object(Bucket=self.location.bucket, Key=entry["Key"])
+                self.delete_object(entry["Key"])
                 swept += 1
         uploads = self.client.get_paginator("list_multipart_uploads")
-        for page in uploads.paginate(Bucket=self.location.bucket, Prefix=staging):
-            for upload in page.get("Uploads", []):
-                if upload["Initiated"].timestamp() < cutoff:
-                    self.client.abort_multipart_upload(
-                        Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                    )
-                    swept += 1
+        with s3_errors():
+            for page in uploads.paginate(Bucket=self.location.bucket, Prefix=staging):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.location.bucket,
+                            Key=upload["Key"],
+                            UploadId=upload["UploadId"],
+                        )
+                        swept += 1
         return swept
+
+    def delete_object(self, object_key: str) -> None:
+        """Delete by object key (prefix included), e.g. a staged object."""
+        with s3_errors():
+            self.client.delete_object(Bucket=self.location.bucket, Key=object_key)
 
     def prepare(self) -> None:
         """Create the bucket if it does not exist (a new MinIO or SeaweedFS, a backup target)."""
-        try:
-            self.client.head_bucket(Bucket=self.location.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.location.bucket)
+        with s3_errors():
+            try:
+                self.client.head_bucket(Bucket=self.location.bucket)
+            except ClientError:
+                self.client.create_bucket(Bucket=self.location.bucket)
 
     def _head(self, key: str) -> dict[str, Any]:
         try:
-            head: dict[str, Any] = self.client.head_object(
-                Bucket=self.location.bucket, Key=self.object_key(key)
-            )
+            with s3_errors():
+                head: dict[str, Any] = self.client.head_object(
+                    Bucket=self.location.bucket, Key=self.object_key(key)
+                )
         except ClientError as exc:
             raise _not_found(exc, key) from exc
         return head
 
     def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         pages = self.client.get_paginator("list_objects_v2")
-        for page in pages.paginate(Bucket=self.location.bucket, Prefix=prefix):
-            yield from sorted(page.get("Contents", []), key=lambda entry: entry["Key"])
+        with s3_errors():
+            for page in pages.paginate(Bucket=self.location.bucket, Prefix=prefix):
+                yield from sorted(page.get("Contents", []), key=lambda entry: entry["Key"])
+
+
+@contextlib.contextmanager
+def s3_errors() -> Iterator[None]:
+    """S3 down or failing (after boto3's retries) becomes the API's 503; a client error such as
+    a missing key is left to the caller."""
+    try:
+        yield
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise StorageUnavailableError(
+            "The file store cannot be reached, so nothing of this request was kept. Try again "
+            "shortly, or tell your OpenFT operator if the error persists."
+        ) from exc
+    except ClientError as exc:
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if str(exc.response.get("Error", {}).get("Code", "")) in _FULL or status == 507:
+            raise StorageUnavailableError(
+                "The file store is out of space, so nothing of this request was kept. Try again "
+                "later, or tell your OpenFT operator if the error persists."
+            ) from exc
+        if status >= 500:
+            raise StorageUnavailableError(
+                f"The file store failed ({exc.response.get('Error', {}).get('Code')}); nothing "
+                "of this request was kept. Try again shortly."
+            ) from exc
+        raise
 
 
 def _not_found(exc: ClientError, key: str) -> Exception:

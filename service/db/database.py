@@ -2,6 +2,9 @@
 
 On SQLite the connection runs in WAL mode with a busy timeout, and write transactions start with
 ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing at their first write.
+
+A database that is down, restarting, full or too busy raises ``ServiceUnavailableError`` out of
+both scopes (the API's 503 with ``retry-after``); the pool's pre-ping reconnects once it is back.
 """
 
 from __future__ import annotations
@@ -12,11 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.errors import ServiceUnavailableError
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _IMMEDIATE = "openft_sqlite_immediate"
+# PostgreSQL SQLSTATE classes that say "not now" rather than "wrong": connection exception,
+# transaction rollback (serialization, deadlock), insufficient resources, operator intervention.
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+TRANSIENT_SQLITE_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -67,13 +77,13 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._readers() as session:
+        with database_errors(), self._readers() as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction, committed when the block ends and rolled back if it raises."""
-        with self._writers() as session, session.begin():
+        with database_errors(), self._writers() as session, session.begin():
             yield session
 
     def ping(self) -> None:
@@ -82,3 +92,34 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The database being unavailable becomes a 503; every other database error stays a bug."""
+    try:
+        yield
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+        if not is_unavailable(exc):
+            raise
+        raise ServiceUnavailableError(
+            "The database is not reachable right now; try again shortly.",
+            headers={"retry-after": "2"},
+        ) from exc
+
+
+def is_unavailable(exc: Exception) -> bool:
+    """True for errors that say the database cannot serve now (down, restarting, busy, full)."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlite_error = getattr(exc.orig, "sqlite_errorname", None)
+    if sqlite_error is not None:
+        return str(sqlite_error).startswith(TRANSIENT_SQLITE_ERRORS)
+    if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # None: no server answered (psycopg)
+    return sqlstate is None or str(sqlstate)[:2] in TRANSIENT_SQLSTATE_CLASSES
