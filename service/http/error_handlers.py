@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
@@ -21,6 +22,9 @@ from service.http.request_id import REQUEST_ID_HEADER
 from service.http.validation import to_invalid_request
 
 log = logging.getLogger(__name__)
+
+NUL_REFUSED = "cannot contain NUL (0x00)"  # psycopg's words
+NUL_MESSAGE = "Text in a request cannot contain NUL (0x00) characters."
 
 
 def render(error: OpenFTError, request: Request | None = None) -> JSONResponse:
@@ -71,6 +75,14 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL refuses text holding NUL (0x00), wherever a client put it (an id in the path,
+    a query parameter, a name in a body): that is the client's mistake, not a server error."""
+    if NUL_REFUSED in str(getattr(exc, "orig", exc)):
+        return render(InvalidRequestError(NUL_MESSAGE), request)
+    return await _unexpected_error(request, exc)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
     log.error(
@@ -83,4 +95,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OpenFTError, _openft_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sa_exc.DataError, _data_error)
     app.add_exception_handler(Exception, _unexpected_error)

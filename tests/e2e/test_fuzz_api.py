@@ -29,7 +29,7 @@ from service.auth.service import AccessService
 from tests.support.server import ServerProcess
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 60
 
 schema = schemathesis.openapi.from_path(OPENAPI)
 # Unknown query parameters are ignored, as api.openai.com ignores them (and the jobs list reads
