@@ -388,3 +388,34 @@ def test_an_unreachable_s3_gives_a_503_after_bounded_retries_and_recovers(
     assert tries == {"PutObject": 2, "GetObject": 2}, "each call tried s3_max_attempts times"
     assert listed == [kept], "the refused upload left no file"
     assert stored.status_code == 200 and content == CHAT * 10
+
+
+def test_an_s3_that_never_answers_gives_a_503_after_bounded_retries(
+    s3_server: seaweedfs.S3Server, tmp_path: Path
+) -> None:
+    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
+    proxy = TcpProxy(host, int(port))
+    settings = s3_settings(tmp_path, proxy.url, s3_server).model_copy(
+        update={"s3_read_timeout_seconds": 1.0}
+    )
+    attempts: Counter[str] = Counter()
+
+    def count(event_name: str, **_: Any) -> None:
+        attempts[event_name.rsplit(".", 1)[-1]] += 1
+
+    try:
+        with api(settings) as client:
+            client.app.state.openft.blobs.client.meta.events.register(  # type: ignore[attr-defined]
+                "before-send.s3", count
+            )
+            proxy.stall()
+            refused = upload(client)
+            tries = dict(attempts)
+            proxy.up()
+            stored = upload(client)
+    finally:
+        proxy.down()
+
+    assert_unavailable(refused, "The file store cannot be reached")
+    assert tries == {"PutObject": 2}
+    assert stored.status_code == 200, stored.text

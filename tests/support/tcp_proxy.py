@@ -1,5 +1,6 @@
 """A loopback TCP forwarder that a test can take down and bring back, to make a server
-unreachable (connections refused, open ones cut) without stopping the server itself."""
+unreachable (connections refused, open ones cut) or unresponsive (connections accepted, never
+answered) without stopping the server itself."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import threading
 
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:port`` to ``target``; ``down()`` refuses and cuts, ``up()`` serves again
-    on the same port."""
+    """Forwards ``127.0.0.1:port`` to ``target``; ``down()`` refuses and cuts, ``stall()`` accepts
+    and never answers, ``up()`` serves again on the same port."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -18,6 +19,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._stalled = False
         self.up()
 
     @property
@@ -25,6 +27,9 @@ class TcpProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def up(self) -> None:
+        self._stalled = False
+        if self._listener is not None:
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -32,6 +37,12 @@ class TcpProxy:
         self.port = listener.getsockname()[1]
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stall(self) -> None:
+        """Cut open connections; new ones are accepted and then left unanswered."""
+        self.down()
+        self.up()
+        self._stalled = True
 
     def down(self) -> None:
         listener, self._listener = self._listener, None
@@ -52,6 +63,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # down
+            if self._stalled:
+                with self._lock:
+                    self._open.add(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
