@@ -39,7 +39,7 @@ test-fast: install-ml
 	$(BIN)/pytest tests/unit --durations=30 $(PYTEST_ARGS)
 
 # Every benchmark, each against its baseline in the same run; figures in bench/results/*.json.
-# About 25 minutes on a 2-core CPU machine (PostgreSQL on 127.0.0.1 for lists and queue).
+# About 36 minutes on a 2-core CPU machine (PostgreSQL on 127.0.0.1 for lists, queue and soak).
 bench: install-ml system-deps
 	$(BIN)/python bench/lists.py
 	$(BIN)/python bench/api_throughput.py
@@ -51,6 +51,7 @@ bench: install-ml system-deps
 	$(BIN)/python bench/validation_throughput.py --mb 100
 	$(BIN)/python bench/upload.py --mb 200
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/soak.py --minutes 10
 
 lint: install-ml
 	$(BIN)/ruff check .
