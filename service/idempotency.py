@@ -10,6 +10,7 @@ refused; keys are forgotten after ``OPENFT_IDEMPOTENCY_KEY_HOURS``.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from typing import Annotated, Any
 
@@ -25,11 +26,14 @@ from service.errors import InvalidRequestError
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
+# Visible ASCII, inner spaces allowed (leading and trailing ones would not survive HTTP).
+KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 
 IdempotencyHeader = Annotated[
     str | None,
     Header(
         alias=HEADER,
+        json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": KEY_PATTERN},
         description="Optional: a retry with the same key (and the same request) returns the "
         "object the first request created instead of creating another.",
     ),
@@ -44,9 +48,11 @@ def fingerprint(*parts: Any) -> str:
 def checked_key(key: str | None) -> str | None:
     if key is None:
         return None
-    if not key or len(key) > MAX_KEY_CHARS or not key.isprintable():
+    if len(key) > MAX_KEY_CHARS or not re.fullmatch(KEY_PATTERN, key):
         raise InvalidRequestError(
-            f"'{HEADER}' must be 1 to {MAX_KEY_CHARS} printable characters.", param=HEADER
+            f"'{HEADER}' must be 1 to {MAX_KEY_CHARS} visible ASCII characters (spaces only "
+            "inside).",
+            param=HEADER,
         )
     return key
 
