@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import logging
 import os
@@ -40,6 +41,7 @@ from service.blobstore.keys import (
 from service.db.database import Database
 from service.db.models import File, FineTuningJob
 from service.drift import PromptProfile, build_profile
+from service.errors import ServiceUnavailableError
 from service.ids import new_file_id, new_model_tag
 from service.jobs import queue, repository
 from service.jobs.queue import Claim, LeaseLostError
@@ -68,6 +70,8 @@ from trainer.sft import (
 log = logging.getLogger("openft.worker")
 RESULT_COLUMNS = "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
 FILES_VALIDATED = "Files validated, moving job to queued state"
+LOST_STORE = "lost the database or the blob store"
+POLL_WHEN_DOWN_S = 1.0
 
 
 class Worker:
@@ -84,18 +88,26 @@ class Worker:
         self.blobs.prepare()
         self.sweep_snapshots()
         while not self.stopping.is_set():
-            reaped = queue.reap_expired_leases(self.db, self.settings.max_lost_leases)
-            if reaped:
-                log.warning("freed jobs whose worker stopped responding: %s", reaped)
-                for job_id in reaped:
-                    self._forget_snapshots_if_finished(job_id)
-            claim = queue.claim(self.db, self.owner, self.settings.lease_seconds)
-            if claim is None:
-                if once:
-                    return
-                self.stopping.wait(self.settings.worker_poll_seconds)
+            try:
+                claim = self._next_claim()
+                if claim is not None:
+                    self.process(claim)
+                    continue
+            except ServiceUnavailableError as exc:  # a database restart is no reason to exit
+                log.warning("%s; retrying in %ss: %s", LOST_STORE, POLL_WHEN_DOWN_S, exc)
+                self.stopping.wait(POLL_WHEN_DOWN_S)
                 continue
-            self.process(claim)
+            if once:
+                return
+            self.stopping.wait(self.settings.worker_poll_seconds)
+
+    def _next_claim(self) -> Claim | None:
+        reaped = queue.reap_expired_leases(self.db, self.settings.max_lost_leases)
+        if reaped:
+            log.warning("freed jobs whose worker stopped responding: %s", reaped)
+            for job_id in reaped:
+                self._forget_snapshots_if_finished(job_id)
+        return queue.claim(self.db, self.owner, self.settings.lease_seconds)
 
     def process(self, claim: Claim) -> None:
         log.info("claimed %s (attempt %d)", claim.job_id, claim.attempt)
@@ -113,6 +125,14 @@ class Worker:
             self._fail(claim, exc.code, exc.message, exc.param)
         except TrainingFailed as exc:
             self._fail(claim, exc.code, exc.message, None)
+        except ServiceUnavailableError as exc:
+            # Not the job's fault: hand it back (or, while the database is still away, let the
+            # lease expire); it resumes from its newest snapshot.
+            log.warning(
+                "%s during %s; it resumes from its snapshot: %s", LOST_STORE, claim.job_id, exc
+            )
+            with contextlib.suppress(ServiceUnavailableError):
+                queue.release(self.db, claim, "The job is queued to resume after a storage outage")
         except (torch.OutOfMemoryError, MemoryError):
             log.exception("job %s ran out of memory", claim.job_id)
             message = (
@@ -446,7 +466,11 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self._done.wait(self.lease_s / 3):
-            if not queue.renew(self.db, self.claim, self.lease_s):
+            try:
+                renewed = queue.renew(self.db, self.claim, self.lease_s)
+            except ServiceUnavailableError:
+                continue  # the database is away: try again at the next beat
+            if not renewed:
                 self.lost.set()
                 return
 

@@ -5,8 +5,12 @@ hang or a traceback), keeps nothing half-written, loses or repeats no job, and r
 from __future__ import annotations
 
 import errno
+import importlib.util
 import io
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,13 +24,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service.app import create_app
-from service.auth.service import AccessService
+from service.app import build_state, create_app
+from service.auth.service import AccessService, Principal
 from service.db import migrate
 from service.db.database import Database
 from service.db.models import FineTuningJob, FineTuningJobEvent
 from service.errors import ServiceUnavailableError
+from service.files.upload import ReceivedUpload
 from service.jobs import queue, repository
+from service.jobs.schemas import CreateJobRequest
 from service.settings import Settings
 from tests.support import private_postgres, seaweedfs
 from tests.support.ci import require
@@ -36,6 +42,7 @@ from tests.support.tcp_proxy import TcpProxy
 Response = Any
 CHAT = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
 LEASE_S = 5
+WORKER_LOST_DB = "lost the database or the blob store"
 
 
 @contextmanager
@@ -64,6 +71,16 @@ def assert_unavailable(response: Response, words: str) -> None:
     assert error["type"] == "server_error" and words in error["message"]
     assert "Traceback" not in response.text and "psycopg" not in response.text
     assert int(response.headers["retry-after"]) > 0
+
+
+def door_chat(i: int) -> bytes:
+    row = {
+        "messages": [
+            {"role": "user", "content": f"What is the code for door {i}?"},
+            {"role": "assistant", "content": f"The code for door {i} is {1000 + i}."},
+        ]
+    }
+    return (json.dumps(row) + "\n").encode()
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 180) -> None:
@@ -152,9 +169,10 @@ class Creator(threading.Thread):
 def test_a_postgresql_restart_under_load_loses_and_repeats_no_job(
     private_pg: private_postgres.PrivateServer, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data", database_url=private_pg.url)
+    url = private_pg.create_database("restart_under_load")
+    settings = Settings(data_dir=tmp_path / "data", database_url=url)
     stop_claimers, stop_creating = threading.Event(), threading.Event()
-    claimers = [Claimer(private_pg.url, f"claimer-{i}", stop_claimers) for i in range(3)]
+    claimers = [Claimer(url, f"claimer-{i}", stop_claimers) for i in range(3)]
     reaped: set[str] = set()
     stored: dict[str, str] = {}
     with api(settings) as client:
@@ -190,7 +208,7 @@ def test_a_postgresql_restart_under_load_loses_and_repeats_no_job(
 
     for response in [*creator.refused(), *during]:
         assert_unavailable(response, "The database is not reachable right now")
-    with Database(private_pg.url).read() as session:
+    with Database(url).read() as session:
         completions = Counter(
             session.scalars(
                 select(FineTuningJobEvent.job_id).where(
@@ -210,6 +228,86 @@ def test_a_postgresql_restart_under_load_loses_and_repeats_no_job(
     lost_holders = set().union(*(c.interrupted for c in claimers), reaped)
     assert handed_out_again <= lost_holders, "a job was re-claimed while its holder still had it"
     assert [f["id"] for f in files] == [training], "the upload during the outage left no file"
+
+
+def test_a_training_worker_rides_out_a_postgresql_restart(
+    private_pg: private_postgres.PrivateServer, tmp_path: Path
+) -> None:
+    """A real worker mid-training: the job resumes from its snapshot and succeeds, and the
+    worker process keeps running (it neither fails the job nor exits)."""
+    require(
+        all(importlib.util.find_spec(m) for m in ("torch", "transformers", "peft")),
+        "the training stack (torch, transformers, peft)",
+    )
+    from trainer.demo_model import create_demo_model
+
+    url = private_pg.create_database("worker_restart")
+    data_dir = tmp_path / "data"
+    create_demo_model(data_dir / "models" / "tiny-chat")
+    state = build_state(Settings(data_dir=data_dir, database_url=url))
+    migrate.upgrade(state.db)
+    issued = state.access.issue_key("worker")
+    owner = Principal(issued.project_id, issued.project_slug, issued.key_id)
+    blob = state.blobs.stage()
+    blob.write(b"".join(door_chat(i) for i in range(12)))
+    training = state.files.create(
+        owner, ReceivedUpload(fields={"purpose": "fine-tune"}, filename="t.jsonl", blob=blob)
+    )
+    job_id = state.jobs.create(
+        owner,
+        CreateJobRequest(
+            model="tiny-chat", training_file=training.id, seed=7,
+            hyperparameters={"n_epochs": 3, "batch_size": 2},
+        ),
+    ).id  # fmt: skip
+    log_path = tmp_path / "worker.log"
+    env = {
+        **os.environ, "OPENFT_DATA_DIR": str(data_dir), "OPENFT_DATABASE_URL": url,
+        "OPENFT_SNAPSHOT_EVERY_STEPS": "2", "OPENFT_WORKER_POLL_SECONDS": "0.2",
+        "OPENFT_LEASE_SECONDS": "5",
+    }  # fmt: skip
+    env.pop("OPENFT_FAULT", None)
+
+    def steps() -> int:
+        with state.db.read() as session:
+            events = session.scalars(
+                select(FineTuningJobEvent.step).where(
+                    FineTuningJobEvent.job_id == job_id, FineTuningJobEvent.type == "metrics"
+                )
+            ).all()
+        return max((s for s in events if s is not None), default=0)
+
+    def status() -> str:
+        return state.jobs.retrieve(owner, job_id).status
+
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "trainer.worker"], env=env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: steps() >= 4, "the worker to train a few steps", timeout_s=240)
+            private_pg.stop("fast")
+            wait_until(lambda: WORKER_LOST_DB in log_path.read_text(), "the worker to notice")
+            private_pg.start()
+            wait_until(lambda: status() in ("succeeded", "failed", "cancelled"), "the job to end")
+            still_running = worker.poll() is None
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+            state.db.dispose()
+
+    with Database(url).read() as session:
+        messages = session.scalars(
+            select(FineTuningJobEvent.message).where(FineTuningJobEvent.job_id == job_id)
+        ).all()
+    assert status() == "succeeded", log_path.read_text()[-3000:]
+    assert still_running, log_path.read_text()[-3000:]
+    handed_back = {  # by the worker, or by the reaper once its lease ran out
+        "The job is queued to resume after a storage outage",
+        "The worker stopped responding; the job is queued to resume",
+    }
+    assert handed_back & set(messages), messages
 
 
 # --- A full disk under the local blob store ---------------------------------------------------

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 SERVICE_USER = "postgres"
 
 
@@ -54,6 +56,13 @@ class PrivateServer:
     def url(self) -> str:
         """SQLAlchemy URL of the ``postgres`` database (the only one; tests own the server)."""
         return f"postgresql+psycopg://{SERVICE_USER}@127.0.0.1:{self.port}/postgres"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database on this server; returns its SQLAlchemy URL."""
+        admin = self.url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def start(self) -> None:
         options = (
