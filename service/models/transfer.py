@@ -61,10 +61,10 @@ class ModelTransfer:
         """Write ``model`` (an ``ft:`` model or checkpoint) into the new folder ``target``: its
         PEFT adapter, or with ``merged`` the base model's weights with the adapter folded in."""
         adapter = self._locate(model)
-        base = self._base(adapter.base_model)
+        base = self._base(adapter.base_model) if merged else None
         prefix = adapter_prefix(adapter.job_id, adapter.variant)
         with _new_folder(target) as staging:
-            if not merged:
+            if base is None:
                 download_folder(self.blobs, prefix, staging)
                 return
             with tempfile.TemporaryDirectory() as downloaded:
