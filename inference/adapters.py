@@ -78,6 +78,12 @@ class AdapterLoader:
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
+    def forget(self, model: str) -> None:
+        """Drop a deleted model's load lock (unless a load holds it)."""
+        lock = self._locks.get(model)
+        if lock is not None and not lock.locked():
+            del self._locks[model]
+
     def unpublish(self, job_id: str) -> None:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 

@@ -124,12 +124,18 @@ class Gateway:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def unload(self, model: DeletedModel) -> None:
-        """A deleted model: drop it from vLLM (best effort) and remove its published folder."""
+        """A deleted model: drop it and its checkpoints from vLLM (best effort), remove its
+        published folder, and forget it here (metrics, cached profile, load locks)."""
         upstream = self.upstreams.get(model.base_model)
         if upstream is not None and upstream.ready:
-            with contextlib.suppress(httpx.TransportError):
-                await self.adapters.unload(upstream, model.name)
+            for name in model.names:
+                with contextlib.suppress(httpx.TransportError):
+                    await self.adapters.unload(upstream, name)
         await run_in_threadpool(self.adapters.unpublish, model.job_id)
+        for name in model.names:
+            self.metrics.forget(name)
+            self._profiles.pop(name, None)
+            self.adapters.forget(name)
 
     async def _target(self, principal: Principal, model: str) -> Target:
         if not model.startswith("ft:"):

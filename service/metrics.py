@@ -116,6 +116,21 @@ class Metrics:
             "(delivered, retrying, failed: given up).", ["result"], registry=r,
         )  # fmt: skip
 
+    @property
+    def _per_model(self) -> tuple[Counter | Histogram, ...]:
+        return (
+            self.inference_requests,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.first_token_seconds,
+            self.inference_seconds,
+            self.drift_prompts,
+            self.drift_outside,
+            self.drift_tokens,
+            self.drift_token_samples_dropped,
+            self.cost,
+        )
+
     def served(
         self,
         *,
@@ -136,9 +151,11 @@ class Metrics:
         self.first_token_seconds.labels(model, base.name).observe(first_token_s)
         self.inference_seconds.labels(model, base.name).observe(total_s)
         if base.input_price_per_1m_tokens:
-            self.cost.labels("input", **labels).inc(prompt * base.input_price_per_1m_tokens / 1e6)
+            self.cost.labels(kind="input", **labels).inc(
+                prompt * base.input_price_per_1m_tokens / 1e6
+            )
         if base.output_price_per_1m_tokens:
-            self.cost.labels("output", **labels).inc(
+            self.cost.labels(kind="output", **labels).inc(
                 completion * base.output_price_per_1m_tokens / 1e6
             )
         return prompt, completion
@@ -163,6 +180,25 @@ class Metrics:
         for index, count in enumerate(sketch.bin_counts(tokens)):
             if count:
                 self.drift_tokens.labels(model, str(index)).inc(count)
+
+    def forget(self, model: str) -> int:
+        """Drop every series of a deleted fine-tuned model, so a long-running API process does
+        not keep them forever; returns how many went.
+
+        Prometheus keeps what it already scraped, so ``increase()`` over a window that saw the
+        model still counts it."""
+        gone = 0
+        for metric in self._per_model:
+            # prometheus_client has no public way to list a metric's children.
+            names = list(metric._labelnames)
+            index = names.index("model")
+            for labels in list(metric._metrics):
+                if labels[index] == model:
+                    metric.remove(*labels)
+                    gone += 1
+        self._drift_models.discard(model)
+        self._token_drift_models.discard(model)
+        return gone
 
     def failed(self, *, model: str, base_model: str, project: str, status: int) -> None:
         self.inference_requests.labels(model, base_model, project, str(status)).inc()

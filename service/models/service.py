@@ -11,7 +11,7 @@ from sqlalchemy import select
 from service.auth.service import Principal
 from service.blobstore import BlobStore
 from service.db.database import Database
-from service.db.models import FineTuningJob
+from service.db.models import FineTuningJob, FineTuningJobCheckpoint
 from service.errors import NotFoundError, PermissionDeniedError
 from service.jobs import repository as jobs_repository
 from service.models.registry import ModelRegistry
@@ -25,6 +25,12 @@ class DeletedModel:
     name: str
     job_id: str
     base_model: str
+    checkpoints: tuple[str, ...] = ()  # names of the job's checkpoints, gone with it
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every servable name that went: the model and its checkpoints."""
+        return (self.name, *self.checkpoints)
 
 
 class ModelUnloader(Protocol):
@@ -68,7 +74,10 @@ class ModelsService:
                     f"The model '{model_id}' does not exist", param="model", code="model_not_found"
                 )
             job.model_deleted_at = int(time.time())
-            deleted = DeletedModel(model_id, job.id, job.model)
+            checkpoints = session.scalars(
+                select(FineTuningJobCheckpoint.name).where(FineTuningJobCheckpoint.job_id == job.id)
+            ).all()
+            deleted = DeletedModel(model_id, job.id, job.model, tuple(checkpoints))
         for key in list(self.blobs.keys(f"adapters/{deleted.job_id}")):
             self.blobs.delete(key)
         return deleted

@@ -752,6 +752,12 @@ def test_deleting_a_model(
     outsider = AccessService(database).issue_key("deleter")
     database.dispose()
     assert "marmalade-47" in (ask(trainer_client, model).choices[0].message.content or "")
+    job = next(j for j in trainer_client.fine_tuning.jobs.list() if j.fine_tuned_model == model)
+    checkpoint = trainer_client.fine_tuning.jobs.checkpoints.list(job.id).data[-1]
+    ask(trainer_client, checkpoint.fine_tuned_model_checkpoint)
+    served = scrape(training_server).text
+    for name in (model, checkpoint.fine_tuned_model_checkpoint):
+        assert samples(served, "openft_inference_requests_total", model=name) >= 1
 
     with pytest.raises(openai.NotFoundError):
         sdk(training_server.api_url, outsider.key).models.delete(model)
@@ -764,6 +770,11 @@ def test_deleting_a_model(
     with pytest.raises(openai.NotFoundError) as error:
         ask(trainer_client, model)
     assert error.value.code == "model_not_found"
+    # Nothing of the model or its checkpoints stays in the API process's metrics (a long-running
+    # process would otherwise keep every model it ever served).
+    after = scrape(training_server).text
+    for name in (model, checkpoint.fine_tuned_model_checkpoint):
+        assert f'model="{name}"' not in after
 
 
 def test_a_restarted_service_keeps_serving_the_model(
