@@ -376,11 +376,13 @@ def test_a_full_disk_fails_uploads_cleanly_keeps_nothing_and_the_next_works(
         refused.append(client.post(f"/v1/uploads/{upload_id}/parts", files={"data": ("p", big)}))
         leftovers = sorted(p.name for p in staging.iterdir())
         listed = client.get("/v1/files").json()["data"]
-        disk.free = 10**9  # the operator made room
+        disk.free = len(big) + 1000  # room for the part, not for joining it into a file
         part = client.post(f"/v1/uploads/{upload_id}/parts", files={"data": ("p", big)})
-        completed = client.post(
-            f"/v1/uploads/{upload_id}/complete", json={"part_ids": [part.json()["id"]]}
-        )
+        join = {"part_ids": [part.json()["id"]]}
+        refused.append(client.post(f"/v1/uploads/{upload_id}/complete", json=join))
+        leftovers += sorted(p.name for p in staging.iterdir())
+        disk.free = 10**9  # the operator made room
+        completed = client.post(f"/v1/uploads/{upload_id}/complete", json=join)  # still pending
         stored = upload(client)
         content = client.get(f"/v1/files/{stored.json()['id']}/content").content
 
