@@ -184,9 +184,10 @@ class Gateway:
         try:
             try:
                 return await self.client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.RemoteProtocolError):
-                # Nothing was processed: the connection was refused, or a pooled keep-alive
-                # connection was closed by vLLM just as we reused it. One more try is safe.
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                # No answer has started: the connection was refused, or a pooled keep-alive
+                # connection was closed by vLLM just as we reused it (seen as a protocol error
+                # or an empty read). A completion has no side effects: one more try is safe.
                 return await self.client.send(request, stream=True)
         except httpx.TransportError as exc:
             log.error("forwarding to vLLM for %s failed: %r", target.upstream.model.name, exc)

@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from inference.gateway import Target, _SSERelay, _upstream_error
+from inference.gateway import Gateway, Target, _SSERelay, _upstream_error
 from inference.openai_shape import normalise
 from inference.upstreams import Upstream
 from inference.vllm_process import VLLMProcess
 from service.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from service.metrics import Metrics
 from service.settings import BaseModelConfig, Settings
 
 MODEL = BaseModelConfig(name="tiny", path="/models/tiny")
@@ -165,3 +167,41 @@ def test_an_unrelated_process_named_in_a_pidfile_is_left_alone(tmp_path: Path) -
     assert bystander.poll() is None
     bystander.kill()
     bystander.wait()
+
+
+def _gateway_over(transport: httpx.MockTransport) -> tuple[Gateway, httpx.AsyncClient]:
+    client = httpx.AsyncClient(transport=transport)
+    gateway = Gateway(None, None, None, client, Metrics())  # type: ignore[arg-type]
+    return gateway, client
+
+
+def test_a_connection_vllm_dropped_before_answering_is_tried_once_more() -> None:
+    attempts: list[int] = []
+
+    def vllm(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise httpx.ReadError("")  # a pooled keep-alive connection closed as it was reused
+        return httpx.Response(200, json={"ok": True})
+
+    gateway, client = _gateway_over(httpx.MockTransport(vllm))
+    target = Target(Upstream(MODEL, "http://vllm"), None)
+
+    response = asyncio.run(gateway._send(target, "/v1/chat/completions", {"model": "tiny"}))
+
+    assert response.status_code == 200 and len(attempts) == 2
+    asyncio.run(client.aclose())
+
+
+def test_a_vllm_that_keeps_dropping_connections_is_a_503() -> None:
+    def vllm(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("")
+
+    gateway, client = _gateway_over(httpx.MockTransport(vllm))
+    target = Target(Upstream(MODEL, "http://vllm"), None)
+
+    with pytest.raises(ServiceUnavailableError) as refused:
+        asyncio.run(gateway._send(target, "/v1/chat/completions", {"model": "tiny"}))
+
+    assert refused.value.headers["retry-after"]
+    asyncio.run(client.aclose())
