@@ -28,9 +28,9 @@ from service import usage
 from service.app import create_app
 from service.auth.service import AccessService
 from service.blobstore import copy_blobs, open_blob_location, open_blob_store
+from service.console import err, exit_on_error
 from service.db import migrate
 from service.db.database import Database
-from service.errors import OpenFTError
 from service.jobs.cli import jobs_app
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_DIR_ENV
@@ -58,7 +58,6 @@ app.add_typer(blobs_app, name="blobs")
 app.add_typer(webhooks_app, name="webhooks")
 
 DEFAULT_PROJECT = "default"
-err = Console(stderr=True)
 
 
 def _prepared_database(settings: Settings) -> Database:
@@ -173,11 +172,8 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="A note saying what the key is for.")] = None,
 ) -> None:
     """Create an API key and print it on a line of its own (it is stored only as a hash)."""
-    try:
+    with exit_on_error():
         issued = _access(Settings()).issue_key(project, name)
-    except OpenFTError as exc:
-        err.print(f"error: {exc.message}")
-        raise typer.Exit(2) from exc
     if issued.project_created:
         err.print(f"Created project '{issued.project_slug}' ({issued.project_id}).")
     err.print(f"API key {issued.key_id} for project '{issued.project_slug}':")
@@ -205,11 +201,8 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id, e.g. key_...")]) -> None:
     """Revoke an API key; requests with it fail from now on."""
-    try:
+    with exit_on_error():
         _access(Settings()).revoke_key(key_id)
-    except OpenFTError as exc:
-        err.print(f"error: {exc.message}")
-        raise typer.Exit(2) from exc
     err.print(f"Revoked {key_id}.")
 
 
@@ -224,11 +217,8 @@ def keys_limits(
     ] = None,
 ) -> None:
     """Set one key's rate limits (OPENFT_RATE_LIMIT_* are the defaults for every key)."""
-    try:
+    with exit_on_error():
         _access(Settings()).set_key_limits(key_id, requests_per_minute=rpm, tokens_per_minute=tpm)
-    except OpenFTError as exc:
-        err.print(f"error: {exc.message}")
-        raise typer.Exit(2) from exc
     err.print(f"Limits of {key_id} updated.")
 
 
@@ -244,13 +234,10 @@ def projects_limits(
 ) -> None:
     """Set one project's caps (OPENFT_MAX_ACTIVE_JOBS_PER_PROJECT and
     OPENFT_STORAGE_QUOTA_BYTES_PER_PROJECT are the defaults)."""
-    try:
+    with exit_on_error():
         _access(Settings()).set_project_limits(
             project, max_active_jobs=max_active_jobs, storage_quota_bytes=storage_quota_bytes
         )
-    except OpenFTError as exc:
-        err.print(f"error: {exc.message}")
-        raise typer.Exit(2) from exc
     err.print(f"Limits of project '{project}' updated.")
 
 

@@ -7,16 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from service.blobstore import open_blob_store
+from service.console import err, exit_on_error
 from service.db.database import Database
-from service.errors import OpenFTError
 from service.models.registry import ModelRegistry
 from service.models.transfer import ModelTransfer
 from service.settings import Settings
-
-err = Console(stderr=True, soft_wrap=True)  # paths and names stay whole, copyable
 
 
 def register(models_app: typer.Typer, prepared_database: Callable[[Settings], Database]) -> None:
@@ -42,11 +39,8 @@ def register(models_app: typer.Typer, prepared_database: Callable[[Settings], Da
         adapter merged in and its tokenizer, for AutoModelForCausalLM.from_pretrained(FOLDER)
         (needs the ML stack).
         """
-        try:
+        with exit_on_error():
             transfer().export(model, folder, merged=merged)
-        except OpenFTError as exc:
-            err.print(f"error: {exc.message}", markup=False)
-            raise typer.Exit(2) from exc
         err.print(f"Exported {model} to {folder}{' (merged weights)' if merged else ''}.")
 
     @models_app.command("import")
@@ -67,12 +61,9 @@ def register(models_app: typer.Typer, prepared_database: Callable[[Settings], Da
         saying it was imported: that job is what lists, serves and deletes the model. Prints the
         model's name. Needs the ML stack (the adapter is checked against the base model).
         """
-        try:
+        with exit_on_error():
             imported = transfer().import_adapter(
                 folder, project_slug=project, base=base, suffix=suffix
             )
-        except OpenFTError as exc:
-            err.print(f"error: {exc.message}", markup=False)
-            raise typer.Exit(2) from exc
         err.print(f"Imported {folder} into project '{project}' (job {imported.job_id}):")
         print(imported.name, flush=True)

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from service.console import err, exit_on_error
 from service.db import migrate
 from service.db.database import Database
-from service.errors import OpenFTError
 from service.settings import Settings
 from service.webhooks.outbox import EVENT_TYPES
 from service.webhooks.service import WebhooksService
@@ -20,7 +20,6 @@ webhooks_app = typer.Typer(
     help="Webhook endpoints for fine_tuning.job.succeeded|failed|cancelled events.",
     no_args_is_help=True,
 )
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _service() -> WebhooksService:
@@ -41,11 +40,8 @@ def create(
     ] = None,
 ) -> None:
     """Add an endpoint and print its signing secret on a line of its own (shown only once)."""
-    try:
+    with exit_on_error():
         created = _service().create(project, url, events or ())
-    except OpenFTError as exc:
-        err.print(f"error: {exc.message}")
-        raise typer.Exit(2) from exc
     endpoint = created.endpoint
     err.print(f"Webhook endpoint {endpoint.id} for project '{endpoint.project_slug}' -> {url}")
     err.print(f"Events: {', '.join(endpoint.event_types)}. Its signing secret (shown only once):")
@@ -75,9 +71,6 @@ def delete(
     endpoint_id: Annotated[str, typer.Argument(help="The endpoint id, whep_...")],
 ) -> None:
     """Stop sending to an endpoint; its deliveries still pending are given up."""
-    try:
+    with exit_on_error():
         _service().delete(endpoint_id)
-    except OpenFTError as exc:
-        err.print(f"error: {exc.message}")
-        raise typer.Exit(2) from exc
     err.print(f"Deleted {endpoint_id}.")
