@@ -102,6 +102,25 @@ class Gateway:
             )
             raise
 
+    async def completion(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """A chat completion as data, for OpenFT's own features (evaluations): the path a
+        client's request takes (tokens per minute, ownership, loading, usage and metrics)."""
+        await self.admit_tokens(principal, body)
+        response = await self.forward(principal, "/v1/chat/completions", {**body, "stream": False})
+        if response.background is not None:
+            self._in_background(response.background())
+        answer: dict[str, Any] = orjson.loads(response.body)
+        return answer
+
+    async def base_model_of(self, principal: Principal, model: str) -> str:
+        """The base model of the project's ``ft:`` model, served and ready (else 404 or 503)."""
+        if not model.startswith("ft:"):
+            raise InvalidRequestError(
+                f"`{model}` is not a fine-tuned model: name an ft: model of the project.",
+                param="model",
+            )
+        return (await self._target(principal, model)).upstream.model.name
+
     async def admit_tokens(self, principal: Principal, body: dict[str, Any]) -> dict[str, str]:
         """Charge the request's estimated tokens to a key with a tokens-per-minute limit (or
         raise the 429); the ``x-ratelimit-*`` headers, empty for keys without one."""

@@ -1,4 +1,5 @@
-"""HTTP routes of the inference gateway: OpenAI's Chat Completions and legacy Completions."""
+"""HTTP routes of the inference gateway: OpenAI's Chat Completions and legacy Completions, and
+OpenFT's before/after evaluation (``/v1/openft/evals``), which runs through the same gateway."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
+from inference.evals import EvalRunner
 from inference.gateway import Gateway
 from service.auth.service import Principal
 from service.deps import CurrentPrincipal
+from service.evals.schemas import CreateEvalRequest, EvalReport
 from service.http.error_responses import ERROR_RESPONSES
 
 router = APIRouter(tags=["Inference"], responses=ERROR_RESPONSES)
@@ -21,6 +24,14 @@ def gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
+
+
+async def eval_runner(request: Request) -> EvalRunner:
+    found: EvalRunner = request.app.state.evals
+    return found
+
+
+EvalRunnerDep = Annotated[EvalRunner, Depends(eval_runner)]
 # ``stream: true`` answers with server-sent events, passed through from vLLM.
 COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/json": {}, "text/event-stream": {}}}
@@ -63,3 +74,13 @@ async def completions(
 ) -> Response:
     await _admitted(request, principal, gateway, body)
     return await gateway.forward(principal, "/v1/completions", body)
+
+
+@router.post("/openft/evals", response_model=EvalReport, tags=["OpenFT extensions"])
+async def create_eval(
+    body: CreateEvalRequest, principal: CurrentPrincipal, runner: EvalRunnerDep
+) -> EvalReport:
+    """Before/after report: the file's examples answered by the fine-tuned model and by its
+    base, scored against the reference answers (exact match, token F1, ROUGE-L). Synchronous;
+    `limit` bounds the examples."""
+    return await runner.run(principal, body)

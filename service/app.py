@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inference import router as inference_router
 from inference.adapters import AdapterLoader
+from inference.evals import EvalRunner
 from inference.gateway import Gateway
 from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstreams
@@ -128,6 +129,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
     )
     app.state.openft = state
     app.state.gateway = gateway
+    app.state.evals = EvalRunner(gateway, state.files)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)

@@ -4,8 +4,8 @@ serve``: no 5xx, and every response (errors included) matches the schema we publ
 All of schemathesis's checks run (status codes, bodies, content types, headers, ``Allow`` on
 405s, schema-valid data accepted, invalid data refused), with two documented allowances:
 
-- ``--no-vllm``: completions answer ``503`` (model server down) in OpenAI's error envelope with
-  ``retry-after``; any other 5xx still fails.
+- ``--no-vllm``: completions and evaluations answer ``503`` (model server down) in OpenAI's
+  error envelope with ``retry-after``; any other 5xx still fails.
 - Schema-valid bodies that name something that must exist or depend on another field (a base
   model, a file id, the ``mime_type`` a purpose needs) may be refused with ``400``, but only with
   ``param`` naming that field, as api.openai.com does; so may an ``Idempotency-Key`` an earlier
@@ -40,7 +40,11 @@ schema = schemathesis.openapi.from_path(OPENAPI)
 schema.config.generation.update(allow_extra_parameters=False)
 
 # Needs a vLLM; the API-only server (--no-vllm) has none.
-MODEL_SERVER_OPERATIONS = {"POST /v1/chat/completions", "POST /v1/completions"}
+MODEL_SERVER_OPERATIONS = {
+    "POST /v1/chat/completions",
+    "POST /v1/completions",
+    "POST /v1/openft/evals",
+}
 
 # Fields whose schema-valid values can still be refused (400, ``param`` set), by operation.
 DATA_DEPENDENT_PARAMS = {
@@ -57,6 +61,7 @@ DATA_DEPENDENT_PARAMS = {
     "POST /v1/uploads": {"mime_type"},  # fine-tune and batch uploads must be JSONL
     "POST /v1/uploads/{upload_id}/complete": {"part_ids", "md5"},
     "POST /v1/files": {"file"},  # a fine-tune file must be UTF-8 JSONL
+    "POST /v1/openft/evals": {"model", "file"},  # an ft: model; a file with chat examples
 }
 
 

@@ -79,6 +79,7 @@ REFERENCES: dict[str, list[tuple[str, str]]] = {
     ],
     "POST /v1/chat/completions": [("model", "model"), ("model", "checkpoint")],
     "POST /v1/completions": [("model", "model"), ("model", "checkpoint")],
+    "POST /v1/openft/evals": [("model", "model"), ("model", "checkpoint"), ("file", "file")],
 }
 # Create calls that name no other object, and why.
 NO_REFERENCES = {
@@ -399,6 +400,7 @@ def _body(name: str, caller: Project, body_field: str, value: str) -> dict[str, 
         "POST /v1/fine_tuning/jobs": {"model": BASE_MODEL, "training_file": caller.ids["file"]},
         "POST /v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
         "POST /v1/completions": {"prompt": "hi"},
+        "POST /v1/openft/evals": {"model": caller.ids["model"], "file": caller.ids["file"]},
     }
     return {**bodies[name], body_field: value}
 

@@ -1,0 +1,92 @@
+"""Runs a held-out chat file through a fine-tuned model and its base, through the gateway.
+
+Every request takes the path a client's chat completion takes (ownership of the ``ft:`` model,
+adapter loading, tokens-per-minute, usage and metrics), greedy (temperature 0), at most
+``CONCURRENCY`` at a time. A request vLLM refuses (an example longer than the context) marks
+that example failed; a model server that is down fails the whole evaluation with its 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from inference.gateway import Gateway
+from service.auth.service import Principal
+from service.errors import InvalidRequestError, NotFoundError, no_such_object
+from service.evals.examples import Example, HeldOut, read_examples
+from service.evals.report import Reply, build_report, max_tokens_for
+from service.evals.schemas import CreateEvalRequest, EvalReport
+from service.files.service import FilesService
+
+CONCURRENCY = 8
+
+
+class EvalRunner:
+    def __init__(self, gateway: Gateway, files: FilesService) -> None:
+        self.gateway = gateway
+        self.files = files
+
+    async def run(self, principal: Principal, request: CreateEvalRequest) -> EvalReport:
+        """The file first (404, or 400 without chat examples), then the model (404, 400 for a
+        base model, 503 while its server is down), then both models answer every example."""
+        held = await run_in_threadpool(self._held_out, principal, request)
+        base_model = await self.gateway.base_model_of(principal, request.model)
+        limit = asyncio.Semaphore(CONCURRENCY)
+        jobs = [
+            asyncio.ensure_future(self._both(principal, base_model, request, e, limit))
+            for e in held.examples
+        ]
+        try:
+            replies = await asyncio.gather(*jobs)
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
+        return build_report(
+            model=request.model,
+            base_model=base_model,
+            file_id=request.file,
+            held=held,
+            replies=replies,
+        )
+
+    def _held_out(self, principal: Principal, request: CreateEvalRequest) -> HeldOut:
+        try:
+            content = self.files.content(principal, request.file)
+        except NotFoundError as exc:
+            raise no_such_object("File", request.file, param="file") from exc
+        return read_examples(content.chunks, request.limit, request.file)
+
+    async def _both(
+        self,
+        principal: Principal,
+        base_model: str,
+        request: CreateEvalRequest,
+        example: Example,
+        limit: asyncio.Semaphore,
+    ) -> tuple[Reply, Reply]:
+        body: dict[str, Any] = {
+            "messages": example.messages,
+            "temperature": 0,
+            "max_tokens": max_tokens_for(example, request.max_tokens),
+        }
+        if example.tools:
+            body["tools"] = example.tools
+        base = self._reply(principal, {**body, "model": base_model}, limit)
+        tuned = self._reply(principal, {**body, "model": request.model}, limit)
+        base_reply, tuned_reply = await asyncio.gather(base, tuned)
+        return base_reply, tuned_reply
+
+    async def _reply(
+        self, principal: Principal, body: dict[str, Any], limit: asyncio.Semaphore
+    ) -> Reply:
+        async with limit:
+            try:
+                completion = await self.gateway.completion(principal, body)
+            except InvalidRequestError as exc:
+                return Reply(None, exc.message)
+        message = completion["choices"][0]["message"]
+        return Reply(message.get("content") or "")
