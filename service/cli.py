@@ -31,6 +31,7 @@ from service.blobstore import copy_blobs, open_blob_location, open_blob_store
 from service.console import err, exit_on_error
 from service.db import migrate
 from service.db.database import Database
+from service.evals.cli import evaluate
 from service.jobs.cli import jobs_app
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_DIR_ENV
@@ -56,6 +57,7 @@ app.add_typer(drift_app, name="drift")
 blobs_app = typer.Typer(help="The blob store (files, adapters, snapshots).", no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.command("eval")(evaluate)
 
 DEFAULT_PROJECT = "default"
 

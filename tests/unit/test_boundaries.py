@@ -12,7 +12,7 @@ BLOCK_ML_STACK = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"torch", "transformers", "peft", "trl", "vllm"}:
+        if name.split(".")[0] in {"torch", "transformers", "peft", "trl", "vllm", "matplotlib"}:
             raise ImportError(f"{name} is blocked: the API service must not import it")
 sys.meta_path.insert(0, Block())
 import service.app, service.cli, service.openapi
