@@ -14,6 +14,7 @@ from collections import Counter
 POINTS = (
     "after_validation",  # the job is queued, its files validated
     "after_step",  # a step's metrics are written
+    "after_signal",  # an overfitting or underfitting warning is written
     "after_snapshot_upload",  # a resume snapshot is in the blob store
     "after_checkpoint_publish",  # an epoch's checkpoint row is committed
     "before_success",  # the final adapter and result file are stored, the job not yet succeeded

@@ -23,6 +23,7 @@ from service.settings import BaseModelConfig
 from trainer.dataset import TrainingExample
 from trainer.hyperparameters import Hyperparameters
 from trainer.objectives import Objective, SupervisedObjective
+from trainer.signals import Signal, new_signals
 
 MAX_GRAD_NORM = 1.0
 VALIDATION_EVERY = 10  # a validation batch at every tenth of the steps
@@ -72,6 +73,8 @@ class TrainingHooks:
 
     on_start: Callable[[], None] = lambda: None  # the model is ready; the first step follows
     on_step: Callable[[StepMetrics], None] = lambda _metrics: None
+    # Overfitting or underfitting was first found at the step just taken (``trainer.signals``).
+    on_signal: Callable[[Signal], None] = lambda _signal: None
     # Between steps: None to go on, or why to stop; "pause"/"shutdown" save a snapshot first.
     stop_reason: Callable[[], str | None] = lambda: None
     # A snapshot file was written at this step: store it where another worker can find it.
@@ -155,6 +158,8 @@ def train_lora(
         )
         progress.steps.append(StepMetrics(progress.step, total, loss, accuracy, **validated))
         hooks.on_step(progress.steps[-1])
+        for signal in new_signals(progress.steps):
+            hooks.on_signal(signal)
         if epoch_ended and progress.step < total:
             folder = output_dir / f"step-{progress.step}"
             model.save_pretrained(str(folder))

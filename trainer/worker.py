@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 import torch
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from transformers import AutoTokenizer
 
 from service.blobstore import BlobStore, download_folder, open_blob_store, write_blob
@@ -39,7 +40,7 @@ from service.blobstore.keys import (
     snapshot_prefix,
 )
 from service.db.database import Database
-from service.db.models import File, FineTuningJob
+from service.db.models import File, FineTuningJob, FineTuningJobCheckpoint
 from service.drift import PromptProfile, build_profile
 from service.errors import ServiceUnavailableError
 from service.ids import new_file_id, new_model_tag
@@ -66,6 +67,7 @@ from trainer.sft import (
     TrainingStopped,
     train_lora,
 )
+from trainer.signals import OVERFITTING_OPENING, Signal
 
 log = logging.getLogger("openft.worker")
 RESULT_COLUMNS = "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
@@ -183,6 +185,7 @@ class Worker:
             pace = _Pace(snapshot[0] if snapshot else 0)
             hooks = TrainingHooks(
                 on_step=lambda m: self._record_step(claim, m, pace),
+                on_signal=lambda found: self._record_signal(claim, found),
                 stop_reason=lambda: self._stop_reason(claim, beat),
                 on_snapshot=lambda step, path: self._store_snapshot(claim, step, path),
                 on_epoch_end=lambda m, folder: self._publish_checkpoint(claim, m, folder),
@@ -287,6 +290,21 @@ class Worker:
             repository.add_event(session, job, _step_message(metrics), data=_metrics_data(metrics))
         fault_point("after_step")
 
+    def _record_signal(self, claim: Claim, signal: Signal) -> None:
+        """A warning, once a job: a run resumed from before it finds the same signal again."""
+        with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
+            if repository.has_event_starting(session, job.id, signal.opening):
+                return
+            message = signal.message
+            best = _best_checkpoint(repository.job_checkpoints(session, job.id))
+            if signal.kind == "overfitting" and best is not None:
+                message += (
+                    f" The checkpoint with the lowest validation loss is {best.name} "
+                    f"(full validation loss {best.metrics['full_valid_loss']:.2f})."
+                )
+            repository.add_event(session, job, message, level="warn")
+        fault_point("after_signal")
+
     def _store_snapshot(self, claim: Claim, step: int, path: Path) -> None:
         """Upload the snapshot, then drop the older ones: one complete snapshot always exists."""
         key = snapshot_key(claim.job_id, step)
@@ -336,18 +354,16 @@ class Worker:
             f":ckpt-step-{metrics.step}"
         )
         with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
-            kept = repository.add_checkpoint(
-                session, job, metrics.step, name, _checkpoint_metrics(metrics, claim.method["type"])
-            )
+            flagged = repository.has_event_starting(session, job.id, OVERFITTING_OPENING)
+            found = _checkpoint_metrics(metrics, claim.method["type"], overfitting=flagged)
+            kept = repository.add_checkpoint(session, job, metrics.step, name, found)
             if kept.name == name:  # new, not found from before a resume
                 repository.add_event(
                     session,
                     job,
                     f"Checkpoint created at step {metrics.step} with Snapshot ID: {name}",
                 )
-            pruned = repository.prune_checkpoints(
-                session, claim.job_id, self.settings.checkpoints_kept
-            )
+            pruned = _prune(session, claim.job_id, self.settings.checkpoints_kept)
         self._delete_checkpoints(claim.job_id, pruned)
         fault_point("after_checkpoint_publish")
 
@@ -390,12 +406,10 @@ class Worker:
             job.estimated_finish = None
             job.lease_owner = None
             # As OpenAI does, the final checkpoint carries the fine-tuned model's own name.
-            repository.add_checkpoint(
-                session, job, last.step, name, _checkpoint_metrics(last, claim.method["type"])
-            )
-            pruned = repository.prune_checkpoints(
-                session, claim.job_id, self.settings.checkpoints_kept
-            )
+            flagged = repository.has_event_starting(session, job.id, OVERFITTING_OPENING)
+            found = _checkpoint_metrics(last, claim.method["type"], overfitting=flagged)
+            repository.add_checkpoint(session, job, last.step, name, found)
+            pruned = _prune(session, claim.job_id, self.settings.checkpoints_kept)
             add_usage(
                 session,
                 project_id=claim.project_id,
@@ -510,14 +524,34 @@ def _metrics_data(metrics: StepMetrics) -> dict[str, float | int]:
     }
 
 
-def _checkpoint_metrics(metrics: StepMetrics, method: str) -> dict[str, float | int | str]:
+def _checkpoint_metrics(
+    metrics: StepMetrics, method: str, *, overfitting: bool = False
+) -> dict[str, float | int | str | bool]:
+    """OpenAI's figures, the method, and ``overfitting: true`` on the checkpoints published
+    after the job warned of it (OpenAI's spec lets ``metrics`` carry more keys)."""
     return {
         "step": metrics.step,
         "train_loss": metrics.train_loss,
         "train_mean_token_accuracy": metrics.train_mean_token_accuracy,
         **_validation_figures(metrics),
         "type": method,
+        **({"overfitting": True} if overfitting else {}),
     }
+
+
+def _best_checkpoint(
+    checkpoints: list[FineTuningJobCheckpoint],
+) -> FineTuningJobCheckpoint | None:
+    """The published checkpoint with the lowest full validation loss (the earliest of equals)."""
+    measured = [c for c in checkpoints if c.metrics.get("full_valid_loss") is not None]
+    return min(measured, key=lambda c: (c.metrics["full_valid_loss"], c.step), default=None)
+
+
+def _prune(session: Session, job_id: str, keep: int) -> list[int]:
+    """All but the ``keep`` newest checkpoints go, except the best one by validation loss: the
+    one to pick when a job overfits."""
+    best = _best_checkpoint(repository.job_checkpoints(session, job_id))
+    return repository.prune_checkpoints(session, job_id, keep, best.step if best else None)
 
 
 def _result_csv(result: TrainingResult) -> bytes:

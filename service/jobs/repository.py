@@ -111,6 +111,19 @@ def has_event(session: Session, job_id: str, message: str) -> bool:
     return found is not None
 
 
+def has_event_starting(session: Session, job_id: str, opening: str) -> bool:
+    """Whether the job has an event whose message begins with ``opening`` (its numbers vary)."""
+    found = session.scalars(
+        select(FineTuningJobEvent.seq)
+        .where(
+            FineTuningJobEvent.job_id == job_id,
+            FineTuningJobEvent.message.startswith(opening, autoescape=True),
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
 def succeeded_with_model(session: Session, project_id: str, model: str) -> FineTuningJob | None:
     """The project's job that produced fine-tuned model ``model``, if it succeeded."""
     return session.scalars(
@@ -148,8 +161,22 @@ def add_checkpoint(
     return checkpoint
 
 
-def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[int]:
-    """Delete all but the ``keep`` newest checkpoints of a job; returns the steps removed."""
+def job_checkpoints(session: Session, job_id: str) -> list[FineTuningJobCheckpoint]:
+    """A job's published checkpoints, newest first."""
+    return list(
+        session.scalars(
+            select(FineTuningJobCheckpoint)
+            .where(FineTuningJobCheckpoint.job_id == job_id)
+            .order_by(FineTuningJobCheckpoint.step.desc())
+        )
+    )
+
+
+def prune_checkpoints(
+    session: Session, job_id: str, keep: int, spare: int | None = None
+) -> list[int]:
+    """Delete all but the ``keep`` newest checkpoints of a job, and the one at step ``spare``;
+    returns the steps removed."""
     steps = list(
         session.scalars(
             select(FineTuningJobCheckpoint.step)
@@ -157,7 +184,7 @@ def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[int]:
             .order_by(FineTuningJobCheckpoint.step.desc())
         )
     )
-    removed = steps[keep:]
+    removed = [step for step in steps[keep:] if step != spare]
     if removed:
         session.execute(
             delete(FineTuningJobCheckpoint).where(

@@ -295,6 +295,24 @@ def test_a_paused_job_lets_its_worker_go_and_resumes_later(sqlite_queue: Queue) 
     assert [step for step, _ in queue.losses(job_id)] == list(range(1, 121))
 
 
+def test_a_warning_written_before_a_crash_is_not_written_again(sqlite_queue: Queue) -> None:
+    queue = sqlite_queue
+    # 24 steps at a learning rate too small to move the loss: underfitting, found at step 24,
+    # after the newest snapshot (step 20), so the resumed run finds it again.
+    job_id = queue.create_job(n_epochs=2, batch_size=1, learning_rate_multiplier=1e-6)
+    code, output = queue.run_worker(fault="after_signal")
+    assert code == -signal.SIGKILL, output
+    queue.expire_leases()
+    code, output = queue.run_worker()
+
+    assert code == 0, output
+    assert queue.job(job_id).status == "succeeded"
+    events = queue.events(job_id)
+    warned = [e for e in events if e.message.startswith("Training loss has barely moved (")]
+    assert [e.level for e in warned] == ["warn"], [e.message for e in events]
+    assert "Fine-tuning job resumed from step 20" in [e.message for e in events]
+
+
 def test_a_diverging_loss_fails_the_job_at_once(sqlite_queue: Queue) -> None:
     queue = sqlite_queue
     job_id = queue.create_job(n_epochs=1, batch_size=2, learning_rate_multiplier=1e12)
