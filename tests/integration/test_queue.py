@@ -243,3 +243,30 @@ def test_only_the_newest_checkpoints_are_kept(state: AppState) -> None:
     listed = state.jobs.checkpoints(owner, job_id, after=None, limit=2)
     assert [c.step_number for c in listed.data] == [12, 9] and listed.has_more
     assert listed.first_id == listed.data[0].id and listed.last_id == listed.data[1].id
+
+
+def test_a_spared_checkpoint_outlives_the_newest_ones(state: AppState) -> None:
+    _owner, job_id, claim = running_job(state)
+
+    with queue.held(state.db, claim, "running") as (session, job):
+        for step in (3, 6, 9, 12, 15):
+            repository.add_checkpoint(session, job, step, f"ft:x:y::a:ckpt-step-{step}", {})
+        removed = repository.prune_checkpoints(session, job_id, keep=3, spare=3)
+        kept = [c.step for c in repository.job_checkpoints(session, job_id)]
+
+    assert (removed, kept) == ([6], [15, 12, 9, 3])
+
+
+def test_events_are_found_by_how_they_begin_with_like_characters_taken_literally(
+    state: AppState,
+) -> None:
+    _owner, job_id, claim = running_job(state)
+
+    with queue.held(state.db, claim, "running") as (session, job):
+        repository.add_event(session, job, "Loss rose 5% (1.00 → 1.05): overfitting_", level="warn")
+        found = [
+            repository.has_event_starting(session, job_id, opening)
+            for opening in ("Loss rose 5% (1.00", "Loss rose 5_", "Loss rose %", "Loss fell")
+        ]
+
+    assert found == [True, False, False, False]
