@@ -158,7 +158,7 @@ def train_lora(
         )
         progress.steps.append(StepMetrics(progress.step, total, loss, accuracy, **validated))
         hooks.on_step(progress.steps[-1])
-        for signal in new_signals(progress.steps):
+        for signal in new_signals(progress.steps, hp.n_epochs):
             hooks.on_signal(signal)
         if epoch_ended and progress.step < total:
             folder = output_dir / f"step-{progress.step}"

@@ -3,15 +3,18 @@
 The rules read nothing but the metrics history, which a resumed run restores from its snapshot,
 so a signal is found at the same step whether or not the run was interrupted, and only there.
 
-Overfitting is judged on two validation series, whichever shows it first:
+Overfitting is judged on one validation series, chosen by the job's number of epochs:
 
-- the full validation loss, measured on the whole validation file at each epoch end: the same
-  examples every time, so a rise is real (one under ``FULL_MIN_RISE`` is too small to act on);
-  it needs K + 1 epochs to show K rises;
-- the batch validation loss, measured at every tenth of the steps on a batch that rotates
-  through the file: it sees overfitting within an epoch (few epochs of many steps), but one
-  batch is not the next, so it is smoothed by a moving average over ``BATCH_SMOOTHING``
-  evaluations and must rise by more than a full-set rise before it counts.
+- with more than K epochs, the full validation loss, measured on the whole validation file at
+  each epoch end: the same examples every time, so a rise is real (one under ``FULL_MIN_RISE`` is
+  too small to act on);
+- with K epochs or fewer, which cannot show K rises of it, the batch validation loss, measured at
+  every tenth of the steps on a batch that rotates through the file. One batch is not the next,
+  so it is smoothed by a moving average over ``BATCH_SMOOTHING`` evaluations and must rise by more
+  than a full-set rise before it counts. It is not used when the full loss can answer: the
+  rotation repeats every (validation examples / batch size) evaluations, which the average does
+  not cancel, and on the demo model's plateau that alone made it "rise" while the full loss
+  stayed flat.
 
 The series must have risen at each of its last K evaluations (and by ``min_rise`` over them),
 while the mean training loss over the steps leading to the last evaluation is below the mean
@@ -76,14 +79,15 @@ class _Point:
     train: float  # mean training loss over the steps since the previous point
 
 
-def new_signals(history: Sequence[Measured]) -> list[Signal]:
-    """The signals first found at the newest step of ``history`` (each is found once a job)."""
+def new_signals(history: Sequence[Measured], epochs: int) -> list[Signal]:
+    """The signals first found at the newest step of ``history`` (each is found once a job), in
+    a job of ``epochs`` epochs."""
     if not history:
         return []
     newest = history[-1]
     found = []
     if newest.valid_loss is not None or newest.full_valid_loss is not None:
-        overfit = overfitting(history)
+        overfit = overfitting(history, epochs)
         if overfit is not None and overfit.step == newest.step:
             found.append(overfit)
     if newest.step == newest.total_steps:
@@ -93,21 +97,15 @@ def new_signals(history: Sequence[Measured]) -> list[Signal]:
     return found
 
 
-def overfitting(history: Sequence[Measured]) -> Signal | None:
-    """The first evaluation at which either validation series shows overfitting, if any."""
-    full = [(m.step, m.full_valid_loss) for m in history if m.full_valid_loss is not None]
+def overfitting(history: Sequence[Measured], epochs: int) -> Signal | None:
+    """The first evaluation at which the job's validation series shows overfitting, if any."""
+    if epochs > OVERFITTING_RISES:
+        full = [(m.step, m.full_valid_loss) for m in history if m.full_valid_loss is not None]
+        return _first_rise(_points(history, full), FULL_MIN_RISE, "full validation loss")
     batch = _moving_average(
         [(m.step, m.valid_loss) for m in history if m.valid_loss is not None], BATCH_SMOOTHING
     )
-    found = [
-        signal
-        for signal in (
-            _first_rise(_points(history, full), FULL_MIN_RISE, "full validation loss"),
-            _first_rise(_points(history, batch), BATCH_MIN_RISE, "validation loss (averaged)"),
-        )
-        if signal is not None
-    ]
-    return min(found, key=lambda signal: signal.step, default=None)
+    return _first_rise(_points(history, batch), BATCH_MIN_RISE, "validation loss (averaged)")
 
 
 def underfitting(history: Sequence[Measured]) -> Signal | None:
