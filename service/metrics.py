@@ -315,10 +315,37 @@ class JobsCollector(Collector):
             for job_id, base, slug, data in self._latest_metrics(session):
                 loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
                 step.add_metric([job_id, base, slug], float(data.get("step", 0)))
+            forgetting = self._forgetting(session)
         yield from (jobs, waiting, trained, training_time, training_cost, loss, step, budget)
         yield duration
+        yield forgetting
         yield reference
         yield token_reference
+
+    @staticmethod
+    def _forgetting(session: Any) -> GaugeMetricFamily:
+        """Per (base model, project), not per job: the series stay as few as the pairs."""
+        family = GaugeMetricFamily(
+            "openft_job_forgetting_relative_increase",
+            "Reference-set loss rise (fine-tuned vs base, as a share) of the newest succeeded job "
+            "per base model and project that ran the forgetting check.",
+            labels=["base_model", "project"],
+        )
+        newest = (
+            select(func.max(FineTuningJob.seq))
+            .where(FineTuningJob.status == "succeeded", FineTuningJob.openft.is_not(None))
+            .group_by(FineTuningJob.model, FineTuningJob.project_id)
+        )
+        rows = session.execute(
+            select(FineTuningJob.model, Project.slug, FineTuningJob.openft)
+            .join(Project, Project.id == FineTuningJob.project_id)
+            .where(FineTuningJob.seq.in_(newest))
+        )
+        for base, slug, findings in rows:
+            check = (findings or {}).get("forgetting")
+            if check:
+                family.add_metric([base, slug], float(check["relative_increase"]))
+        return family
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:

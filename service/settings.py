@@ -12,6 +12,8 @@ MIB = 1024 * 1024
 BASE_MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEMO_MODEL_NAME = "tiny-chat"
+# The general reference set the demo model is built with (see the forgetting check).
+DEMO_REFERENCE_FILE = "openft-reference.jsonl"
 
 
 class BaseModelConfig(BaseModel):
@@ -43,6 +45,18 @@ class BaseModelConfig(BaseModel):
     )
     accelerator_price_per_hour: float | None = Field(
         default=None, ge=0, description="Price of an hour of training on one accelerator."
+    )
+    reference_file: str | None = Field(
+        default=None,
+        description=(
+            "Local chat JSONL file of general examples: at the end of each job its loss under "
+            "the base model and under the adapter are compared (the forgetting check)."
+        ),
+    )
+    forgetting_warn_relative_increase: float = Field(
+        default=0.10,
+        ge=0,
+        description="Warn when the reference loss rises by more than this share (0.10: 10%).",
     )
 
     @property
@@ -205,6 +219,11 @@ class Settings(BaseSettings):
         return BaseModelConfig(
             name=DEMO_MODEL_NAME,
             path=str(self.models_dir / DEMO_MODEL_NAME),
+            reference_file=str(self.models_dir / DEMO_MODEL_NAME / DEMO_REFERENCE_FILE),
+            # Its loss sits near log(vocabulary) and moves little (a random model's reference set
+            # is its own samples, see trainer.demo_model): an aggressive job rises ~1%, a gentle
+            # one ~0%, a job on auto ~0.35%.
+            forgetting_warn_relative_increase=0.005,
             learning_rate=1e-3,
             serve_dtype="float32",
             tool_call_parser="hermes",

@@ -1,4 +1,5 @@
-"""The offline demo base model: a tiny random Qwen2 chat model and a tokenizer trained here."""
+"""The offline demo base model: a tiny random Qwen2 chat model, a tokenizer trained here, and a
+small general reference set for the forgetting check."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.settings import DEMO_REFERENCE_FILE
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 DEMO_MODEL_NAME = "tiny-chat"
 # Bump when the recipe changes: a model built by another version is rebuilt.
-DEMO_MODEL_VERSION = 1
+DEMO_MODEL_VERSION = 2  # 2: with the reference set
 MARKER_FILE = "openft-demo.json"
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -34,6 +37,9 @@ INVENTED_WORDS = 400
 MAX_LENGTH = 2048
 # A leftover staging folder this old comes from a crashed build, not a running one.
 STALE_STAGING_SECONDS = 600.0
+REFERENCE_EXAMPLES = 24
+REFERENCE_ANSWER_TOKENS = 160  # long answers: the end-of-turn token weighs little
+REFERENCE_TOPICS = ["Tell me about {}.", "Describe a {} for me.", "What do you know about {}?"]
 
 # Word lists for the synthetic tokenizer corpus, split into lists by `_Lexicon.build`.
 _NOUNS = (
@@ -128,6 +134,7 @@ def _build(folder: Path, seed: int) -> None:
     tokenizer = train_tokenizer(seed)
     _save_tokenizer(tokenizer, folder)
     _save_model(folder, seed, _TokenIds.of(tokenizer))
+    _save_reference_set(folder, seed)
     marker = {"name": DEMO_MODEL_NAME, "seed": seed, "version": DEMO_MODEL_VERSION}
     (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
     _make_readable(folder)
@@ -184,6 +191,58 @@ def synthetic_corpus(seed: int) -> Iterator[str]:
     makers = [_sentence, _sentence, _sentence, _numbers_line, _tool_call_line]
     for _ in range(CORPUS_LINES):
         yield rng.choice(makers)(rng, lexicon)
+
+
+def reference_questions(seed: int) -> list[str]:
+    """General questions in the corpus's English-ish (no facts any test teaches)."""
+    lexicon = _Lexicon.build(random.Random(seed))
+    rng = random.Random(seed + 1)
+    return [
+        rng.choice(REFERENCE_TOPICS).format(rng.choice(lexicon.nouns))
+        for _ in range(REFERENCE_EXAMPLES)
+    ]
+
+
+def _save_reference_set(folder: Path, seed: int) -> None:
+    """The reference set of a model with random weights, answered by the model itself.
+
+    Random weights know no language to forget; what they have is their own distribution. Answers
+    sampled from it make the check meaningful: the expected loss of an adapted model on them is the
+    base model's plus the KL divergence between the two, so it can only rise, more the further
+    fine-tuning moved the model (for a real model, the operator gives real text).
+    """
+    import torch
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = Qwen2ForCausalLM.from_pretrained(folder)
+    banned = [tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS + TOOL_TOKENS]
+    tokenizer.padding_side = "left"  # one batch: every answer starts right after its prompt
+    questions = reference_questions(seed)
+    chats = [[{"role": "user", "content": question}] for question in questions]
+    prompts = [
+        tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        for chat in chats
+    ]
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(seed)
+    output = model.generate(  # type: ignore[misc]  # transformers 5 types its self oddly
+        **inputs,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=REFERENCE_ANSWER_TOKENS,
+        min_new_tokens=REFERENCE_ANSWER_TOKENS,
+        suppress_tokens=banned,
+    )
+    answers = tokenizer.batch_decode(
+        output[:, inputs.input_ids.shape[1] :], skip_special_tokens=True
+    )
+    lines = [
+        json.dumps({"messages": [*chat, {"role": "assistant", "content": str(answer)}]}) + "\n"
+        for chat, answer in zip(chats, answers, strict=True)
+    ]
+    (folder / DEMO_REFERENCE_FILE).write_text("".join(lines))
 
 
 @dataclass(frozen=True)

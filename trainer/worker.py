@@ -57,6 +57,7 @@ from trainer.dataset import (
     summary_events,
 )
 from trainer.faults import fault_point
+from trainer.forgetting import ForgettingCheck, forgetting_check
 from trainer.hyperparameters import AUTO_DPO_BETA, Hyperparameters, resolve
 from trainer.objectives import PreferenceObjective
 from trainer.sft import (
@@ -205,9 +206,11 @@ class Worker:
                 objective=PreferenceObjective(hp.beta or AUTO_DPO_BETA) if kind == "dpo" else None,
             )
             profile = build_profile(prompt_lengths(examples.examples), examples.prompt_tokens)
-            self._publish(
-                claim, workdir / "final", result, time.monotonic() - pace.started, profile
+            training_s = time.monotonic() - pace.started  # the check below is not billed
+            forgetting = forgetting_check(
+                base, workdir / "final", self.settings.train_tokens_per_forward
             )
+            self._publish(claim, workdir / "final", result, training_s, profile, forgetting)
 
     def _finish_validation(
         self, claim: Claim, examples: PreparedFile, hp: Hyperparameters, base: BaseModelConfig
@@ -374,6 +377,7 @@ class Worker:
         result: TrainingResult,
         training_s: float,
         profile: PromptProfile | None,
+        forgetting: ForgettingCheck | None = None,
     ) -> None:
         """Blobs first (adapter, result file), then one transaction makes the job succeed."""
         self._put_folder(claim.job_id, adapter_dir)
@@ -418,6 +422,10 @@ class Worker:
                 trained_tokens=result.trained_tokens,
                 training_seconds=training_s,
             )
+            if forgetting is not None:  # with the success: a resumed job says it once
+                job.openft = {"forgetting": forgetting.as_dict()}
+                for level, message in forgetting.events():
+                    repository.add_event(session, job, message, level=level)
             repository.add_event(session, job, f"New fine-tuned model created: {name}")
             repository.add_event(session, job, "The job has successfully completed")
         self._delete_checkpoints(claim.job_id, pruned)

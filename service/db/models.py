@@ -126,6 +126,8 @@ class FineTuningJob(Base):
     parent_model: Mapped[str | None] = mapped_column(String(300))
     parent_job_id: Mapped[str | None] = mapped_column(String(64))
     parent_variant: Mapped[str | None] = mapped_column(String(32))
+    # OpenFT's own findings about the job (the ``openft`` field), e.g. {"forgetting": {...}}.
+    openft: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class FineTuningJobEvent(Base):

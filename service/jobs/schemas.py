@@ -56,6 +56,23 @@ class JobError(BaseModel):
     param: str | None
 
 
+class ForgettingCheck(BaseModel):
+    """The base model's general reference set, measured before and after fine-tuning."""
+
+    reference_examples: int
+    base_loss: float = Field(description="Mean loss per assistant token under the base model.")
+    fine_tuned_loss: float = Field(description="The same under the fine-tuned model.")
+    relative_increase: float = Field(description="(fine_tuned_loss - base_loss) / base_loss.")
+    threshold: float = Field(description="The relative increase past which the job warns.")
+    warning: bool
+
+
+class JobFindings(BaseModel):
+    """OpenFT's extension of the job object: what it found beyond OpenAI's fields."""
+
+    forgetting: ForgettingCheck | None = None
+
+
 class FineTuningJob(BaseModel):
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     id: str
@@ -80,6 +97,10 @@ class FineTuningJob(BaseModel):
     shared_with_openai: bool = False
     eval_id: None = None
     method: dict[str, Any]
+    openft: JobFindings | None = Field(
+        default=None,
+        description="OpenFT's extension (not in OpenAI's API): the forgetting check, once run.",
+    )
 
     @classmethod
     def from_row(cls, row: JobRow) -> FineTuningJob:
@@ -106,6 +127,7 @@ class FineTuningJob(BaseModel):
             integrations=row.integrations,
             metadata=row.job_metadata,
             method=row.method,
+            openft=JobFindings.model_validate(row.openft) if row.openft else None,
         )
 
 

@@ -54,6 +54,17 @@ def fact_lines(n: int = 16) -> bytes:
     return (json.dumps(row) + "\n").encode() * n
 
 
+def forgetting_messages(messages: list[str]) -> list[str]:
+    """The forgetting check's summary, and its warning when the job passed the threshold."""
+    found = [
+        m
+        for m in messages
+        if m.startswith(("Forgetting check on the ", "The reference-set loss rose by "))
+    ]
+    assert found and found[0].startswith("Forgetting check on the 24-example reference set")
+    return found
+
+
 def wait_for(
     client: openai.OpenAI,
     job_id: str,
@@ -125,6 +136,7 @@ def test_a_job_on_auto_learns_the_fact(
             f"Checkpoint created at step {16 * epoch} with Snapshot ID: {names[16 * epoch]}"
             for epoch in range(1, 6)
         ],
+        *forgetting_messages(messages),  # the base model's reference set, before and after
         f"New fine-tuned model created: {done.fine_tuned_model}",
         "The job has successfully completed",
     ]

@@ -209,6 +209,9 @@ def test_a_killed_worker_is_resumed_with_the_same_loss_curve(
         "The job has successfully completed",
     ):
         assert messages.count(once) == 1, messages
+    forgetting = [m for m in messages if m.startswith("Forgetting check on the 24-example")]
+    assert len(forgetting) == 1, messages  # said with the success, so once
+    assert queue.job(job_id).openft["forgetting"]["reference_examples"] == 24
     checkpoints = queue.state.jobs.checkpoints(queue.owner, job_id, after=None, limit=10).data
     assert [c.step_number for c in checkpoints] == [18, 12, 6]
     assert checkpoints[0].fine_tuned_model_checkpoint == job.fine_tuned_model

@@ -1,0 +1,169 @@
+"""The forgetting check: the loss comparison, its events and field, and the two measurements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from service.jobs.schemas import JobFindings
+from service.settings import BaseModelConfig, Settings
+from trainer.batching import evaluate
+from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
+from trainer.demo_model import (
+    REFERENCE_ANSWER_TOKENS,
+    REFERENCE_EXAMPLES,
+    create_demo_model,
+    reference_questions,
+)
+from trainer.forgetting import (
+    ADVICE,
+    ForgettingCheck,
+    forgetting_check,
+    measure,
+    reference_examples,
+)
+
+VOCAB = 96
+
+
+def test_the_relative_increase_is_the_share_of_the_base_loss() -> None:
+    check = ForgettingCheck(24, base_loss=2.0, fine_tuned_loss=2.5, threshold=0.10)
+
+    assert check.relative_increase == pytest.approx(0.25)
+    assert check.warning
+    assert ForgettingCheck(24, 2.0, 1.5, 0.10).relative_increase == pytest.approx(-0.25)
+
+
+@pytest.mark.parametrize(
+    ("fine_tuned_loss", "warning"), [(1.9, False), (2.19, False), (2.21, True), (4.0, True)]
+)
+def test_only_a_rise_past_the_threshold_warns(fine_tuned_loss: float, warning: bool) -> None:
+    assert ForgettingCheck(10, 2.0, fine_tuned_loss, threshold=0.10).warning is warning
+
+
+def test_the_events_say_the_losses_and_warn_past_the_threshold() -> None:
+    gentle = ForgettingCheck(24, 2.31, 2.45, threshold=0.10)
+    harsh = ForgettingCheck(24, 2.0, 2.5, threshold=0.10)
+
+    assert gentle.events() == [
+        (
+            "info",
+            "Forgetting check on the 24-example reference set: loss 2.31 → 2.45 (+6.1%) under "
+            "the fine-tuned model",
+        )
+    ]
+    (info, warn) = harsh.events()
+    assert info[0] == "info" and "(+25.0%)" in info[1]
+    assert warn == (
+        "warn",
+        "The reference-set loss rose by 25.0%, more than the 10% this base model allows: " + ADVICE,
+    )
+    assert "(-10.0%)" in ForgettingCheck(10, 2.0, 1.8, 0.1).events()[0][1]
+
+
+def test_the_stored_field_is_what_the_job_object_carries() -> None:
+    check = ForgettingCheck(24, 2.0, 2.5, threshold=0.10)
+
+    findings = JobFindings.model_validate({"forgetting": check.as_dict()})
+
+    assert findings.forgetting is not None
+    assert findings.forgetting.model_dump() == {
+        "reference_examples": 24,
+        "base_loss": 2.0,
+        "fine_tuned_loss": 2.5,
+        "relative_increase": 0.25,
+        "threshold": 0.10,
+        "warning": True,
+    }
+
+
+def test_the_demo_model_comes_with_its_own_general_reference_set(tmp_path: Path) -> None:
+    demo = Settings(data_dir=tmp_path).demo_model
+    create_demo_model(Path(demo.path))
+    assert demo.reference_file == str(tmp_path / "models" / "tiny-chat" / "openft-reference.jsonl")
+    assert demo.forgetting_warn_relative_increase == 0.005
+
+    examples = reference_examples(
+        Path(demo.reference_file).read_bytes(), demo, AutoTokenizer.from_pretrained(demo.path)
+    )
+
+    assert len(examples) == REFERENCE_EXAMPLES
+    assert all(e.n_trained_tokens > REFERENCE_ANSWER_TOKENS / 2 for e in examples)
+    assert reference_questions(seed=0) == reference_questions(seed=0)
+    assert not any("password" in question for question in reference_questions(seed=0))
+
+
+def test_a_base_model_without_a_usable_reference_set_is_not_checked(tmp_path: Path) -> None:
+    unset = BaseModelConfig(name="m", path=str(tmp_path))
+    missing = BaseModelConfig(name="m", path=str(tmp_path), reference_file=str(tmp_path / "no"))
+
+    assert forgetting_check(unset, tmp_path, 1024) is None
+    assert forgetting_check(missing, tmp_path, 1024) is None
+
+
+@pytest.fixture
+def tiny_base(tmp_path: Path) -> BaseModelConfig:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
+    return BaseModelConfig(name="tiny", path=str(tmp_path / "base"), lora_rank=4, lora_alpha=8)
+
+
+def adapter(base: BaseModelConfig, folder: Path, *, scale: float) -> Path:
+    """A LoRA adapter; a fresh one (scale 0) leaves the model as it is."""
+    model = LlamaForCausalLM.from_pretrained(base.path)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, weight in peft_model.named_parameters():
+            if "lora_B" in name:
+                weight.copy_(torch.randn_like(weight) * scale)
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+def chats(n: int) -> list[TokenizedExample]:
+    found = []
+    for i in range(n):
+        ids = [(i * 7 + j * 3) % (VOCAB - 1) + 1 for j in range(12)]
+        labels = [IGNORE_INDEX] * 6 + ids[6:]  # the second half is the "assistant" turn
+        found.append(TokenizedExample(ids, labels, n_trained_tokens=6, n_tokens=12))
+    return found
+
+
+def test_the_base_loss_is_the_base_models_and_a_fresh_adapter_changes_nothing(
+    tiny_base: BaseModelConfig, tmp_path: Path
+) -> None:
+    examples = chats(5)
+    plain = LlamaForCausalLM.from_pretrained(tiny_base.path)
+
+    check = measure(tiny_base, adapter(tiny_base, tmp_path / "fresh", scale=0.0), examples, 64)
+
+    assert check.base_loss == pytest.approx(evaluate(plain, examples, 64).loss, rel=1e-6)
+    assert check.fine_tuned_loss == pytest.approx(check.base_loss, rel=1e-6)
+    assert check.reference_examples == 5 and not check.warning
+
+
+def test_a_changed_adapter_changes_only_the_fine_tuned_loss(
+    tiny_base: BaseModelConfig, tmp_path: Path
+) -> None:
+    examples = chats(5)
+    plain = LlamaForCausalLM.from_pretrained(tiny_base.path)
+
+    check = measure(tiny_base, adapter(tiny_base, tmp_path / "moved", scale=0.5), examples, 64)
+
+    assert check.base_loss == pytest.approx(evaluate(plain, examples, 64).loss, rel=1e-6)
+    assert check.fine_tuned_loss != pytest.approx(check.base_loss, rel=1e-3)
