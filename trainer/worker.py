@@ -357,18 +357,30 @@ class Worker:
             f":ckpt-step-{metrics.step}"
         )
         with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
-            flagged = repository.has_event_starting(session, job.id, OVERFITTING_OPENING)
-            found = _checkpoint_metrics(metrics, claim.method["type"], overfitting=flagged)
-            kept = repository.add_checkpoint(session, job, metrics.step, name, found)
+            kept, pruned = self._add_checkpoint(session, job, claim, metrics, name)
             if kept.name == name:  # new, not found from before a resume
                 repository.add_event(
                     session,
                     job,
                     f"Checkpoint created at step {metrics.step} with Snapshot ID: {name}",
                 )
-            pruned = _prune(session, claim.job_id, self.settings.checkpoints_kept)
         self._delete_checkpoints(claim.job_id, pruned)
         fault_point("after_checkpoint_publish")
+
+    def _add_checkpoint(
+        self, session: Session, job: FineTuningJob, claim: Claim, metrics: StepMetrics, name: str
+    ) -> tuple[FineTuningJobCheckpoint, list[int]]:
+        """Record a checkpoint (flagged once the job warned of overfitting), then prune all but
+        the newest ``checkpoints_kept`` and the best by validation loss; returns it and the
+        pruned steps."""
+        flagged = repository.has_event_starting(session, job.id, OVERFITTING_OPENING)
+        found = _checkpoint_metrics(metrics, claim.method["type"], overfitting=flagged)
+        kept = repository.add_checkpoint(session, job, metrics.step, name, found)
+        best = _best_checkpoint(repository.job_checkpoints(session, job.id))
+        pruned = repository.prune_checkpoints(
+            session, job.id, self.settings.checkpoints_kept, best.step if best else None
+        )
+        return kept, pruned
 
     def _publish(
         self,
@@ -410,10 +422,7 @@ class Worker:
             job.estimated_finish = None
             job.lease_owner = None
             # As OpenAI does, the final checkpoint carries the fine-tuned model's own name.
-            flagged = repository.has_event_starting(session, job.id, OVERFITTING_OPENING)
-            found = _checkpoint_metrics(last, claim.method["type"], overfitting=flagged)
-            repository.add_checkpoint(session, job, last.step, name, found)
-            pruned = _prune(session, claim.job_id, self.settings.checkpoints_kept)
+            _, pruned = self._add_checkpoint(session, job, claim, last, name)
             add_usage(
                 session,
                 project_id=claim.project_id,
@@ -553,13 +562,6 @@ def _best_checkpoint(
     """The published checkpoint with the lowest full validation loss (the earliest of equals)."""
     measured = [c for c in checkpoints if c.metrics.get("full_valid_loss") is not None]
     return min(measured, key=lambda c: (c.metrics["full_valid_loss"], c.step), default=None)
-
-
-def _prune(session: Session, job_id: str, keep: int) -> list[int]:
-    """All but the ``keep`` newest checkpoints go, except the best one by validation loss: the
-    one to pick when a job overfits."""
-    best = _best_checkpoint(repository.job_checkpoints(session, job_id))
-    return repository.prune_checkpoints(session, job_id, keep, best.step if best else None)
 
 
 def _result_csv(result: TrainingResult) -> bytes:
