@@ -59,6 +59,22 @@ class BaseModelConfig(BaseModel):
         description="Warn when the reference loss rises by more than this share (0.10: 10%).",
     )
 
+    quantization: Literal["nf4"] | None = Field(
+        default=None,
+        description=(
+            "Train on the base loaded in 4-bit NF4 (QLoRA, bitsandbytes): a quarter of the "
+            "memory; vLLM still serves the adapter on the full-precision base."
+        ),
+    )
+    gradient_checkpointing: bool | None = Field(
+        default=None,
+        description="Recompute activations on backward (less memory, ~30% slower); unset: on GPUs.",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        default=None,
+        description="Attention kernel for training; unset: flash-attn on GPUs that can, else SDPA.",
+    )
+
     @property
     def priced(self) -> bool:
         return any(
@@ -140,6 +156,15 @@ class Settings(BaseSettings):
     vllm_max_cpu_loras: int = Field(default=16, ge=1)
     vllm_max_lora_rank: int = Field(default=64, ge=1)
     vllm_kvcache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
+    vllm_gpu_memory_utilization: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description=(
+            "vLLM's --gpu-memory-utilization on a GPU: the share of the card it takes. Under "
+            "`openft serve` the trainer shares the card; 0.9 on a serving-only host."
+        ),
+    )
     vllm_max_model_len: int = Field(default=2048, ge=16)
     vllm_start_timeout_seconds: float = Field(default=300.0, gt=0)
     vllm_request_timeout_seconds: float = Field(default=600.0, gt=0)

@@ -7,6 +7,7 @@ on (seed, epoch), so a resumed run takes exactly the steps an uninterrupted one 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable
@@ -17,14 +18,16 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from service.settings import BaseModelConfig
 from trainer.dataset import TrainingExample
 from trainer.hyperparameters import Hyperparameters
 from trainer.objectives import Objective, SupervisedObjective
+from trainer.placement import Accelerator, load_base, plan
 from trainer.signals import Signal, new_signals
 
+log = logging.getLogger("openft.trainer")
 MAX_GRAD_NORM = 1.0
 VALIDATION_EVERY = 10  # a validation batch at every tenth of the steps
 TOKENS_PER_FORWARD = 8192
@@ -49,6 +52,8 @@ class StepMetrics:
 class TrainingResult:
     steps: list[StepMetrics]
     trained_tokens: int
+    # The trained model, still loaded: what is measured after training uses it (no second load).
+    model: PeftModel = field(repr=False, compare=False)
 
 
 class TrainingStopped(Exception):
@@ -179,7 +184,7 @@ def train_lora(
             "served. Try a lower learning_rate_multiplier.",
         )
     model.save_pretrained(str(output_dir / "final"))
-    return TrainingResult(progress.steps, progress.trained_tokens)
+    return TrainingResult(progress.steps, progress.trained_tokens, model)
 
 
 def _validate(
@@ -251,15 +256,9 @@ def _restore(
 
 
 def _lora_model(base: BaseModelConfig, start_from: Path | None = None) -> PeftModel:
-    if torch.cuda.is_available():
-        # On a GPU: bf16 weights, PyTorch's SDPA attention, activations recomputed on backward.
-        model = AutoModelForCausalLM.from_pretrained(
-            base.path, dtype=torch.bfloat16, attn_implementation="sdpa", device_map="cuda"
-        )
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    placement = plan(base, Accelerator.detect())
+    log.info("loading %s for training: %s", base.name, placement.describe())
+    model = load_base(base, placement)
     if start_from is not None:  # its own LoRA configuration comes with it
         return PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
     config = LoraConfig(
