@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from service.settings import BaseModelConfig
@@ -71,10 +72,11 @@ class ForgettingCheck:
 
 
 def forgetting_check(
-    base: BaseModelConfig, adapter_dir: Path, tokens_per_forward: int
+    base: BaseModelConfig, model: PeftModel, tokens_per_forward: int
 ) -> ForgettingCheck | None:
-    """The check of the adapter in ``adapter_dir``; None when the base model has no usable
-    reference set. It only advises: a problem with the operator's file is logged, never failed."""
+    """The check of ``model``, the job's trained adapter on its base as training left it loaded;
+    None when the base model has no usable reference set. It only advises: a problem with the
+    operator's file is logged, never failed."""
     if base.reference_file is None:
         return None
     try:
@@ -83,7 +85,7 @@ def forgetting_check(
     except (OSError, DatasetError) as exc:
         log.warning("no forgetting check for %s (%s): %s", base.name, base.reference_file, exc)
         return None
-    return measure(base, adapter_dir, examples, tokens_per_forward)
+    return measure(base, model, examples, tokens_per_forward)
 
 
 def reference_examples(
@@ -103,30 +105,16 @@ def reference_examples(
 
 def measure(
     base: BaseModelConfig,
-    adapter_dir: Path,
+    model: PeftModel,
     examples: list[TokenizedExample],
     tokens_per_forward: int,
 ) -> ForgettingCheck:
     """The mean loss per assistant token of ``examples`` under the base model (the adapter
-    switched off, as DPO's reference is) and under the adapter in ``adapter_dir``."""
-    model = _load(base, adapter_dir)
+    switched off, as DPO's reference is) and under the adapter. Both run on the model as it was
+    trained (same device, precision and quantization), so only the adapter differs."""
     with model.disable_adapter():
         base_loss = evaluate(model, examples, tokens_per_forward).loss
     fine_tuned_loss = evaluate(model, examples, tokens_per_forward).loss
     return ForgettingCheck(
         len(examples), base_loss, fine_tuned_loss, base.forgetting_warn_relative_increase
     )
-
-
-def _load(base: BaseModelConfig, adapter_dir: Path) -> Any:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    if torch.cuda.is_available():  # as training computes it: bf16 on the GPU
-        model = AutoModelForCausalLM.from_pretrained(
-            base.path, dtype=torch.bfloat16, device_map="cuda"
-        )
-    else:
-        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
-    return PeftModel.from_pretrained(model, str(adapter_dir))

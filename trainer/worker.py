@@ -208,7 +208,7 @@ class Worker:
             profile = build_profile(prompt_lengths(examples.examples), examples.prompt_tokens)
             training_s = time.monotonic() - pace.started  # the check below is not billed
             forgetting = forgetting_check(
-                base, workdir / "final", self.settings.train_tokens_per_forward
+                base, result.model, self.settings.train_tokens_per_forward
             )
             self._publish(claim, workdir / "final", result, training_s, profile, forgetting)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from service.jobs.schemas import JobFindings
@@ -97,12 +97,15 @@ def test_the_demo_model_comes_with_its_own_general_reference_set(tmp_path: Path)
     assert not any("password" in question for question in reference_questions(seed=0))
 
 
-def test_a_base_model_without_a_usable_reference_set_is_not_checked(tmp_path: Path) -> None:
-    unset = BaseModelConfig(name="m", path=str(tmp_path))
-    missing = BaseModelConfig(name="m", path=str(tmp_path), reference_file=str(tmp_path / "no"))
+def test_a_base_model_without_a_usable_reference_set_is_not_checked(
+    tiny_base: BaseModelConfig, tmp_path: Path
+) -> None:
+    model = adapter(tiny_base, scale=0.0)
+    unset = tiny_base.model_copy(update={"reference_file": None})
+    missing = tiny_base.model_copy(update={"reference_file": str(tmp_path / "no")})
 
-    assert forgetting_check(unset, tmp_path, 1024) is None
-    assert forgetting_check(missing, tmp_path, 1024) is None
+    assert forgetting_check(unset, model, 1024) is None
+    assert forgetting_check(missing, model, 1024) is None
 
 
 @pytest.fixture
@@ -121,8 +124,8 @@ def tiny_base(tmp_path: Path) -> BaseModelConfig:
     return BaseModelConfig(name="tiny", path=str(tmp_path / "base"), lora_rank=4, lora_alpha=8)
 
 
-def adapter(base: BaseModelConfig, folder: Path, *, scale: float) -> Path:
-    """A LoRA adapter; a fresh one (scale 0) leaves the model as it is."""
+def adapter(base: BaseModelConfig, *, scale: float) -> PeftModel:
+    """A LoRA adapter on the base; a fresh one (scale 0) leaves the model as it is."""
     model = LlamaForCausalLM.from_pretrained(base.path)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
@@ -131,8 +134,8 @@ def adapter(base: BaseModelConfig, folder: Path, *, scale: float) -> Path:
         for name, weight in peft_model.named_parameters():
             if "lora_B" in name:
                 weight.copy_(torch.randn_like(weight) * scale)
-    peft_model.save_pretrained(folder)
-    return folder
+    assert isinstance(peft_model, PeftModel)
+    return peft_model
 
 
 def chats(n: int) -> list[TokenizedExample]:
@@ -145,25 +148,23 @@ def chats(n: int) -> list[TokenizedExample]:
 
 
 def test_the_base_loss_is_the_base_models_and_a_fresh_adapter_changes_nothing(
-    tiny_base: BaseModelConfig, tmp_path: Path
+    tiny_base: BaseModelConfig,
 ) -> None:
     examples = chats(5)
     plain = LlamaForCausalLM.from_pretrained(tiny_base.path)
 
-    check = measure(tiny_base, adapter(tiny_base, tmp_path / "fresh", scale=0.0), examples, 64)
+    check = measure(tiny_base, adapter(tiny_base, scale=0.0), examples, 64)
 
     assert check.base_loss == pytest.approx(evaluate(plain, examples, 64).loss, rel=1e-6)
     assert check.fine_tuned_loss == pytest.approx(check.base_loss, rel=1e-6)
     assert check.reference_examples == 5 and not check.warning
 
 
-def test_a_changed_adapter_changes_only_the_fine_tuned_loss(
-    tiny_base: BaseModelConfig, tmp_path: Path
-) -> None:
+def test_a_changed_adapter_changes_only_the_fine_tuned_loss(tiny_base: BaseModelConfig) -> None:
     examples = chats(5)
     plain = LlamaForCausalLM.from_pretrained(tiny_base.path)
 
-    check = measure(tiny_base, adapter(tiny_base, tmp_path / "moved", scale=0.5), examples, 64)
+    check = measure(tiny_base, adapter(tiny_base, scale=0.5), examples, 64)
 
     assert check.base_loss == pytest.approx(evaluate(plain, examples, 64).loss, rel=1e-6)
     assert check.fine_tuned_loss != pytest.approx(check.base_loss, rel=1e-3)
