@@ -21,6 +21,19 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 DEMO_MODEL_NAME = "tiny-chat"
+# The decoder shapes a demo model can be built with: "tiny" for CPUs, tests and `make run`;
+# "small", Qwen2.5-0.5B's decoder (24 layers, 896 wide, 14 heads of 64, 2 KV heads) for GPU tests
+# and benchmarks. Both use the same tokenizer, chat template and reference questions.
+ARCHITECTURES: dict[str, dict[str, int]] = {
+    "tiny": {
+        "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "num_hidden_layers": 2, "intermediate_size": 512,
+    },
+    "small": {
+        "hidden_size": 896, "num_attention_heads": 14, "num_key_value_heads": 2,
+        "num_hidden_layers": 24, "intermediate_size": 4864,
+    },
+}  # fmt: skip
 # Bump when the recipe changes: a model built by another version is rebuilt.
 DEMO_MODEL_VERSION = 2  # 2: with the reference set
 MARKER_FILE = "openft-demo.json"
@@ -76,32 +89,36 @@ _SYLLABLES = (
 _PUNCTUATION = [".", "!", "?", ",", ";", ":", "...", " -", "'s"]
 
 
-def create_demo_model(target: Path, *, seed: int = 0) -> Path:
+def create_demo_model(target: Path, *, seed: int = 0, size: str = "tiny") -> Path:
     """Build the demo model into `target` once; idempotent (a complete model already there is kept).
 
     Writes to a temporary sibling folder and renames it into place, so a crash never leaves half a
     model. A complete model of the current version is kept whatever seed built it.
     """
-    if is_complete(target):
+    if is_complete(target, size):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
     try:
-        _build(staging, seed)
-        _move_into_place(staging, target)
+        _build(staging, seed, size)
+        _move_into_place(staging, target, size)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def is_complete(folder: Path) -> bool:
-    """True when `folder` holds a finished demo model of the current version."""
+def is_complete(folder: Path, size: str = "tiny") -> bool:
+    """True when `folder` holds a finished demo model of the current version and this size."""
     try:
         marker = json.loads((folder / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(marker, dict) and marker.get("version") == DEMO_MODEL_VERSION
+    return (
+        isinstance(marker, dict)
+        and marker.get("version") == DEMO_MODEL_VERSION
+        and marker.get("size", "tiny") == size
+    )
 
 
 def _staging_prefix(target: Path) -> str:
@@ -115,9 +132,9 @@ def _remove_stale_staging(target: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
+def _move_into_place(staging: Path, target: Path, size: str) -> None:
     """Rename the finished build onto `target` (absent, empty, or an older demo model)."""
-    if is_complete(target):  # another process finished first
+    if is_complete(target, size):  # another process finished first
         return
     if (target / MARKER_FILE).exists():
         shutil.rmtree(target)
@@ -126,16 +143,16 @@ def _move_into_place(staging: Path, target: Path) -> None:
     try:
         staging.rename(target)
     except OSError:
-        if not is_complete(target):  # lost a race to another builder: theirs is as good
+        if not is_complete(target, size):  # lost a race to another builder: theirs is as good
             raise
 
 
-def _build(folder: Path, seed: int) -> None:
+def _build(folder: Path, seed: int, size: str) -> None:
     tokenizer = train_tokenizer(seed)
     _save_tokenizer(tokenizer, folder)
-    _save_model(folder, seed, _TokenIds.of(tokenizer))
+    _save_model(folder, seed, _TokenIds.of(tokenizer), ARCHITECTURES[size])
     _save_reference_set(folder, seed)
-    marker = {"name": DEMO_MODEL_NAME, "seed": seed, "version": DEMO_MODEL_VERSION}
+    marker = {"name": DEMO_MODEL_NAME, "seed": seed, "size": size, "version": DEMO_MODEL_VERSION}
     (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
     _make_readable(folder)
 
@@ -334,20 +351,20 @@ def _save_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
     wrapped.save_pretrained(folder)
 
 
-def _save_model(folder: Path, seed: int, ids: _TokenIds) -> None:
+def _save_model(folder: Path, seed: int, ids: _TokenIds, shape: dict[str, int]) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    # head_dim = 256 / 4 = 64, a size vLLM's CPU attention supports. Embeddings are tied to the
+    # head_dim = 64 in both sizes, which vLLM's CPU attention supports. Embeddings are tied to the
     # output layer, as in small Qwen2.5 models: about a quarter fewer weights; LoRA never targets
-    # lm_head here.
+    # lm_head here. The vocabulary is the tokenizer's: random weights would sample ids it lacks.
     config = Qwen2Config(
         vocab_size=_round_up(ids.vocab_size, 64),
-        hidden_size=256,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=512,
+        hidden_size=shape["hidden_size"],
+        num_attention_heads=shape["num_attention_heads"],
+        num_key_value_heads=shape["num_key_value_heads"],
+        num_hidden_layers=shape["num_hidden_layers"],
+        intermediate_size=shape["intermediate_size"],
         max_position_embeddings=MAX_LENGTH,
         tie_word_embeddings=True,
         bos_token_id=ids.endoftext,
@@ -429,12 +446,14 @@ CHAT_TEMPLATE = """\
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m trainer.demo_model --output DIR [--seed N]`: build the model, print its path."""
+    """`python -m trainer.demo_model --output DIR [--seed N] [--size tiny|small]`: build the
+    model, print its path."""
     parser = argparse.ArgumentParser(description="Build OpenFT's offline demo base model.")
     parser.add_argument("--output", type=Path, required=True, help="folder to build the model in")
     parser.add_argument("--seed", type=int, default=0, help="seed for the tokenizer and weights")
+    parser.add_argument("--size", choices=sorted(ARCHITECTURES), default="tiny")
     args = parser.parse_args(argv)
-    print(create_demo_model(args.output, seed=args.seed))
+    print(create_demo_model(args.output, seed=args.seed, size=args.size))
     return 0
 
 
