@@ -68,6 +68,8 @@ class VLLMProcess:
             "--max-lora-rank", str(s.vllm_max_lora_rank),
             "--max-cpu-loras", str(s.vllm_max_cpu_loras),
         ]  # fmt: skip
+        if _on_gpu():
+            command += ["--gpu-memory-utilization", str(s.vllm_gpu_memory_utilization)]
         if s.vllm_api_key:
             command += ["--api-key", s.vllm_api_key]
         if m.tool_call_parser:
