@@ -10,7 +10,10 @@ PYTEST_ARGS ?=
 
 export PYTHON VENV ACCEL
 
-.PHONY: run test test-fast lint format openapi install install-ml system-deps clean bench
+# The GPU tier's base model: the small demo model (Qwen2.5-0.5B's decoder, random weights).
+GPU_MODEL ?= $(VENV)/gpu-models/small-chat
+
+.PHONY: run test test-fast test-gpu lint format openapi install install-ml system-deps clean bench
 
 $(VENV)/.installed-core: pyproject.toml constraints.txt scripts/install.sh
 	scripts/install.sh core
@@ -24,6 +27,12 @@ $(VENV)/.installed-ml: $(VENV)/.installed-core constraints.txt scripts/install.s
 
 install-ml: $(VENV)/.installed-ml
 
+# The CUDA stack (PyPI's CUDA torch, vllm, bitsandbytes) for `make test-gpu`; flash-attn is used
+# when installed (it compiles for the host: `pip install flash-attn --no-build-isolation`).
+$(VENV)/.installed-ml-cuda: $(VENV)/.installed-core constraints.txt scripts/install.sh scripts/check_ml_imports.py
+	ACCEL=cuda scripts/install.sh ml
+	@touch $@
+
 # Prometheus and promtool from Debian, for the monitoring tests (a no-op when present).
 system-deps:
 	scripts/install_system.sh
@@ -34,6 +43,16 @@ run: install-ml
 test: install-ml system-deps
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
+
+# On an NVIDIA GPU host: CUDA training (bf16, fused attention, QLoRA) and the CUDA vLLM end to end
+# (tests/gpu), then the training and serving benchmarks at the small model's size. Not in `make test`.
+test-gpu: $(VENV)/.installed-ml-cuda
+	$(BIN)/pytest tests/gpu --durations=30 $(PYTEST_ARGS)
+	$(BIN)/python -m trainer.demo_model --output $(GPU_MODEL) --size small
+	$(BIN)/python bench/train_throughput.py --size small
+	$(BIN)/python bench/first_request.py --jobs 5 --base-model $(GPU_MODEL) --label gpu
+	$(BIN)/python bench/gateway_overhead.py --base-model $(GPU_MODEL) --label gpu
+	$(BIN)/python bench/adapters.py --base-model $(GPU_MODEL) --label gpu
 
 test-fast: install-ml
 	$(BIN)/pytest tests/unit --durations=30 $(PYTEST_ARGS)

