@@ -6,7 +6,9 @@ many users' models would be. Streamed chat requests with fixed output length go 
 gateway, `--concurrency` at a time, to the base model, to one adapter (the baseline), and to 8
 and 32 adapters in turn, after each adapter has been loaded once. Bar: 8 and 32 adapters >= 0.95x
 one adapter. Also: the cold first request to a registered adapter that is not yet on vLLM's disk.
-Run: `.venv/bin/python bench/adapters.py [--registered 1000] [--requests 64]`.
+`--base-model PATH` serves that model instead of the demo model; `--label` suffixes the results.
+Run: `.venv/bin/python bench/adapters.py [--registered 1000] [--requests 64] [--base-model PATH]
+[--label gpu]`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import httpx
 from gateway_overhead import round_of
 from openai import OpenAI
 from results import print_table, write_result
-from serving import start_openft, stop
+from serving import ServedBase, add_serving_arguments, result_name, start_openft, stop
 from sqlalchemy import select
 
 from service.db.database import Database
@@ -39,12 +41,12 @@ ROW = {
 }
 
 
-def train_one(client: OpenAI) -> str:
+def train_one(client: OpenAI, model: str) -> str:
     data = client.files.create(
         file=("d.jsonl", (json.dumps(ROW) + "\n").encode() * 10), purpose="fine-tune"
     )
     job = client.fine_tuning.jobs.create(
-        model="tiny-chat", training_file=data.id, hyperparameters={"n_epochs": 1}
+        model=model, training_file=data.id, hyperparameters={"n_epochs": 1}
     )
     while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
         "succeeded", "failed", "cancelled",
@@ -54,7 +56,7 @@ def train_one(client: OpenAI) -> str:
     return job.id
 
 
-def register_copies(data_dir: Path, job_id: str, count: int) -> list[str]:
+def register_copies(data_dir: Path, job_id: str, count: int, base_model: str) -> list[str]:
     """``count`` more fine-tuned models with the job's adapter; returns their names."""
     db = Database(f"sqlite:///{data_dir / 'openft.db'}")
     source = data_dir / "blobs" / "adapters" / job_id / "final"
@@ -68,7 +70,7 @@ def register_copies(data_dir: Path, job_id: str, count: int) -> list[str]:
         }
         for index in range(count):
             copy_id = new_job_id()
-            name = f"ft:tiny-chat:bench::copy{index:05d}"
+            name = f"ft:{base_model}:bench::copy{index:05d}"
             session.add(FineTuningJob(id=copy_id, fine_tuned_model=name, **columns))
             target = data_dir / "blobs" / "adapters" / copy_id / "final"
             target.mkdir(parents=True)
@@ -86,15 +88,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    add_serving_arguments(parser)
     args = parser.parse_args()
+    served = ServedBase.of(args.base_model)
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-adapters-"))
-    server, base, key = start_openft(workdir)
+    server, base, key = start_openft(workdir, env=served.env)
     headers = {"authorization": f"Bearer {key}"}
     try:
-        job_id = train_one(OpenAI(base_url=base + "/v1", api_key=key, max_retries=0))
-        names = register_copies(workdir / "data", job_id, max(args.registered, 33))
+        job_id = train_one(OpenAI(base_url=base + "/v1", api_key=key, max_retries=0), served.name)
+        names = register_copies(workdir / "data", job_id, max(args.registered, 33), served.name)
         mixes = {
-            "base model": ("tiny-chat",),
+            "base model": (served.name,),
             "1 adapter (baseline)": (names[0],),
             "8 adapters": tuple(names[:8]),
             "32 adapters": tuple(names[:32]),
@@ -113,7 +117,8 @@ def main() -> None:
         stop(server)
     rate = {label: statistics.median(values) for label, values in rates.items()}
     single = rate["1 adapter (baseline)"]
-    print(f"{len(names) + 1} fine-tuned models registered; {args.concurrency} concurrent, "
+    print(f"base model {served.describe()}; {len(names) + 1} fine-tuned models registered; "
+          f"{args.concurrency} concurrent, "
           f"{args.tokens} output tokens per request")  # fmt: skip
     print_table(
         ("models", "tokens/s", "vs 1 adapter"),
@@ -122,8 +127,9 @@ def main() -> None:
     print(f"cold first request (publish + load + answer): {cold * 1e3:.0f} ms; "
           f"next request {warm * 1e3:.0f} ms")  # fmt: skip
     write_result(
-        "adapters",
+        result_name("adapters", args.label),
         {
+            "base_model": served.describe(),
             "registered": len(names) + 1, "concurrency": args.concurrency,
             "tokens_per_second": {k: round(v, 2) for k, v in rate.items()},
             "vs_single_adapter": {k: round(v / single, 3) for k, v in rate.items()},

@@ -4,7 +4,9 @@ Starts `openft serve` (worker + vLLM + demo model) in a scratch folder, trains N
 after another and, for each, times the first chat completion sent the moment the job is seen as
 `succeeded` (it includes publishing and hot-loading the adapter into vLLM). The baseline, measured
 in the same run, is the next request to the same, now loaded, model; the ratio says what the first
-request costs on top. Run: `.venv/bin/python bench/first_request.py [--jobs 5]`.
+request costs on top. `--base-model PATH` serves that model instead of the demo model; `--label`
+suffixes the results. Run: `.venv/bin/python bench/first_request.py [--jobs 5] [--base-model PATH]
+[--label gpu]`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from openai import OpenAI
 from results import write_result
-from serving import start_openft
+from serving import ServedBase, add_serving_arguments, result_name, start_openft
 
 ROW = {
     "messages": [
@@ -41,16 +43,19 @@ def chat_seconds(client: OpenAI, model: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=5)
-    jobs = parser.parse_args().jobs
+    add_serving_arguments(parser)
+    args = parser.parse_args()
+    jobs = args.jobs
+    served = ServedBase.of(args.base_model)
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-"))
-    server, base, key = start_openft(workdir)
+    server, base, key = start_openft(workdir, env=served.env)
     try:
         client = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
         data = client.files.create(file=("d.jsonl", (json.dumps(ROW) + "\n").encode() * 10),
                                    purpose="fine-tune")  # fmt: skip
         first, steady, since_finished = [], [], []
         for _ in range(jobs):
-            job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=data.id,
+            job = client.fine_tuning.jobs.create(model=served.name, training_file=data.id,
                                                  hyperparameters={"n_epochs": 2})  # fmt: skip
             while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
                 "succeeded",
@@ -63,7 +68,7 @@ def main() -> None:
             since_finished.append(time.time() - job.finished_at)
             steady.append(chat_seconds(client, job.fine_tuned_model))
         median_first, median_steady = statistics.median(first), statistics.median(steady)
-        print(f"jobs: {jobs}")
+        print(f"jobs: {jobs}; base model {served.describe()}")
         print(f"first request after 'succeeded' (publish + load + answer): {median_first:.3f} s")
         print(f"baseline, the next request to the loaded model:           {median_steady:.3f} s")
         print(f"ratio first / baseline: {median_first / median_steady:.1f}x")
@@ -72,8 +77,9 @@ def main() -> None:
             f"{statistics.median(since_finished):.2f} s (max {max(since_finished):.2f})"
         )
         write_result(
-            "first_request",
+            result_name("first_request", args.label),
             {
+                "base_model": served.describe(),
                 "jobs": jobs,
                 "first_request_s": round(median_first, 3),
                 "next_request_s": round(median_steady, 3),

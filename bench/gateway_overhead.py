@@ -4,8 +4,10 @@
 to that vLLM server, the other run through `POST /v1/chat/completions` of the API (key check,
 model routing, usage and metrics). Fixed prompt, exactly `--tokens` output tokens (`ignore_eos`),
 `--concurrency` clients, alternating rounds. Bars: throughput >= 0.95x; < 5 ms added to the
-median latency and to the median time to first token.
-Run: `.venv/bin/python bench/gateway_overhead.py [--requests 64] [--concurrency 4]`.
+median latency and to the median time to first token. `--base-model PATH` serves that model
+instead of the demo model; `--label` suffixes the results.
+Run: `.venv/bin/python bench/gateway_overhead.py [--requests 64] [--concurrency 4]
+[--base-model PATH] [--label gpu]`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import httpx
 from results import print_table, write_result
-from serving import start_openft, stop
+from serving import ServedBase, add_serving_arguments, result_name, start_openft, stop
 
 PROMPT = [{"role": "user", "content": "Tell me about the lighthouse and its keeper."}]
 
@@ -31,16 +33,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def vllm_url(workdir: Path) -> str:
-    """The managed vLLM's address, from its pidfile and command line."""
-    pid = (workdir / "data" / "run" / "vllm-tiny-chat.pid").read_text().strip()
+def vllm_url(workdir: Path, model: str) -> str:
+    """The address of the vLLM that serves ``model``, from its pidfile and command line."""
+    pid = (workdir / "data" / "run" / f"vllm-{model}.pid").read_text().strip()
     args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     return f"http://127.0.0.1:{args[args.index('--port') + 1]}"
 
 
-async def one(
-    client: httpx.AsyncClient, url: str, tokens: int, model: str = "tiny-chat"
-) -> tuple[float, float]:
+async def one(client: httpx.AsyncClient, url: str, tokens: int, model: str) -> tuple[float, float]:
     """(time to first token, total time) of one streamed request."""
     body = {
         "model": model, "messages": PROMPT, "max_tokens": tokens, "min_tokens": tokens,
@@ -62,7 +62,7 @@ async def round_of(
     requests: int,
     concurrency: int,
     tokens: int,
-    models: tuple[str, ...] = ("tiny-chat",),
+    models: tuple[str, ...],
 ) -> tuple[float, list[float], list[float]]:
     """Output tokens per second, and each request's TTFT and latency (``models`` in turn)."""
     queue = [models[i % len(models)] for i in range(requests)]
@@ -89,14 +89,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    add_serving_arguments(parser)
     args = parser.parse_args()
+    served = ServedBase.of(args.base_model)
+    models = (served.name,)
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-gateway-"))
-    server, base, key = start_openft(workdir, "--workers", "0")
+    server, base, key = start_openft(workdir, "--workers", "0", env=served.env)
     try:
-        paths = {"vLLM direct (baseline)": (vllm_url(workdir), {}),
+        paths = {"vLLM direct (baseline)": (vllm_url(workdir, served.name), {}),
                  "through the gateway": (base, {"authorization": f"Bearer {key}"})}  # fmt: skip
         for url, headers in paths.values():  # warm up both
-            asyncio.run(round_of(url, headers, 8, args.concurrency, args.tokens))
+            asyncio.run(round_of(url, headers, 8, args.concurrency, args.tokens, models))
         seen: dict[str, dict[str, list[float]]] = {
             label: {"rate": [], "first": [], "total": []} for label in paths
         }
@@ -105,7 +108,7 @@ def main() -> None:
             for label, (url, headers) in paths.items():
                 before = cpu_seconds(server.pid)
                 rate, firsts, totals = asyncio.run(
-                    round_of(url, headers, args.requests, args.concurrency, args.tokens)
+                    round_of(url, headers, args.requests, args.concurrency, args.tokens, models)
                 )
                 if label == "through the gateway":
                     api_cpu += cpu_seconds(server.pid) - before
@@ -123,7 +126,8 @@ def main() -> None:
         for label, values in seen.items()
     }
     direct, gateway = figures["vLLM direct (baseline)"], figures["through the gateway"]
-    print(f"{args.requests} requests x {args.rounds} rounds, {args.concurrency} concurrent, "
+    print(f"base model {served.describe()}; "
+          f"{args.requests} requests x {args.rounds} rounds, {args.concurrency} concurrent, "
           f"{args.tokens} output tokens each")  # fmt: skip
     print_table(
         ("path", "tokens/s", "median TTFT ms", "median latency ms"),
@@ -139,8 +143,9 @@ def main() -> None:
     print(f"the API process used {per_request_ms:.1f} ms of CPU per request, on the same "
           f"{os.cpu_count()} cores as vLLM")  # fmt: skip
     write_result(
-        "gateway_overhead",
+        result_name("gateway_overhead", args.label),
         {
+            "base_model": served.describe(),
             "requests": args.requests, "concurrency": args.concurrency, "tokens": args.tokens,
             "paths": {k: {n: round(v, 2) for n, v in f.items()} for k, f in figures.items()},
             "throughput_ratio": round(ratio, 3),

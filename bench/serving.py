@@ -1,16 +1,67 @@
-"""Starting `openft serve` for a benchmark: a scratch data folder, a free port, the first key."""
+"""Starting `openft serve` for a benchmark: a scratch data folder, a free port, the first key;
+and which base model it serves (the demo model, or `--base-model PATH` as `bench-base`)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from service.settings import DEMO_MODEL_NAME
+
+# The name `--base-model PATH` is served under.
+BENCH_BASE_MODEL = "bench-base"
+
+
+@dataclass(frozen=True)
+class ServedBase:
+    """The base model a serving benchmark fine-tunes and chats with: its name in the API, and the
+    settings that make `openft serve` serve it (none for the demo model, its default)."""
+
+    name: str = DEMO_MODEL_NAME
+    env: dict[str, str] = field(default_factory=dict)
+    path: str | None = None
+
+    @classmethod
+    def of(cls, path: str | None) -> ServedBase:
+        """The demo model for None; else the model at ``path`` (a folder, or a hub id) as
+        `bench-base`, the only base model of the server (``OPENFT_BASE_MODELS``)."""
+        if path is None:
+            return cls()
+        if Path(path).exists():  # the server runs in a scratch folder: no relative paths
+            path = str(Path(path).resolve())
+        models = [{"name": BENCH_BASE_MODEL, "path": path}]
+        return cls(BENCH_BASE_MODEL, {"OPENFT_BASE_MODELS": json.dumps(models)}, path)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.path})" if self.path else f"{self.name} (the demo model)"
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--base-model`` and ``--label``, for the benchmarks that start `openft serve`."""
+    parser.add_argument(
+        "--base-model",
+        metavar="PATH",
+        help=f"serve this model (folder or hub id) as {BENCH_BASE_MODEL!r} instead of the demo "
+        "model, e.g. one built by `python -m trainer.demo_model --size small`",
+    )
+    parser.add_argument(
+        "--label", help="suffix of the results file: results/<benchmark>_<label>.json"
+    )
+
+
+def result_name(benchmark: str, label: str | None) -> str:
+    """The results file name: ``benchmark``, with ``_label`` when a label is given."""
+    return f"{benchmark}_{label}" if label else benchmark
 
 
 def free_port() -> int:
@@ -45,6 +96,8 @@ def start_openft(
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"openft serve exited with {server.returncode}; see {workdir}")
         try:
             ready = httpx.get(base + "/readyz", timeout=2)
             models = ready.json().get("models", {}) if ready.status_code == 200 else {}
