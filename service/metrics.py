@@ -318,17 +318,23 @@ class JobsCollector(Collector):
             forgetting = self._forgetting(session)
         yield from (jobs, waiting, trained, training_time, training_cost, loss, step, budget)
         yield duration
-        yield forgetting
+        yield from forgetting
         yield reference
         yield token_reference
 
     @staticmethod
-    def _forgetting(session: Any) -> GaugeMetricFamily:
-        """Per (base model, project), not per job: the series stay as few as the pairs."""
+    def _forgetting(session: Any) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        """Per (base model, project), not per job: the series stay as few as the pairs. The
+        threshold the job was checked against comes with it, so an alert needs no copy of it."""
         family = GaugeMetricFamily(
             "openft_job_forgetting_relative_increase",
             "Reference-set loss rise (fine-tuned vs base, as a share) of the newest succeeded job "
             "per base model and project that ran the forgetting check.",
+            labels=["base_model", "project"],
+        )
+        threshold = GaugeMetricFamily(
+            "openft_job_forgetting_threshold",
+            "The base model's forgetting_warn_relative_increase that job was checked against.",
             labels=["base_model", "project"],
         )
         newest = (
@@ -345,7 +351,8 @@ class JobsCollector(Collector):
             check = (findings or {}).get("forgetting")
             if check:
                 family.add_metric([base, slug], float(check["relative_increase"]))
-        return family
+                threshold.add_metric([base, slug], float(check["threshold"]))
+        return family, threshold
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -49,13 +49,13 @@ def finish(state: AppState, job_id: str, openft: dict[str, Any] | None) -> None:
         )
 
 
-def scraped(state: AppState) -> dict[tuple[str, ...], float]:
+def scraped(state: AppState, name: str = METRIC) -> dict[tuple[str, ...], float]:
     text = generate_latest(state.metrics.registry).decode()
     return {
         (s.labels["base_model"], s.labels["project"]): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == METRIC
+        if s.name == name
     }
 
 
@@ -74,6 +74,10 @@ def test_the_newest_checked_job_of_each_base_model_and_project_is_exported(
     finish(state, other, findings(0.2))
 
     assert scraped(state) == {("tiny-chat", "acme"): 0.04, ("tiny-chat", "globex"): 0.2}
+    assert scraped(state, "openft_job_forgetting_threshold") == {
+        ("tiny-chat", "acme"): 0.1,
+        ("tiny-chat", "globex"): 0.1,
+    }
     job = state.jobs.retrieve(who, newer)
     assert job.openft is not None and job.openft.forgetting is not None
     assert job.openft.forgetting.relative_increase == 0.04
