@@ -1,9 +1,11 @@
 """Runs a held-out chat file through a fine-tuned model and its base, through the gateway.
 
 Every request takes the path a client's chat completion takes (ownership of the ``ft:`` model,
-adapter loading, tokens-per-minute, usage and metrics), greedy (temperature 0), at most
-``CONCURRENCY`` at a time. A request vLLM refuses (an example longer than the context) marks
-that example failed; a model server that is down fails the whole evaluation with its 503.
+adapter loading, usage and metrics), greedy (temperature 0), at most ``CONCURRENCY`` at a time.
+A key's tokens-per-minute limit is charged the whole run's estimate before the first request, so
+a run either fits or is refused at once, never cut off half-way with its answers lost. A request
+vLLM refuses (an example longer than the context) marks that example failed; a model server that
+is down fails the whole evaluation with its 503.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ class EvalRunner:
         base model, 503 while its server is down), then both models answer every example."""
         held = await run_in_threadpool(self._held_out, principal, request)
         base_model = await self.gateway.base_model_of(principal, request.model)
+        bodies = [self._body(request, e) for e in held.examples]
+        await self.gateway.admit_estimate(
+            principal, [{**b, "model": m} for b in bodies for m in (base_model, request.model)]
+        )
         limit = asyncio.Semaphore(CONCURRENCY)
         jobs = [
-            asyncio.ensure_future(self._both(principal, base_model, request, e, limit))
-            for e in held.examples
+            asyncio.ensure_future(self._both(principal, base_model, request.model, body, limit))
+            for body in bodies
         ]
         try:
             replies = await asyncio.gather(*jobs)
@@ -60,14 +66,9 @@ class EvalRunner:
             raise no_such_object("File", request.file, param="file") from exc
         return read_examples(content.chunks, request.limit, request.file)
 
-    async def _both(
-        self,
-        principal: Principal,
-        base_model: str,
-        request: CreateEvalRequest,
-        example: Example,
-        limit: asyncio.Semaphore,
-    ) -> tuple[Reply, Reply]:
+    @staticmethod
+    def _body(request: CreateEvalRequest, example: Example) -> dict[str, Any]:
+        """The chat request asking ``example`` (without the model)."""
         body: dict[str, Any] = {
             "messages": example.messages,
             "temperature": 0,
@@ -75,8 +76,18 @@ class EvalRunner:
         }
         if example.tools:
             body["tools"] = example.tools
+        return body
+
+    async def _both(
+        self,
+        principal: Principal,
+        base_model: str,
+        model: str,
+        body: dict[str, Any],
+        limit: asyncio.Semaphore,
+    ) -> tuple[Reply, Reply]:
         base = self._reply(principal, {**body, "model": base_model}, limit)
-        tuned = self._reply(principal, {**body, "model": request.model}, limit)
+        tuned = self._reply(principal, {**body, "model": model}, limit)
         base_reply, tuned_reply = await asyncio.gather(base, tuned)
         return base_reply, tuned_reply
 
@@ -85,7 +96,7 @@ class EvalRunner:
     ) -> Reply:
         async with limit:
             try:
-                completion = await self.gateway.completion(principal, body)
+                completion = await self.gateway.completion(principal, body, admitted=True)
             except InvalidRequestError as exc:
                 return Reply(None, exc.message)
         message = completion["choices"][0]["message"]

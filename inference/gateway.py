@@ -102,10 +102,14 @@ class Gateway:
             )
             raise
 
-    async def completion(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    async def completion(
+        self, principal: Principal, body: dict[str, Any], *, admitted: bool = False
+    ) -> dict[str, Any]:
         """A chat completion as data, for OpenFT's own features (evaluations): the path a
-        client's request takes (tokens per minute, ownership, loading, usage and metrics)."""
-        await self.admit_tokens(principal, body)
+        client's request takes (tokens per minute, ownership, loading, usage and metrics).
+        ``admitted``: its estimated tokens were already charged (``admit_estimate``)."""
+        if not admitted:
+            await self.admit_tokens(principal, body)
         response = await self.forward(principal, "/v1/chat/completions", {**body, "stream": False})
         if response.background is not None:
             self._in_background(response.background())
@@ -124,11 +128,17 @@ class Gateway:
     async def admit_tokens(self, principal: Principal, body: dict[str, Any]) -> dict[str, str]:
         """Charge the request's estimated tokens to a key with a tokens-per-minute limit (or
         raise the 429); the ``x-ratelimit-*`` headers, empty for keys without one."""
+        return await self.admit_estimate(principal, [body])
+
+    async def admit_estimate(
+        self, principal: Principal, bodies: list[dict[str, Any]]
+    ) -> dict[str, str]:
+        """Charge the estimated tokens of all ``bodies`` at once, or none of them (the 429):
+        work made of many requests either fits the key's minute or does not start."""
         if self.limiter is None or self.limiter.limits_of(principal).tokens is None:
             return {}
-        return await run_in_threadpool(
-            self.limiter.admit, principal, requests=0, tokens=estimated_tokens(body)
-        )
+        tokens = sum(estimated_tokens(body) for body in bodies)
+        return await run_in_threadpool(self.limiter.admit, principal, requests=0, tokens=tokens)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping after the answer; kept referenced until done (asyncio holds tasks

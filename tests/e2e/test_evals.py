@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from service.auth.service import AccessService
 from service.db.database import Database
+from service.limits import estimated_tokens
 from tests.e2e.test_fine_tune_end_to_end import (
     ANSWER,
     QUESTION,
@@ -132,3 +134,39 @@ def test_another_project_cannot_evaluate_the_model_or_read_the_file(
     assert their_model.json()["error"]["code"] == "model_not_found"
     assert their_file.status_code == 404, their_file.text
     assert their_file.json()["error"]["param"] == "file"
+
+
+def test_an_evaluation_over_the_keys_token_budget_is_refused_before_any_model_answers(
+    training_server: ServerProcess, taught: tuple[str, str]
+) -> None:
+    model, file_id = taught
+    limit = 300  # one of the run's six requests fits; all six do not
+    database = Database(training_server.settings().database_url)
+    access = AccessService(database)
+    issued = access.issue_key("default", name="eval-budget")
+    access.set_key_limits(issued.key_id, requests_per_minute=None, tokens_per_minute=limit)
+    database.dispose()
+    chat = {
+        "model": model,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+
+    refused = evaluate(training_server, issued.key, {"model": model, "file": file_id})
+    after = httpx.post(
+        f"{training_server.api_url}/chat/completions",
+        json=chat,
+        headers={"authorization": f"Bearer {issued.key}"},
+        timeout=120,
+    )
+
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert (error["type"], error["code"]) == ("tokens", "rate_limit_exceeded")
+    requested = re.search(r"Requested (\d+)", error["message"])
+    assert requested is not None and int(requested.group(1)) > limit  # the whole run at once
+    # Nothing of the refused run was charged: the minute's budget is whole for the next request.
+    assert after.status_code == 200, after.text
+    remaining = limit - estimated_tokens(chat)
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(remaining)
