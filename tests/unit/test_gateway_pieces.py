@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from inference import vllm_process
 from inference.gateway import Gateway, Target, _SSERelay, _upstream_error
 from inference.openai_shape import normalise
 from inference.upstreams import Upstream
@@ -205,3 +206,20 @@ def test_a_vllm_that_keeps_dropping_connections_is_a_503() -> None:
 
     assert refused.value.headers["retry-after"]
     asyncio.run(client.aclose())
+
+
+def test_on_a_gpu_vllm_takes_only_its_share_of_the_card_and_on_a_cpu_its_kv_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path, vllm_gpu_memory_utilization=0.4)
+    vllm = VLLMProcess(MODEL, settings)
+
+    monkeypatch.setattr(vllm_process, "_on_gpu", lambda: True)
+    on_gpu, gpu_env = vllm.command(), vllm.environment()
+    monkeypatch.setattr(vllm_process, "_on_gpu", lambda: False)
+    on_cpu, cpu_env = vllm.command(), vllm.environment()
+
+    assert on_gpu[on_gpu.index("--gpu-memory-utilization") + 1] == "0.4"
+    assert "VLLM_TARGET_DEVICE" not in gpu_env
+    assert "--gpu-memory-utilization" not in on_cpu
+    assert cpu_env["VLLM_TARGET_DEVICE"] == "cpu" and cpu_env["VLLM_CPU_KVCACHE_SPACE"] == "1"
