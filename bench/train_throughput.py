@@ -10,9 +10,10 @@ batches, no packing), fed prompt/completion pairs so that it, like OpenFT, takes
 answers only, and given OpenFT's precision, attention kernel and gradient checkpointing
 (`trainer.placement.plan`: float32 and no checkpointing on a CPU, bf16 and checkpointing on a
 GPU), so the ratio compares the training loops, not the settings. TRL with its own defaults
-(bf16 autocast and gradient checkpointing, even on a CPU) runs too, for reference. Tokens/s counts real (non-padding) tokens; tokenization is outside the timed part on
-both sides. Run: `.venv/bin/python bench/train_throughput.py [--size tiny|small]
-[--examples 256] [--batch-size 8] [--max-length 1024] [--peak-tflops T]`.
+(bf16 autocast and gradient checkpointing, even on a CPU) runs too, for reference. Tokens/s
+counts real (non-padding) tokens; tokenization is outside the timed part on both sides.
+Run: `.venv/bin/python bench/train_throughput.py [--size tiny|small] [--examples 256]
+[--batch-size 8] [--max-length 1024] [--peak-tflops T]`.
 """
 
 from __future__ import annotations
