@@ -3,7 +3,6 @@ through the gateway like a trained one, and answers as transformers + peft would
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,19 +10,10 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.server import ServerProcess, openft_command, wait_until_models_ready
+from tests.support.server import ServerProcess, wait_until_models_ready
 
 PROMPT = "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n"
 NEW_TOKENS = 8
-
-
-def openft(server: ServerProcess, *args: str) -> str:
-    done = subprocess.run(
-        [*openft_command(), *args], cwd=server.workdir, env=server.env, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def make_adapter(base: Path, target: Path) -> str:
@@ -51,11 +41,11 @@ def test_an_imported_adapter_is_served_through_the_gateway(
 ) -> None:
     wait_until_models_ready(training_server)
     expected = make_adapter(Path(training_server.settings().demo_model.path), tmp_path / "peft")
-    key = openft(training_server, "keys", "create", "--project", "importers")
-    name = openft(
-        training_server, "models", "import", str(tmp_path / "peft"), "--project", "importers",
-        "--suffix", "outside",
-    )  # fmt: skip
+    key = training_server.cli("keys", "create", "--project", "importers")
+    adapter = str(tmp_path / "peft")
+    name = training_server.cli(
+        "models", "import", adapter, "--project", "importers", "--suffix", "outside"
+    )
     client = sdk(training_server.api_url, key)
 
     def complete(model: str) -> str:

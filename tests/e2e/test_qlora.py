@@ -3,7 +3,6 @@ the full-precision base, answering as transformers + peft do there and unlike th
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from bitsandbytes.nn import Linear4bit
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.support.server import ServerProcess, openft_command, wait_until_models_ready
+from tests.support.server import ServerProcess, wait_until_models_ready
 from trainer.chat_masks import tokenize_chat
 from trainer.hyperparameters import Hyperparameters
 from trainer.sft import train_lora
@@ -57,11 +56,11 @@ def test_a_qlora_adapter_is_served_on_the_full_precision_base(
     assert "Kalomira" in expected  # learnt through the 4-bit base
 
     wait_until_models_ready(training_server)
-    key = openft(training_server, "keys", "create", "--project", "qlora")
-    name = openft(
-        training_server, "models", "import", str(tmp_path / "run" / "final"), "--project",
-        "qlora", "--suffix", "qlora",
-    )  # fmt: skip
+    key = training_server.cli("keys", "create", "--project", "qlora")
+    adapter = str(tmp_path / "run" / "final")
+    name = training_server.cli(
+        "models", "import", adapter, "--project", "qlora", "--suffix", "qlora"
+    )
     client = sdk(training_server.api_url, key)
 
     def complete(model: str) -> str:
@@ -73,12 +72,3 @@ def test_a_qlora_adapter_is_served_on_the_full_precision_base(
     served = complete(name)
     assert served == expected and served != complete(demo.name)
     client.models.delete(name)
-
-
-def openft(server: ServerProcess, *args: str) -> str:
-    done = subprocess.run(
-        [*openft_command(), *args], cwd=server.workdir, env=server.env, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()

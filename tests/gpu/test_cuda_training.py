@@ -40,6 +40,7 @@ def train(base: BaseModelConfig, out: Path) -> tuple[TrainingResult, int]:
 
 
 def answer(model: Any, base: BaseModelConfig) -> str:
+    model.eval()  # training leaves it in train mode, with activation recomputation on
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True

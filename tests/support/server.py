@@ -58,6 +58,15 @@ class ServerProcess:
         found = KEY_LINE.search(self.stdout_path.read_text())
         return found.group(1) if found else None
 
+    def cli(self, *args: str) -> str:
+        """Run ``openft ARGS`` against this server's settings; its stdout (it must succeed)."""
+        done = subprocess.run(
+            [*openft_command(), *args], cwd=self.workdir, env=self.env, capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
     def logs(self) -> str:
         return self.stderr_path.read_text(errors="replace")[-8000:]
 
