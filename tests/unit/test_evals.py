@@ -165,12 +165,21 @@ class FakeGateway:
     in_flight: int = 0
     most_in_flight: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    estimated: list[dict[str, Any]] = field(default_factory=list)  # charged up front
+    not_admitted: int = 0  # requests that would be charged one by one
 
     async def base_model_of(self, principal: object, model: str) -> str:
         return "base"
 
-    async def completion(self, principal: object, body: dict[str, Any]) -> dict[str, Any]:
+    async def admit_estimate(self, principal: object, bodies: list[dict[str, Any]]) -> None:
+        assert not self.bodies, "the whole run is charged before the first request"
+        self.estimated.extend(bodies)
+
+    async def completion(
+        self, principal: object, body: dict[str, Any], *, admitted: bool = False
+    ) -> dict[str, Any]:
         self.bodies.append(body)
+        self.not_admitted += not admitted
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         await asyncio.sleep(0)
@@ -214,6 +223,8 @@ def test_the_runner_asks_both_models_greedily_with_bounded_concurrency() -> None
     assert {b["model"] for b in gateway.bodies} == {"base", "ft:base:p:s:abcdefgh"}
     assert all(b["temperature"] == 0 for b in gateway.bodies)
     assert gateway.most_in_flight == CONCURRENCY
+    assert sorted(map(str, gateway.estimated)) == sorted(map(str, gateway.bodies))
+    assert gateway.not_admitted == 0
     exact = report.metrics[0]
     assert (exact.base, exact.fine_tuned, exact.wins) == (0, 1, 3 * CONCURRENCY)
 
