@@ -211,6 +211,15 @@ class Settings(BaseSettings):
     train_tokens_per_forward: int = Field(
         default=8192, ge=64, description="Padded tokens per forward pass (length-grouped batches)."
     )
+    train_processes_per_job: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Data-parallel training processes per job: one per GPU the worker sees (NCCL), "
+            "or CPU processes over gloo. 1: the worker trains alone."
+        ),
+    )
     webhook_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often an API process looks for webhooks to send."
     )

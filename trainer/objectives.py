@@ -12,7 +12,7 @@ from typing import Protocol
 import torch
 from peft import PeftModel
 
-from trainer.batching import accumulate_gradients, evaluate, pad
+from trainer.batching import accumulate_gradients, evaluate, loss_tokens, pad
 from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
 from trainer.dataset import PreferencePair, TrainingExample
 
@@ -28,6 +28,9 @@ class Objective(Protocol):
 
     def tokens(self, example: TrainingExample) -> int:
         """The tokens the example puts through the model (what a job bills)."""
+
+    def weight(self, batch: list[TrainingExample]) -> float:
+        """What ``step``'s mean loss is taken over (to combine shares of a step)."""
 
 
 @dataclass
@@ -48,6 +51,9 @@ class SupervisedObjective:
     def tokens(self, example: TrainingExample) -> int:
         assert isinstance(example, TokenizedExample)
         return len(example.input_ids)
+
+    def weight(self, batch: list[TrainingExample]) -> float:
+        return sum(loss_tokens(e) for e in _chats(batch))
 
 
 @dataclass
@@ -90,6 +96,9 @@ class PreferenceObjective:
     def tokens(self, example: TrainingExample) -> int:
         assert isinstance(example, PreferencePair)
         return len(example.chosen.input_ids) + len(example.rejected.input_ids)
+
+    def weight(self, batch: list[TrainingExample]) -> float:
+        return len(batch)
 
     def _loss(self, model: PeftModel, pair: PreferencePair) -> tuple[torch.Tensor, bool]:
         policy = answer_logps(model, pair)

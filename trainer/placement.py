@@ -85,8 +85,9 @@ class Placement:
         return f"{where}, {dtype}, " + ", ".join(extras)
 
 
-def plan(base: BaseModelConfig, accelerator: Accelerator) -> Placement:
-    """Where and how ``base`` is loaded on ``accelerator``.
+def plan(base: BaseModelConfig, accelerator: Accelerator, rank: int | None = None) -> Placement:
+    """Where and how ``base`` is loaded on ``accelerator``; ``rank``: this process's place in a
+    data-parallel job (``trainer.data_parallel``), which takes GPU number ``rank`` alone.
 
     On GPUs: bfloat16 (float16 on cards without it), flash-attn when it is installed and the cards
     can run it, else PyTorch's SDPA, and activations recomputed on backward unless the base model
@@ -100,6 +101,8 @@ def plan(base: BaseModelConfig, accelerator: Accelerator) -> Placement:
     else:
         dtype = torch.bfloat16 if accelerator.bf16 else torch.float16
         device_map = "cuda:0" if accelerator.cuda_devices == 1 else "auto"
+        if rank is not None:
+            device_map = f"cuda:{rank}"
     attention = base.attn_implementation or (
         "flash_attention_2" if gpu and accelerator.flash_attention else "sdpa"
     )

@@ -21,6 +21,7 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import get_linear_schedule_with_warmup
 
 from service.settings import BaseModelConfig
+from trainer.data_parallel import Group
 from trainer.dataset import TrainingExample
 from trainer.hyperparameters import Hyperparameters
 from trainer.objectives import Objective, SupervisedObjective
@@ -116,19 +117,23 @@ def train_lora(
     validation: list[TrainingExample] | None = None,
     start_from: Path | None = None,
     objective: Objective | None = None,
+    group: Group | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter on ``examples`` and save it (PEFT format) to ``output_dir``.
 
     ``tokens_per_forward`` bounds the padded tokens of one forward pass (see ``trainer.batching``);
     ``validation`` examples are measured, never trained on; ``start_from`` is an adapter folder
     to continue training (a fine-tuned model's), else a fresh adapter starts from zero;
-    ``objective`` is what a step optimises (default: the supervised loss; DPO for pairs).
+    ``objective`` is what a step optimises (default: the supervised loss; DPO for pairs);
+    ``group``: this process's place in a data-parallel job (``trainer.data_parallel``): every
+    rank calls this with the same arguments, trains on its share of each step and stops when the
+    leader's hooks say so.
     """
     hooks = hooks or TrainingHooks()
     objective = objective or SupervisedObjective(tokens_per_forward)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = _lora_model(base, start_from)
+    model = _lora_model(base, start_from, group)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=base.learning_rate * hp.learning_rate_multiplier)
     total = hp.total_steps(len(examples))
@@ -144,11 +149,8 @@ def train_lora(
         order = epoch_order(seed, epoch, len(examples))
         start = position * hp.batch_size
         batch = [examples[i] for i in order[start : start + hp.batch_size]]
-        loss, accuracy = objective.step(model, batch)
-        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-        optimizer.step()
+        loss, accuracy = _optimizer_step(model, objective, batch, trainable, optimizer, group)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(loss):
             raise TrainingFailed(
                 "training_diverged",
@@ -172,7 +174,7 @@ def train_lora(
         every = hooks.snapshot_every
         if epoch_ended or (every and progress.step % every == 0):
             _snapshot(output_dir, model, optimizer, scheduler, progress, hooks)
-        reason = hooks.stop_reason()
+        reason = hooks.stop_reason() if group is None else group.agree(hooks.stop_reason())
         if reason is not None:
             if reason in ("pause", "shutdown") and not epoch_ended:
                 _snapshot(output_dir, model, optimizer, scheduler, progress, hooks)
@@ -185,6 +187,28 @@ def train_lora(
         )
     model.save_pretrained(str(output_dir / "final"))
     return TrainingResult(progress.steps, progress.trained_tokens, model)
+
+
+def _optimizer_step(
+    model: PeftModel,
+    objective: Objective,
+    batch: list[TrainingExample],
+    trainable: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    group: Group | None,
+) -> tuple[float, float]:
+    """One optimizer step over ``batch`` (of this rank's share, combined, in a data-parallel
+    job); the step's loss and accuracy."""
+    if group is None:
+        loss, accuracy = objective.step(model, batch)
+    else:
+        share = group.share(batch)
+        loss, accuracy = objective.step(model, share) if share else (0.0, 0.0)
+        loss, accuracy = group.combine(trainable, loss, accuracy, objective.weight(share))
+    torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, accuracy
 
 
 def _validate(
@@ -255,13 +279,26 @@ def _restore(
     return _Progress(state["step"], state["trained_tokens"], steps)
 
 
-def _lora_model(base: BaseModelConfig, start_from: Path | None = None) -> PeftModel:
-    placement = plan(base, Accelerator.detect())
+def _lora_model(
+    base: BaseModelConfig, start_from: Path | None = None, group: Group | None = None
+) -> PeftModel:
+    """The base with an adapter to train; in a data-parallel job, on this rank's GPU and
+    starting from the leader's adapter weights."""
+    placement = plan(base, Accelerator.detect(), None if group is None else group.rank)
     log.info("loading %s for training: %s", base.name, placement.describe())
     model = load_base(base, placement)
     if start_from is not None:  # its own LoRA configuration comes with it
-        return PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
-    config = LoraConfig(
+        peft_model = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
+    else:
+        peft_model = get_peft_model(model, _lora_config(base))
+    assert isinstance(peft_model, PeftModel)
+    if group is not None:
+        group.same_start([p for p in peft_model.parameters() if p.requires_grad])
+    return peft_model
+
+
+def _lora_config(base: BaseModelConfig) -> LoraConfig:
+    return LoraConfig(
         r=base.lora_rank,
         lora_alpha=base.lora_alpha,
         target_modules=list(base.lora_target_modules),
@@ -269,6 +306,3 @@ def _lora_model(base: BaseModelConfig, start_from: Path | None = None) -> PeftMo
         bias="none",
         task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(model, config)
-    assert isinstance(peft_model, PeftModel)
-    return peft_model

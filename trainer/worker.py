@@ -49,9 +49,11 @@ from service.jobs.queue import Claim, LeaseLostError
 from service.logs import configure_logging, log_context
 from service.settings import BaseModelConfig, Settings
 from service.usage import add_usage
+from trainer.data_parallel import FollowerJob, data_parallel
 from trainer.dataset import (
     DatasetError,
     PreparedFile,
+    TrainingExample,
     prepare_file,
     prompt_lengths,
     summary_events,
@@ -85,6 +87,12 @@ class Worker:
         self.models = {m.name: m for m in settings.fine_tunable_models}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
+        processes, gpus = settings.train_processes_per_job, torch.cuda.device_count()
+        if processes > 1 and torch.cuda.is_available() and processes > gpus:
+            raise SystemExit(
+                f"OPENFT_TRAIN_PROCESSES_PER_JOB is {processes} but this worker sees {gpus} GPUs: "
+                "one training process per GPU"
+            )
 
     def run(self, *, once: bool = False) -> None:
         """Process jobs until stopped (or, with ``once``, until the queue is empty)."""
@@ -183,6 +191,10 @@ class Worker:
             snapshot = self._download_newest_snapshot(claim, workdir)
             parent = self._download_parent(claim, workdir) if claim.parent_job_id else None
             self._start(claim, hp, snapshot)
+            beta = (hp.beta or AUTO_DPO_BETA) if kind == "dpo" else None
+            followers = self._followers(
+                base, examples.examples, hp, claim.seed, workdir, snapshot, parent, beta
+            )
             pace = _Pace(snapshot[0] if snapshot else 0)
             hooks = TrainingHooks(
                 on_step=lambda m: self._record_step(claim, m, pace),
@@ -192,25 +204,55 @@ class Worker:
                 on_epoch_end=lambda m, folder: self._publish_checkpoint(claim, m, folder),
                 snapshot_every=self.settings.snapshot_every_steps,
             )
-            result = train_lora(
-                base,
-                examples.examples,
-                hp,
-                seed=claim.seed,
-                output_dir=workdir,
-                hooks=hooks,
-                resume_from=snapshot[1] if snapshot else None,
-                tokens_per_forward=self.settings.train_tokens_per_forward,
-                validation=validation.examples if validation is not None else None,
-                start_from=parent,
-                objective=PreferenceObjective(hp.beta or AUTO_DPO_BETA) if kind == "dpo" else None,
-            )
+            with data_parallel(followers) as group:
+                result = train_lora(
+                    base,
+                    examples.examples,
+                    hp,
+                    seed=claim.seed,
+                    output_dir=workdir,
+                    hooks=hooks,
+                    resume_from=snapshot[1] if snapshot else None,
+                    tokens_per_forward=self.settings.train_tokens_per_forward,
+                    validation=validation.examples if validation is not None else None,
+                    start_from=parent,
+                    objective=PreferenceObjective(beta) if beta is not None else None,
+                    group=group,
+                )
             profile = build_profile(prompt_lengths(examples.examples), examples.prompt_tokens)
             training_s = time.monotonic() - pace.started  # the check below is not billed
             forgetting = forgetting_check(
                 base, result.model, self.settings.train_tokens_per_forward
             )
             self._publish(claim, workdir / "final", result, training_s, profile, forgetting)
+
+    def _followers(
+        self,
+        base: BaseModelConfig,
+        examples: list[TrainingExample],
+        hp: Hyperparameters,
+        seed: int,
+        workdir: Path,
+        snapshot: tuple[int, Path] | None,
+        parent: Path | None,
+        dpo_beta: float | None,
+    ) -> FollowerJob | None:
+        """What the job's other training processes need, when it trains data-parallel."""
+        size = self.settings.train_processes_per_job
+        if size == 1:
+            return None
+        return FollowerJob(
+            base=base,
+            examples=examples,
+            hp=hp,
+            seed=seed,
+            tokens_per_forward=self.settings.train_tokens_per_forward,
+            resume_from=snapshot[1] if snapshot else None,
+            start_from=parent,
+            dpo_beta=dpo_beta,
+            rendezvous=workdir / "rendezvous",
+            size=size,
+        )
 
     def _finish_validation(
         self, claim: Claim, examples: PreparedFile, hp: Hyperparameters, base: BaseModelConfig

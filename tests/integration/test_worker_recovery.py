@@ -2,11 +2,13 @@
 
 Each worker is ``python -m trainer.worker`` on the demo model. Faults are injected at named points
 (``OPENFT_FAULT``), and time passing for a dead worker's lease is simulated by expiring it in the
-database, so nothing here sleeps for a lease.
+database, so nothing here sleeps for a lease. Data-parallel jobs (two training processes over
+gloo) give the single process's loss curve, and a killed leader leaves no follower behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +360,52 @@ def run_twenty_jobs_on_two_workers(queue: Queue) -> None:
         messages = [e.message for e in queue.events(job_id)]
         assert messages.count("Fine-tuning job started") == 1
         assert [step for step, _ in queue.losses(job_id)] == [1]
+
+
+def test_a_worker_trains_a_job_in_two_processes_as_it_does_in_one(
+    sqlite_queue: Queue, reference: list[tuple[int, float]]
+) -> None:
+    two = replace(sqlite_queue, env={**sqlite_queue.env, "OPENFT_TRAIN_PROCESSES_PER_JOB": "2"})
+    job_id = two.create_job()
+
+    code, output = two.run_worker()
+
+    assert code == 0, output
+    assert two.job(job_id).status == "succeeded", output
+    curve = two.losses(job_id)
+    assert [step for step, _ in curve] == [step for step, _ in reference]
+    assert [loss for _, loss in curve] == pytest.approx([loss for _, loss in reference], rel=1e-4)
+
+
+def test_a_data_parallel_job_whose_worker_is_killed_resumes_and_leaves_no_process(
+    sqlite_queue: Queue, reference: list[tuple[int, float]]
+) -> None:
+    two = replace(sqlite_queue, env={**sqlite_queue.env, "OPENFT_TRAIN_PROCESSES_PER_JOB": "2"})
+    job_id = two.create_job()
+
+    mark = f"KILLED_LEADER={job_id}"  # in the environment its follower inherits
+    marked = replace(two, env={**two.env, "KILLED_LEADER": job_id})
+    killed = marked.worker("--once", fault="after_step:5")
+    killed.communicate(timeout=WORKER_TIMEOUT_S)
+    two.expire_leases()
+    code, output = two.run_worker()
+
+    assert killed.returncode == -signal.SIGKILL
+    assert code == 0, output
+    assert two.job(job_id).status == "succeeded", output
+    curve = dict(two.losses(job_id))
+    assert sorted(curve) == [step for step, _ in reference]
+    assert [curve[step] for step, _ in reference] == pytest.approx(
+        [loss for _, loss in reference], rel=1e-4
+    )
+    two.wait_until(lambda: not processes_with(mark), "the killed leader's follower to end")
+
+
+def processes_with(variable: str) -> list[int]:
+    """The running processes whose environment holds ``variable`` (``NAME=value``)."""
+    entry, found = variable.encode(), []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if entry in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return found

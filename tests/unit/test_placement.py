@@ -81,3 +81,10 @@ def test_an_unknown_quantization_or_attention_is_refused_in_the_settings() -> No
         BaseModelConfig(name="m", path="/m", quantization="int3")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="attn_implementation"):
         BaseModelConfig(name="m", path="/m", attn_implementation="fast")  # type: ignore[arg-type]
+
+
+def test_a_data_parallel_rank_takes_its_own_gpu_whole() -> None:
+    four = Accelerator(cuda_devices=4, bf16=True, flash_attention=True)
+
+    assert plan(BASE, four, rank=2).device_map == "cuda:2"
+    assert plan(BASE, Accelerator(), rank=1).device_map is None  # gloo ranks on the CPU

@@ -1,0 +1,87 @@
+"""Data-parallel training (``trainer.data_parallel``): two processes over gloo take the steps one
+process takes, to float rounding: the same losses and the same adapter, for the supervised loss
+and for DPO, with steps that do not split evenly (one rank's share of the last step is empty)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from service.settings import BaseModelConfig
+from tests.unit.test_batching import examples, tiny_llama
+from trainer.data_parallel import FollowerJob, join, leave, start_followers, stop_followers
+from trainer.dataset import PreferencePair, TrainingExample
+from trainer.hyperparameters import Hyperparameters
+from trainer.objectives import PreferenceObjective
+from trainer.sft import TrainingResult, train_lora
+
+HP = Hyperparameters(n_epochs=2, batch_size=3, learning_rate_multiplier=5.0)  # 3 steps an epoch
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelConfig:
+    folder = tmp_path_factory.mktemp("base")
+    tiny_llama().save_pretrained(folder)
+    return BaseModelConfig(name="tiny-llama", path=str(folder), lora_rank=4, lora_alpha=8)
+
+
+def pairs(n: int) -> list[TrainingExample]:
+    chosen, rejected = examples([20 + i for i in range(n)], 3), examples([22] * n, 4)
+    return [PreferencePair(c, r) for c, r in zip(chosen, rejected, strict=True)]
+
+
+def in_two_processes(
+    base: BaseModelConfig, data: list[TrainingExample], out: Path, dpo_beta: float | None
+) -> tuple[TrainingResult, list[int | None]]:
+    """Train as rank 0 with one follower process; the follower's exit code comes back too."""
+    job = FollowerJob(
+        base=base, examples=data, hp=HP, seed=SEED, tokens_per_forward=4096, resume_from=None,
+        start_from=None, dpo_beta=dpo_beta, rendezvous=out / "rendezvous", size=2,
+    )  # fmt: skip
+    out.mkdir()
+    followers = start_followers(job)
+    try:
+        group = join(0, 2, job.rendezvous)
+        objective = PreferenceObjective(dpo_beta) if dpo_beta is not None else None
+        result = train_lora(
+            base, data, HP, seed=SEED, output_dir=out, objective=objective, group=group
+        )
+    finally:
+        leave()
+        stop_followers(followers)
+    return result, [p.exitcode for p in followers.processes]
+
+
+def adapter(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "final" / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("data", "dpo_beta"),
+    [(examples([9, 40, 14, 33, 25, 17, 61]), None), (pairs(7), 0.1)],
+    ids=["supervised", "dpo"],
+)
+def test_two_processes_take_the_steps_one_process_takes(
+    base: BaseModelConfig, data: list[TrainingExample], dpo_beta: float | None, tmp_path: Path
+) -> None:
+    objective: Any = PreferenceObjective(dpo_beta) if dpo_beta is not None else None
+    one = train_lora(base, data, HP, seed=SEED, output_dir=tmp_path / "one", objective=objective)
+
+    two, exit_codes = in_two_processes(base, data, tmp_path / "two", dpo_beta)
+
+    assert exit_codes == [0]
+    assert [s.step for s in two.steps] == [s.step for s in one.steps] == list(range(1, 7))
+    for mine, theirs in zip(two.steps, one.steps, strict=True):
+        assert mine.train_loss == pytest.approx(theirs.train_loss, rel=1e-5)
+        assert mine.train_mean_token_accuracy == pytest.approx(theirs.train_mean_token_accuracy)
+    assert two.trained_tokens == one.trained_tokens
+    alone, together = adapter(tmp_path / "one"), adapter(tmp_path / "two")
+    assert alone.keys() == together.keys()
+    for name, weight in alone.items():
+        torch.testing.assert_close(together[name], weight, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(w, torch.zeros_like(w)) for w in alone.values())
