@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.settings import BaseModelConfig
 from trainer.chat_masks import tokenize_chat
+from trainer.data_parallel import FollowerJob, data_parallel
 from trainer.forgetting import forgetting_check
 from trainer.hyperparameters import Hyperparameters
 from trainer.placement import Accelerator, plan
@@ -109,3 +110,24 @@ def test_the_forgetting_check_runs_on_the_trained_gpu_model(
     assert check is not None and check.reference_examples == 24
     assert torch.isfinite(torch.tensor([check.base_loss, check.fine_tuned_loss])).all()
     assert check.fine_tuned_loss > check.base_loss  # its own samples: any change costs
+
+
+def test_two_gpus_train_a_job_as_one_does(small_model: BaseModelConfig, tmp_path: Path) -> None:
+    """Data parallel over NCCL (``OPENFT_TRAIN_PROCESSES_PER_JOB=2``) on the small model."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 GPUs, this host has {torch.cuda.device_count()}")
+    data = fact(small_model, n=8)
+    hp = Hyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=2.0)
+    one = train_lora(small_model, data, hp, seed=0, output_dir=tmp_path / "one")
+    job = FollowerJob(
+        base=small_model, examples=data, hp=hp, seed=0, tokens_per_forward=8192,
+        resume_from=None, start_from=None, dpo_beta=None,
+        rendezvous=tmp_path / "rendezvous", size=2,
+    )  # fmt: skip
+    (tmp_path / "two").mkdir()
+
+    with data_parallel(job) as group:
+        two = train_lora(small_model, data, hp, seed=0, output_dir=tmp_path / "two", group=group)
+
+    for mine, theirs in zip(two.steps, one.steps, strict=True):  # bf16: rounding differs
+        assert mine.train_loss == pytest.approx(theirs.train_loss, rel=2e-2)
