@@ -15,10 +15,10 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from trainer.dataset import TrainingExample
     from trainer.hyperparameters import Hyperparameters
 
+# Every rank joins before it loads anything: a follower that has not come by then never will.
+JOIN_TIMEOUT = timedelta(minutes=5)
 # A step's collectives wait while the leader validates, snapshots and reports between steps.
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 T = TypeVar("T")
@@ -40,6 +42,8 @@ class Group:
 
     rank: int
     size: int
+    # The process group the training collectives use (with COLLECTIVE_TIMEOUT); None: the default.
+    handle: Any = field(default=None, compare=False)
 
     @property
     def leader(self) -> bool:
@@ -52,7 +56,7 @@ class Group:
     def same_start(self, parameters: Sequence[torch.Tensor]) -> None:
         """Every rank starts from the leader's adapter weights."""
         for parameter in parameters:
-            dist.broadcast(parameter.data, src=0)
+            dist.broadcast(parameter.data, src=0, group=self.handle)
 
     def combine(
         self, parameters: Sequence[torch.Tensor], loss: float, accuracy: float, weight: float
@@ -63,12 +67,12 @@ class Group:
         totals = torch.tensor(
             [weight, loss * weight, accuracy * weight], dtype=torch.float64, device=device
         )
-        dist.all_reduce(totals)
+        dist.all_reduce(totals, group=self.handle)
         step_weight = float(totals[0])
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
         flat = torch.cat([g.reshape(-1) for g in grads])
         flat *= weight / step_weight if step_weight else 0.0
-        dist.all_reduce(flat)
+        dist.all_reduce(flat, group=self.handle)
         offset = 0
         for parameter, grad in zip(parameters, grads, strict=True):
             grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
@@ -81,7 +85,7 @@ class Group:
     def agree(self, reason: str | None) -> str | None:
         """The leader's answer to "stop now?", on every rank."""
         box = [reason]
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, group=self.handle)
         return box[0]
 
 
@@ -98,9 +102,9 @@ def join(rank: int, size: int, rendezvous: Path) -> Group:
         init_method=f"file://{rendezvous}",
         rank=rank,
         world_size=size,
-        timeout=COLLECTIVE_TIMEOUT,
+        timeout=JOIN_TIMEOUT,
     )
-    return Group(rank, size)
+    return Group(rank, size, dist.new_group(list(range(size)), timeout=COLLECTIVE_TIMEOUT))
 
 
 def leave() -> None:

@@ -4,6 +4,7 @@ and for DPO, with steps that do not split evenly (one rank's share of the last s
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 
 from service.settings import BaseModelConfig
 from tests.unit.test_batching import examples, tiny_llama
+from trainer import data_parallel
 from trainer.data_parallel import FollowerJob, join, leave, start_followers, stop_followers
 from trainer.dataset import PreferencePair, TrainingExample
 from trainer.hyperparameters import Hyperparameters
@@ -85,3 +87,15 @@ def test_two_processes_take_the_steps_one_process_takes(
     for name, weight in alone.items():
         torch.testing.assert_close(together[name], weight, rtol=1e-4, atol=1e-6)
     assert any(not torch.equal(w, torch.zeros_like(w)) for w in alone.values())
+
+
+def test_a_leader_whose_follower_never_joins_gives_up_instead_of_waiting_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data_parallel, "JOIN_TIMEOUT", timedelta(seconds=2))
+
+    with pytest.raises(RuntimeError):  # the worker fails the job with it
+        try:
+            data_parallel.join(0, 2, tmp_path / "rendezvous")
+        finally:
+            data_parallel.leave()
