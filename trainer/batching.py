@@ -84,12 +84,17 @@ def accumulate_gradients(
     *,
     backward: bool = True,
 ) -> StepTotals:
-    """Forward and backward over ``batch`` in length groups; gradients of the step's mean loss."""
+    """Forward and backward over ``batch`` in length groups; gradients of the step's mean loss.
+
+    On a GPU a pass costs its kernel launches more than its padding, so a step's examples share
+    as few passes as the budget allows; on a CPU padding is compute, so groups keep similar
+    lengths (``MIN_FILL``)."""
     device = next(model.parameters()).device
+    min_fill = 0.0 if device.type == "cuda" else MIN_FILL
     total_loss_tokens = sum(loss_tokens(e) for e in batch)
     loss_sum = 0.0
     correct = padded = 0
-    for group in length_groups(batch, tokens_per_forward):
+    for group in length_groups(batch, tokens_per_forward, min_fill):
         input_ids, labels, attention = pad(group)
         input_ids, labels, attention = input_ids.to(device), labels.to(device), attention.to(device)
         padded += input_ids.numel()
