@@ -45,10 +45,6 @@ class Group:
     # The process group the training collectives use (with COLLECTIVE_TIMEOUT); None: the default.
     handle: Any = field(default=None, compare=False)
 
-    @property
-    def leader(self) -> bool:
-        return self.rank == 0
-
     def share(self, batch: Sequence[T]) -> list[T]:
         """This rank's examples of a step."""
         return list(batch[self.rank :: self.size])

@@ -1,8 +1,8 @@
-"""How a base model is loaded to be trained or measured: device, precision, attention kernel,
-activation recomputation and 4-bit quantization (QLoRA).
+"""How a base model is loaded to be trained: device, precision, attention kernel, activation
+recomputation and 4-bit quantization (QLoRA).
 
-One decision, made from the base model's settings and what this process can use, so that training
-and the forgetting check load a model the same way. ``plan`` is pure (``Accelerator`` says what is
+One decision, made from the base model's settings and what this process can use (the forgetting
+check then measures the model as training left it). ``plan`` is pure (``Accelerator`` says what is
 here), so every combination is tested on a machine without a GPU.
 """
 

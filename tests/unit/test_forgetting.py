@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from service.jobs.schemas import JobFindings
 from service.settings import BaseModelConfig, Settings
+from tests.unit.test_batching import VOCAB, tiny_llama
 from trainer.batching import evaluate
 from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
 from trainer.demo_model import (
@@ -26,8 +27,6 @@ from trainer.forgetting import (
     measure,
     reference_examples,
 )
-
-VOCAB = 96
 
 
 def test_the_relative_increase_is_the_share_of_the_base_loss() -> None:
@@ -110,17 +109,7 @@ def test_a_base_model_without_a_usable_reference_set_is_not_checked(
 
 @pytest.fixture
 def tiny_base(tmp_path: Path) -> BaseModelConfig:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
+    tiny_llama().save_pretrained(tmp_path / "base")
     return BaseModelConfig(name="tiny", path=str(tmp_path / "base"), lora_rank=4, lora_alpha=8)
 
 
