@@ -21,14 +21,14 @@ from postgres import scratch_database
 from results import percentile, print_table, write_result
 from sqlalchemy import insert
 
-from service.auth.service import AccessService, Principal
+from service.auth.principal import Principal
+from service.auth.service import AccessService
 from service.blobstore import LocalBlobStore
 from service.db import migrate
 from service.db.database import Database
 from service.db.models import File, FineTuningJob
 from service.files.service import FilesService
 from service.jobs.service import JobsService
-from service.models.registry import ModelRegistry
 from service.settings import Settings
 
 BATCH = 5000
@@ -103,7 +103,7 @@ def run(url: str, dsn: str, objects: int, samples: int) -> None:
     file_ids, job_ids = seed(db, principal.project_id, objects)
     print(f"seeded {objects:,} files and {objects:,} jobs in {time.perf_counter() - started:.0f}s")
     files = FilesService(db, LocalBlobStore(data / "blobs"), settings)
-    jobs = JobsService(db, ModelRegistry(settings), settings)
+    jobs = JobsService(db, settings)
     deep = 1000 * 20  # the cursor that starts page 1,000 (newest first)
     file_cursor, job_cursor = file_ids[-deep], job_ids[-deep]
     middle_file, middle_job = file_ids[objects // 2], job_ids[objects // 2]

@@ -20,11 +20,11 @@ from postgres import scratch_database
 from results import percentile, print_table, write_result
 from sqlalchemy import insert, select, text, update
 
+from service import queue
 from service.auth.service import AccessService
 from service.db import migrate
 from service.db.database import Database
 from service.db.models import FineTuningJob
-from service.jobs import queue
 
 
 def work(url: str, name: str, results: Any) -> None:

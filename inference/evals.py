@@ -16,7 +16,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from inference.gateway import Gateway
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.errors import InvalidRequestError, NotFoundError, no_such_object
 from service.evals.examples import Example, HeldOut, read_examples
 from service.evals.report import Reply, build_report, max_tokens_for

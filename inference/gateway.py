@@ -24,7 +24,7 @@ from inference.adapters import AdapterLoader, AdapterRef
 from inference.openai_shape import normalise
 from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstream, Upstreams
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.db.database import Database
 from service.drift import PromptProfile, request_texts
 from service.errors import (

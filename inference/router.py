@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from inference.evals import EvalRunner
 from inference.gateway import Gateway
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.deps import CurrentPrincipal
 from service.evals.schemas import CreateEvalRequest, EvalReport
 from service.http.error_responses import ERROR_RESPONSES

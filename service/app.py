@@ -35,7 +35,6 @@ from service.limits import RATE_LIMITED, RateLimiter
 from service.logs import configure_logging
 from service.metrics import AdaptersCollector, JobsCollector, Metrics
 from service.models import router as models_router
-from service.models.registry import ModelRegistry
 from service.models.service import ModelsService
 from service.settings import Settings
 from service.uploads import router as uploads_router
@@ -50,19 +49,19 @@ API_VERSION = "0.1.0"
 def build_state(settings: Settings) -> AppState:
     db = Database(settings.database_url)
     blobs = open_blob_store(settings)
-    registry = ModelRegistry(settings)
     files = FilesService(db, blobs, settings)
     metrics = Metrics()
-    prices = {m.name: m for m in settings.fine_tunable_models}
-    metrics.registry.register(JobsCollector(db, prices, settings.project_budgets_usd))
+    metrics.registry.register(
+        JobsCollector(db, settings.base_models_by_name, settings.project_budgets_usd)
+    )
     return AppState(
         settings=settings,
         db=db,
         blobs=blobs,
         access=AccessService(db),
         files=files,
-        jobs=JobsService(db, registry, settings),
-        models=ModelsService(db, registry, blobs),
+        jobs=JobsService(db, settings),
+        models=ModelsService(db, settings, blobs),
         uploads=UploadsService(db, blobs, files, settings),
         metrics=metrics,
         limiter=RateLimiter(db, settings),

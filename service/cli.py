@@ -257,7 +257,6 @@ def usage_report(
     now = int(time.time())
     start = _day(since) if since else now - 30 * 86400
     end = _day(until) if until else now + 3600
-    prices = {m.name: m for m in settings.fine_tunable_models}
     with _prepared_database(settings).read() as session:
         lines = usage.report(session, since=start, until=end, project=project)
     header = [
@@ -266,7 +265,7 @@ def usage_report(
     ]  # fmt: skip
     rows = []
     for line in lines:
-        cost = line.cost(prices.get(line.base_model))
+        cost = line.cost(settings.base_model(line.base_model))
         rows.append(
             [
                 line.project,

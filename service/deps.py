@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.auth.service import AccessService, Principal
+from service.auth.principal import Principal
+from service.auth.service import AccessService
 from service.blobstore import BlobStore
 from service.db.database import Database
 from service.files.service import FilesService

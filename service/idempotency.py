@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.db.models import IdempotencyKey
 from service.errors import InvalidRequestError
 

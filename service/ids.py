@@ -41,6 +41,15 @@ def new_model_tag() -> str:
     return base62(8)
 
 
+def new_fine_tuned_model_name(
+    base: str, project_slug: str, suffix: str | None, *, checkpoint_step: int | None = None
+) -> str:
+    """A new fine-tuned model's name, ``ft:{base}:{project}:{suffix}:{tag}``, as OpenAI forms it
+    (``...:ckpt-step-{N}`` for a checkpoint); no part holds a colon."""
+    name = f"ft:{base}:{project_slug}:{suffix or ''}:{new_model_tag()}"
+    return name if checkpoint_step is None else f"{name}:ckpt-step-{checkpoint_step}"
+
+
 def new_checkpoint_id() -> str:
     return "ftckpt_" + base62(24)
 

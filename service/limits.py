@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.db.database import Database
 from service.db.models import File, FineTuningJob, Project, RateLimitWindow, Upload, UploadPart
 from service.errors import InvalidRequestError, OpenFTError

@@ -37,6 +37,7 @@ from service.db.models import (
     UsageHour,
 )
 from service.drift import PromptProfile, TokenSketch
+from service.prices import cost_of
 from service.settings import BaseModelConfig
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -150,14 +151,11 @@ class Metrics:
         self.completion_tokens.labels(**labels).inc(completion)
         self.first_token_seconds.labels(model, base.name).observe(first_token_s)
         self.inference_seconds.labels(model, base.name).observe(total_s)
+        cost = cost_of(base, prompt_tokens=prompt, completion_tokens=completion)
         if base.input_price_per_1m_tokens:
-            self.cost.labels(kind="input", **labels).inc(
-                prompt * base.input_price_per_1m_tokens / 1e6
-            )
+            self.cost.labels(kind="input", **labels).inc(cost.input)
         if base.output_price_per_1m_tokens:
-            self.cost.labels(kind="output", **labels).inc(
-                completion * base.output_price_per_1m_tokens / 1e6
-            )
+            self.cost.labels(kind="output", **labels).inc(cost.output)
         return prompt, completion
 
     def prompt_seen(self, model: str, profile: PromptProfile, prompt_tokens: int) -> None:
@@ -294,9 +292,8 @@ class JobsCollector(Collector):
                 training_time.add_metric([base, slug], seconds)
                 price = self.prices.get(base)
                 if price is not None:
-                    cost = tokens * (price.training_price_per_1m_tokens or 0.0) / 1e6
-                    cost += seconds / 3600 * (price.accelerator_price_per_hour or 0.0)
-                    training_cost.add_metric([base, slug], cost)
+                    cost = cost_of(price, trained_tokens=tokens, training_seconds=seconds)
+                    training_cost.add_metric([base, slug], cost.training + cost.accelerator)
             for base, count, total in session.execute(
                 select(
                     FineTuningJob.model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -267,6 +268,15 @@ class Settings(BaseSettings):
     def fine_tunable_models(self) -> tuple[BaseModelConfig, ...]:
         """The configured base models, or the demo model when none is configured."""
         return self.base_models or (self.demo_model,)
+
+    @cached_property
+    def base_models_by_name(self) -> dict[str, BaseModelConfig]:
+        """The fine-tunable base models by name (the one map every process looks them up in)."""
+        return {model.name: model for model in self.fine_tunable_models}
+
+    def base_model(self, name: str) -> BaseModelConfig | None:
+        """The fine-tunable base model called ``name``, if there is one."""
+        return self.base_models_by_name.get(name)
 
     @property
     def blob_root(self) -> Path:

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service.db.models import Project, UsageHour
+from service.prices import cost_of
 from service.settings import BaseModelConfig
 
 HOUR = 3600
@@ -73,13 +74,13 @@ class UsageLine:
         """Dollars at the base model's prices; None when it has no price at all."""
         if price is None or price.priced is False:
             return None
-        per_million = (
-            self.prompt_tokens * (price.input_price_per_1m_tokens or 0.0)
-            + self.completion_tokens * (price.output_price_per_1m_tokens or 0.0)
-            + self.trained_tokens * (price.training_price_per_1m_tokens or 0.0)
-        )
-        hours = self.training_seconds / HOUR * (price.accelerator_price_per_hour or 0.0)
-        return per_million / 1_000_000 + hours
+        return cost_of(
+            price,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            trained_tokens=self.trained_tokens,
+            training_seconds=self.training_seconds,
+        ).total
 
 
 def report(

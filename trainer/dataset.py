@@ -17,6 +17,8 @@ from transformers import PreTrainedTokenizerBase
 from service.datasets.checks import COMPLETION, format_of
 from service.datasets.validator import DatasetValidator, ValidationReport
 from service.drift import message_texts
+from service.prices import cost_of
+from service.settings import BaseModelConfig
 from trainer.chat_masks import (
     IGNORE_INDEX,
     TokenizedExample,
@@ -192,9 +194,7 @@ def chat_tools(example: dict[str, Any]) -> list[dict[str, Any]] | None:
     return None
 
 
-def summary_events(
-    report: ValidationReport, n_epochs: int, price_per_1m_tokens: float | None
-) -> list[str]:
+def summary_events(report: ValidationReport, n_epochs: int, base: BaseModelConfig) -> list[str]:
     """What the job will train on and bill, said before training starts."""
     events = []
     if report.n_truncated and report.token_limit is not None:
@@ -208,10 +208,11 @@ def summary_events(
     )
     billed = report.total_tokens * n_epochs
     billing = f"Tokens billed: {billed:,} ({report.total_tokens:,} tokens x {n_epochs} epochs)"
-    if price_per_1m_tokens is not None:
-        cost = billed / 1_000_000 * price_per_1m_tokens
+    price = base.training_price_per_1m_tokens
+    if price is not None:
+        cost = cost_of(base, trained_tokens=billed).training
         amount = f"{cost:,.2f}" if cost >= 0.01 else f"{cost:.2g}"
-        billing += f"; estimated cost ${amount} at ${price_per_1m_tokens:g} per 1M tokens"
+        billing += f"; estimated cost ${amount} at ${price:g} per 1M tokens"
     events.append(billing)
     return events
 

@@ -23,13 +23,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from transformers import AutoTokenizer
 
+from service import job_records, queue
 from service.blobstore import BlobStore, download_folder, open_blob_store, write_blob
 from service.blobstore.keys import (
     adapter_key,
@@ -43,10 +44,9 @@ from service.db.database import Database
 from service.db.models import File, FineTuningJob, FineTuningJobCheckpoint
 from service.drift import PromptProfile, build_profile
 from service.errors import ServiceUnavailableError
-from service.ids import new_file_id, new_model_tag
-from service.jobs import queue, repository
-from service.jobs.queue import Claim, LeaseLostError
+from service.ids import new_file_id, new_fine_tuned_model_name
 from service.logs import configure_logging, log_context
+from service.queue import Claim, LeaseLostError
 from service.settings import BaseModelConfig, Settings
 from service.usage import add_usage
 from trainer.data_parallel import FollowerJob, data_parallel
@@ -259,14 +259,13 @@ class Worker:
     ) -> None:
         """Say what the files hold, once per job, and move it from validating_files to queued."""
         with queue.held(self.db, claim, "validating_files", "queued") as (session, job):
-            if repository.has_event(session, job.id, FILES_VALIDATED):
+            if job_records.has_event(session, job.id, FILES_VALIDATED):
                 return
-            price = base.training_price_per_1m_tokens
-            for message in summary_events(examples.report, hp.n_epochs, price):
-                repository.add_event(session, job, message)
+            for message in summary_events(examples.report, hp.n_epochs, base):
+                job_records.add_event(session, job, message)
             if job.status == "validating_files":
                 queue.transition(job, "queued")
-            repository.add_event(session, job, FILES_VALIDATED)
+            job_records.add_event(session, job, FILES_VALIDATED)
         fault_point("after_validation")
 
     def _validate(
@@ -294,15 +293,14 @@ class Worker:
             )
         return prepared, validation
 
-    def _file_chunks(self, file_id: str, kind: str) -> Iterator[bytes]:
+    def _file_chunks(
+        self, file_id: str, kind: Literal["training", "validation"]
+    ) -> Iterator[bytes]:
         try:
             yield from self.blobs.read(file_key(file_id))
         except FileNotFoundError:
-            raise DatasetError(
-                f"deleted_{kind}_file",
-                f"The job failed because the {kind} file was deleted",
-                f"{kind}_file",
-            ) from None
+            error = queue.deleted_file_error(kind)
+            raise DatasetError(error.code, error.message, error.param) from None
 
     def _start(self, claim: Claim, hp: Hyperparameters, snapshot: tuple[int, Path] | None) -> None:
         """queued -> running, with the resolved hyperparameters written back to the job."""
@@ -312,11 +310,11 @@ class Worker:
             job.method = {"type": kind, kind: {"hyperparameters": hp.as_dict()}}
             if snapshot is not None:
                 message = f"Fine-tuning job resumed from step {snapshot[0]}"
-            elif repository.has_event(session, job.id, "Fine-tuning job started"):
+            elif job_records.has_event(session, job.id, "Fine-tuning job started"):
                 message = "Fine-tuning job restarted from the beginning"
             else:
                 message = "Fine-tuning job started"
-            repository.add_event(session, job, message)
+            job_records.add_event(session, job, message)
 
     def _stop_reason(self, claim: Claim, beat: _Heartbeat) -> str | None:
         if beat.lost.is_set():
@@ -332,22 +330,22 @@ class Worker:
             job.estimated_finish = (
                 pace.finish(metrics.step, metrics.total_steps) if job.status == "running" else None
             )
-            repository.add_event(session, job, _step_message(metrics), data=_metrics_data(metrics))
+            job_records.add_event(session, job, _step_message(metrics), data=_metrics_data(metrics))
         fault_point("after_step")
 
     def _record_signal(self, claim: Claim, signal: Signal) -> None:
         """A warning, once a job: a run resumed from before it finds the same signal again."""
         with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
-            if repository.has_event_starting(session, job.id, signal.opening):
+            if job_records.has_event_starting(session, job.id, signal.opening):
                 return
             message = signal.message
-            best = _best_checkpoint(repository.job_checkpoints(session, job.id))
+            best = _best_checkpoint(job_records.job_checkpoints(session, job.id))
             if signal.kind == "overfitting" and best is not None:
                 message += (
                     f" The checkpoint with the lowest validation loss is {best.name} "
                     f"(full validation loss {best.metrics['full_valid_loss']:.2f})."
                 )
-            repository.add_event(session, job, message, level="warn")
+            job_records.add_event(session, job, message, level="warn")
         fault_point("after_signal")
 
     def _store_snapshot(self, claim: Claim, step: int, path: Path) -> None:
@@ -394,14 +392,13 @@ class Worker:
         """An epoch's adapter: blobs under its step, then its row (once), then pruning."""
         variant = checkpoint_variant(metrics.step)
         self._put_folder(claim.job_id, folder, variant)
-        name = (
-            f"ft:{claim.model}:{claim.project_slug}:{claim.suffix or ''}:{new_model_tag()}"
-            f":ckpt-step-{metrics.step}"
+        name = new_fine_tuned_model_name(
+            claim.model, claim.project_slug, claim.suffix, checkpoint_step=metrics.step
         )
         with queue.held(self.db, claim, "running", "paused", "queued") as (session, job):
             kept, pruned = self._add_checkpoint(session, job, claim, metrics, name)
             if kept.name == name:  # new, not found from before a resume
-                repository.add_event(
+                job_records.add_event(
                     session,
                     job,
                     f"Checkpoint created at step {metrics.step} with Snapshot ID: {name}",
@@ -415,11 +412,11 @@ class Worker:
         """Record a checkpoint (flagged once the job warned of overfitting), then prune all but
         the newest ``checkpoints_kept`` and the best by validation loss; returns it and the
         pruned steps."""
-        flagged = repository.has_event_starting(session, job.id, OVERFITTING_OPENING)
+        flagged = job_records.has_event_starting(session, job.id, OVERFITTING_OPENING)
         found = _checkpoint_metrics(metrics, claim.method["type"], overfitting=flagged)
-        kept = repository.add_checkpoint(session, job, metrics.step, name, found)
-        best = _best_checkpoint(repository.job_checkpoints(session, job.id))
-        pruned = repository.prune_checkpoints(
+        kept = job_records.add_checkpoint(session, job, metrics.step, name, found)
+        best = _best_checkpoint(job_records.job_checkpoints(session, job.id))
+        pruned = job_records.prune_checkpoints(
             session, job.id, self.settings.checkpoints_kept, best.step if best else None
         )
         return kept, pruned
@@ -439,7 +436,7 @@ class Worker:
         result_csv = base64.b64encode(_result_csv(result))
         self._put(file_key(result_id), result_csv)
         fault_point("before_success")
-        name = f"ft:{claim.model}:{claim.project_slug}:{claim.suffix or ''}:{new_model_tag()}"
+        name = new_fine_tuned_model_name(claim.model, claim.project_slug, claim.suffix)
         now = int(time.time())
         last = result.steps[-1]
         with queue.held(self.db, claim, "running") as (session, job):
@@ -476,9 +473,9 @@ class Worker:
             if forgetting is not None:  # with the success: a resumed job says it once
                 job.openft = {"forgetting": forgetting.as_dict()}
                 for level, message in forgetting.events():
-                    repository.add_event(session, job, message, level=level)
-            repository.add_event(session, job, f"New fine-tuned model created: {name}")
-            repository.add_event(session, job, "The job has successfully completed")
+                    job_records.add_event(session, job, message, level=level)
+            job_records.add_event(session, job, f"New fine-tuned model created: {name}")
+            job_records.add_event(session, job, "The job has successfully completed")
         self._delete_checkpoints(claim.job_id, pruned)
         self._delete(snapshot_prefix(claim.job_id))
         log.info("%s succeeded: %s", claim.job_id, name)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from service.auth import repository
 from service.auth.keys import generate_api_key, hash_api_key, mask_api_key, redact_api_key
+from service.auth.principal import Principal
 from service.db.database import Database
 from service.db.models import ApiKey, Project
 from service.errors import AuthenticationError, InvalidRequestError, NotFoundError
@@ -20,20 +21,6 @@ NO_KEY_MESSAGE = (
     "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). An operator can create one with "
     "`openft keys create --project <slug>`."
 )
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the project every query of this request is confined to."""
-
-    project_id: str
-    project_slug: str
-    key_id: str
-    # The key's and project's own limits; None means the deployment's default (service.limits).
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    max_active_jobs: int | None = None
-    storage_quota_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import idempotency, limits
-from service.auth.service import Principal
+from service import idempotency, limits, queue
+from service.auth.principal import Principal
 from service.blobstore import BlobStore, BlobWriter
 from service.blobstore.keys import file_key
 from service.datasets.validator import ValidationReport
@@ -22,7 +22,6 @@ from service.files import repository
 from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
 from service.files.upload import ReceivedUpload, UploadLimits
 from service.ids import new_file_id
-from service.jobs import queue
 from service.pagination import Order, cursor_page, split_page
 from service.settings import Settings
 

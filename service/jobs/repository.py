@@ -1,17 +1,16 @@
-"""SQL for fine-tuning jobs and events. Reads are confined to one project."""
+"""SQL for fine-tuning jobs, their events and checkpoints as a project reads them (every read is
+confined to one project)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from service.blobstore.keys import FINAL, checkpoint_variant
 from service.db.models import FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
-from service.ids import new_checkpoint_id, new_event_id
 from service.pagination import Cursor, after_cursor
 
 
@@ -63,67 +62,6 @@ def records_page(
     return list(session.scalars(ordered.limit(limit + 1)))
 
 
-def add_event(
-    session: Session,
-    job: FineTuningJob,
-    message: str,
-    *,
-    level: str = "info",
-    data: dict[str, Any] | None = None,
-) -> FineTuningJobEvent:
-    """Append an event; ``data`` makes it a ``metrics`` event, kept once per step.
-
-    A resumed run repeats the steps after its snapshot: their metrics events already exist, and
-    the existing one is returned (the unique index on (job, type, step) backs this up).
-    """
-    step = data.get("step") if data is not None else None
-    if step is not None:
-        existing = session.scalars(
-            select(FineTuningJobEvent).where(
-                FineTuningJobEvent.job_id == job.id,
-                FineTuningJobEvent.type == "metrics",
-                FineTuningJobEvent.step == step,
-            )
-        ).one_or_none()
-        if existing is not None:
-            return existing
-    event = FineTuningJobEvent(
-        id=new_event_id(),
-        job_id=job.id,
-        project_id=job.project_id,
-        created_at=int(time.time()),
-        level=level,
-        message=message,
-        type="metrics" if data is not None else "message",
-        data=data or {},
-        step=step,
-    )
-    session.add(event)
-    return event
-
-
-def has_event(session: Session, job_id: str, message: str) -> bool:
-    found = session.scalars(
-        select(FineTuningJobEvent.seq)
-        .where(FineTuningJobEvent.job_id == job_id, FineTuningJobEvent.message == message)
-        .limit(1)
-    ).first()
-    return found is not None
-
-
-def has_event_starting(session: Session, job_id: str, opening: str) -> bool:
-    """Whether the job has an event whose message begins with ``opening`` (its numbers vary)."""
-    found = session.scalars(
-        select(FineTuningJobEvent.seq)
-        .where(
-            FineTuningJobEvent.job_id == job_id,
-            FineTuningJobEvent.message.startswith(opening, autoescape=True),
-        )
-        .limit(1)
-    ).first()
-    return found is not None
-
-
 def succeeded_with_model(session: Session, project_id: str, model: str) -> FineTuningJob | None:
     """The project's job that produced fine-tuned model ``model``, if it succeeded."""
     return session.scalars(
@@ -134,65 +72,6 @@ def succeeded_with_model(session: Session, project_id: str, model: str) -> FineT
             FineTuningJob.model_deleted_at.is_(None),
         )
     ).one_or_none()
-
-
-def add_checkpoint(
-    session: Session, job: FineTuningJob, step: int, name: str, metrics: dict[str, Any]
-) -> FineTuningJobCheckpoint:
-    """Record a published checkpoint once per (job, step); a resumed run finds the first one."""
-    existing = session.scalars(
-        select(FineTuningJobCheckpoint).where(
-            FineTuningJobCheckpoint.job_id == job.id, FineTuningJobCheckpoint.step == step
-        )
-    ).one_or_none()
-    if existing is not None:
-        return existing
-    checkpoint = FineTuningJobCheckpoint(
-        id=new_checkpoint_id(),
-        job_id=job.id,
-        project_id=job.project_id,
-        step=step,
-        name=name,
-        metrics=metrics,
-        created_at=int(time.time()),
-    )
-    session.add(checkpoint)
-    session.flush()
-    return checkpoint
-
-
-def job_checkpoints(session: Session, job_id: str) -> list[FineTuningJobCheckpoint]:
-    """A job's published checkpoints, newest first."""
-    return list(
-        session.scalars(
-            select(FineTuningJobCheckpoint)
-            .where(FineTuningJobCheckpoint.job_id == job_id)
-            .order_by(FineTuningJobCheckpoint.step.desc())
-        )
-    )
-
-
-def prune_checkpoints(
-    session: Session, job_id: str, keep: int, spare: int | None = None
-) -> list[int]:
-    """Delete all but the ``keep`` newest checkpoints of a job, and the one at step ``spare``;
-    returns the steps removed."""
-    steps = list(
-        session.scalars(
-            select(FineTuningJobCheckpoint.step)
-            .where(FineTuningJobCheckpoint.job_id == job_id)
-            .order_by(FineTuningJobCheckpoint.step.desc())
-        )
-    )
-    removed = [step for step in steps[keep:] if step != spare]
-    if removed:
-        session.execute(
-            delete(FineTuningJobCheckpoint).where(
-                FineTuningJobCheckpoint.job_id == job_id,
-                FineTuningJobCheckpoint.step.in_(removed),
-            )
-        )
-    return removed
 
 
 def servable_checkpoint(

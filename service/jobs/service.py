@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import idempotency, limits
-from service.auth.service import Principal
+from service import idempotency, job_records, limits, queue
+from service.auth.principal import Principal
 from service.db.database import Database
 from service.db.models import FineTuningJob as JobRow
 from service.db.models import FineTuningJobCheckpoint as CheckpointRow
@@ -19,7 +19,7 @@ from service.db.models import FineTuningJobEvent as EventRow
 from service.errors import InvalidRequestError, no_such_object
 from service.files import repository as files_repository
 from service.ids import new_job_id
-from service.jobs import queue, repository
+from service.jobs import repository
 from service.jobs.hyperparameters import checked_hyperparameters
 from service.jobs.schemas import (
     TERMINAL,
@@ -31,7 +31,6 @@ from service.jobs.schemas import (
     FineTuningJobEventList,
     FineTuningJobList,
 )
-from service.models.registry import ModelRegistry
 from service.pagination import cursor_page, split_page
 from service.settings import Settings
 
@@ -41,9 +40,8 @@ CREATE_OPERATION = "fine_tuning.jobs.create"
 
 
 class JobsService:
-    def __init__(self, db: Database, registry: ModelRegistry, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
-        self.registry = registry
         self.settings = settings
 
     def create(
@@ -108,7 +106,7 @@ class JobsService:
             if parent is None:
                 raise unavailable
             base = parent.base_model
-        if self.registry.get(base) is None:
+        if self.settings.base_model(base) is None:
             raise unavailable
         _check_suffix(request.suffix)
         _check_metadata(request.metadata)
@@ -142,8 +140,8 @@ class JobsService:
             )
             session.add(row)
             session.flush()
-            repository.add_event(session, row, f"Created fine-tuning job: {row.id}")
-            repository.add_event(session, row, _validating_message(row))
+            job_records.add_event(session, row, f"Created fine-tuning job: {row.id}")
+            job_records.add_event(session, row, _validating_message(row))
             if idempotent is not None:
                 key, request_hash = idempotent
                 idempotency.remember(
@@ -190,7 +188,7 @@ class JobsService:
             queue.transition(row, "cancelled")
             row.cancel_requested = True
             row.estimated_finish = None
-            repository.add_event(session, row, "Fine-tuning job cancelled")
+            job_records.add_event(session, row, "Fine-tuning job cancelled")
         return FineTuningJob.from_row(row)
 
     def pause(self, principal: Principal, job_id: str) -> FineTuningJob:
@@ -205,7 +203,7 @@ class JobsService:
                 )
             queue.transition(row, "paused")
             row.estimated_finish = None
-            repository.add_event(session, row, "Fine-tuning job paused")
+            job_records.add_event(session, row, "Fine-tuning job paused")
         return FineTuningJob.from_row(row)
 
     def resume(self, principal: Principal, job_id: str) -> FineTuningJob:
@@ -219,7 +217,7 @@ class JobsService:
                     param="fine_tuning_job_id",
                 )
             queue.transition(row, "queued")
-            repository.add_event(session, row, "Fine-tuning job resumed")
+            job_records.add_event(session, row, "Fine-tuning job resumed")
         return FineTuningJob.from_row(row)
 
     def checkpoints(

@@ -1,1 +1,2 @@
-"""Models: the registry of fine-tunable base models and the ``/v1/models`` API."""
+"""Models: the `/v1/models` API (configured base models and each project's fine-tuned ones)
+and moving adapters in and out."""

@@ -11,7 +11,6 @@ import typer
 from service.blobstore import open_blob_store
 from service.console import err, exit_on_error
 from service.db.database import Database
-from service.models.registry import ModelRegistry
 from service.models.transfer import ModelTransfer
 from service.settings import Settings
 
@@ -22,7 +21,7 @@ def register(models_app: typer.Typer, prepared_database: Callable[[Settings], Da
     def transfer() -> ModelTransfer:
         settings = Settings()
         database = prepared_database(settings)
-        return ModelTransfer(settings, database, open_blob_store(settings), ModelRegistry(settings))
+        return ModelTransfer(settings, database, open_blob_store(settings))
 
     @models_app.command("export")
     def models_export(

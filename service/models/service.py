@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import select
 
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.blobstore import BlobStore
 from service.db.database import Database
 from service.db.models import FineTuningJob, FineTuningJobCheckpoint
 from service.errors import NotFoundError, PermissionDeniedError
 from service.jobs import repository as jobs_repository
-from service.models.registry import ModelRegistry
 from service.models.schemas import Model, ModelDeleted, ModelList
+from service.settings import BaseModelConfig, Settings
 
 BASE_OWNER = "system"
 
@@ -40,15 +41,15 @@ class ModelUnloader(Protocol):
 
 
 class ModelsService:
-    def __init__(self, db: Database, registry: ModelRegistry, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, settings: Settings, blobs: BlobStore) -> None:
         self.db = db
-        self.registry = registry
+        self.settings = settings
         self.blobs = blobs
 
     def available(self, principal: Principal) -> ModelList:
         base = [
-            Model(id=m.name, created=self.registry.created_at(m), owned_by=BASE_OWNER)
-            for m in self.registry.all()
+            Model(id=m.name, created=_appeared_at(m), owned_by=BASE_OWNER)
+            for m in self.settings.fine_tunable_models
         ]
         return ModelList(data=base + self._fine_tuned(principal))
 
@@ -62,7 +63,7 @@ class ModelsService:
 
     def delete(self, principal: Principal, model_id: str) -> DeletedModel:
         """Hide a fine-tuned model for good and remove its adapter blobs (base models stay)."""
-        if self.registry.get(model_id) is not None:
+        if self.settings.base_model(model_id) is not None:
             raise PermissionDeniedError(
                 f"The base model '{model_id}' cannot be deleted; only fine-tuned models can.",
                 param="model",
@@ -108,3 +109,9 @@ class ModelsService:
             Model(id=c.name, created=c.created_at, owned_by=principal.project_slug)
             for c in checkpoints
         ]
+
+
+def _appeared_at(model: BaseModelConfig) -> int:
+    """When a local base model appeared on disk; 0 for hub ids we have not resolved."""
+    path = Path(model.path)
+    return int(path.stat().st_mtime) if path.exists() else 0

@@ -23,16 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from service import job_records
 from service.auth import repository as auth_repository
 from service.blobstore import BlobStore, download_folder, write_blob
 from service.blobstore.keys import adapter_key, adapter_prefix
 from service.db.database import Database
 from service.db.models import FineTuningJob
 from service.errors import InvalidRequestError, NotFoundError, OpenFTError
-from service.ids import new_job_id, new_model_tag
+from service.ids import new_fine_tuned_model_name, new_job_id
 from service.jobs import repository as jobs_repository
 from service.jobs.service import SUFFIX
-from service.models.registry import ModelRegistry
 from service.settings import BaseModelConfig, Settings
 from service.supervisor import python_module_command
 
@@ -49,13 +49,10 @@ class ImportedModel:
 
 
 class ModelTransfer:
-    def __init__(
-        self, settings: Settings, db: Database, blobs: BlobStore, registry: ModelRegistry
-    ) -> None:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
-        self.registry = registry
 
     def export(self, model: str, target: Path, *, merged: bool) -> None:
         """Write ``model`` (an ``ft:`` model or checkpoint) into the new folder ``target``: its
@@ -96,7 +93,7 @@ class ModelTransfer:
             )  # fmt: skip
             try:
                 self._store(job_id, Path(checked))
-                name = f"ft:{model.name}:{project.slug}:{suffix or ''}:{new_model_tag()}"
+                name = new_fine_tuned_model_name(model.name, project.slug, suffix)
                 self._record(job_id, project.id, model.name, name, suffix, folder)
             except BaseException:
                 for key in list(self.blobs.keys(adapter_prefix(job_id))):
@@ -120,9 +117,9 @@ class ModelTransfer:
         return found
 
     def _base(self, name: str) -> BaseModelConfig:
-        model = self.registry.get(name)
+        model = self.settings.base_model(name)
         if model is None:
-            known = ", ".join(m.name for m in self.registry.all())
+            known = ", ".join(self.settings.base_models_by_name)
             raise InvalidRequestError(
                 f"'{name}' is not a configured base model (OPENFT_BASE_MODELS has: {known})."
             )
@@ -138,7 +135,7 @@ class ModelTransfer:
                 f"Could not read {folder / 'adapter_config.json'} ({exc}): is it a PEFT adapter "
                 "folder?"
             ) from exc
-        for model in self.registry.all():
+        for model in self.settings.fine_tunable_models:
             if stated and stated.rstrip("/") in (model.name, model.path.rstrip("/")):
                 return model.name
         raise InvalidRequestError(
@@ -166,11 +163,11 @@ class ModelTransfer:
             )  # fmt: skip
             session.add(job)
             session.flush()
-            jobs_repository.add_event(
+            job_records.add_event(
                 session, job, f"Imported LoRA adapter '{folder.resolve().name}' (no training ran)"
             )
-            jobs_repository.add_event(session, job, f"New fine-tuned model created: {name}")
-            jobs_repository.add_event(session, job, "The job has successfully completed")
+            job_records.add_event(session, job, f"New fine-tuned model created: {name}")
+            job_records.add_event(session, job, "The job has successfully completed")
 
 
 def _chunks(handle: BinaryIO) -> Iterator[bytes]:

@@ -15,7 +15,7 @@ import time
 from sqlalchemy.orm import Session
 
 from service import limits
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.blobstore import BlobStore, BlobWriter
 from service.blobstore.keys import upload_part_key
 from service.datasets.validator import DatasetValidator

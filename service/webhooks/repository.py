@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.db.clock import database_now
 from service.db.database import Database
 from service.db.models import Project, WebhookDelivery, WebhookEndpoint
-from service.jobs.queue import database_now
 
 MAX_ERROR_CHARS = 500
 

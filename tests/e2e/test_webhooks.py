@@ -15,10 +15,10 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from service import queue
 from service.auth.service import AccessService, IssuedKey
 from service.db.database import Database
 from service.db.models import FineTuningJob, WebhookDelivery, WebhookEndpoint
-from service.jobs import queue
 from tests.support import postgres
 from tests.support.ci import require
 from tests.support.server import ServerProcess, openft_command, start_server

@@ -24,14 +24,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from service import job_records, queue
 from service.app import build_state, create_app
-from service.auth.service import AccessService, Principal
+from service.auth.principal import Principal
+from service.auth.service import AccessService
 from service.db import migrate
 from service.db.database import Database
 from service.db.models import FineTuningJob, FineTuningJobEvent
 from service.errors import ServiceUnavailableError
 from service.files.upload import ReceivedUpload
-from service.jobs import queue, repository
 from service.jobs.schemas import CreateJobRequest
 from service.settings import Settings
 from tests.support import private_postgres, seaweedfs
@@ -141,7 +142,7 @@ class Claimer(threading.Thread):
             job.fine_tuned_model = f"ft:tiny-chat:faults::{job.id[-8:]}"
             job.finished_at = int(time.time())
             job.lease_owner = None
-            repository.add_event(session, job, f"Completed by {self.name}")
+            job_records.add_event(session, job, f"Completed by {self.name}")
         self.completed.append(claim.job_id)
 
 

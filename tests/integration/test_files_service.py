@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.blobstore.keys import file_key
 from service.deps import AppState
 from service.files.upload import ReceivedUpload

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.db.models import FineTuningJob, IdempotencyKey, RateLimitWindow
 from service.deps import AppState
 from service.files.upload import ReceivedUpload

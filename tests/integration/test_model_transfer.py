@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.deps import AppState
 from tests.support.ci import require
 from tests.support.server import openft_command

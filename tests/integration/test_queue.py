@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from service.auth.service import Principal
+from service import job_records, queue
+from service.auth.principal import Principal
+from service.db.clock import database_now
 from service.db.models import FineTuningJob, FineTuningJobEvent
 from service.deps import AppState
 from service.errors import InvalidRequestError
 from service.files.upload import ReceivedUpload
-from service.jobs import queue, repository
 from service.jobs.schemas import CreateJobRequest
 
 CHAT = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
@@ -150,7 +151,7 @@ def running_job(state: AppState, worker: str = "worker-a") -> tuple[Principal, s
 def test_leases_are_timed_by_the_database_clock(state: AppState) -> None:
     new_job(state)
     with state.db.read() as session:
-        database_now = queue.database_now(session)
+        now = database_now(session)
     claim = queue.claim(state.db, "worker-a", lease_s=60)
     assert claim is not None
 
@@ -158,7 +159,7 @@ def test_leases_are_timed_by_the_database_clock(state: AppState) -> None:
         expires = session.scalars(
             select(FineTuningJob.lease_expires_at).where(FineTuningJob.id == claim.job_id)
         ).one()
-    assert expires is not None and 0 <= expires - 60 - database_now <= 2
+    assert expires is not None and 0 <= expires - 60 - now <= 2
 
 
 def test_the_reaper_requeues_a_dead_workers_job_and_fails_it_past_the_bound(
@@ -214,8 +215,8 @@ def test_metrics_events_and_checkpoints_are_kept_once_per_step(state: AppState) 
 
     for _ in range(2):  # a resumed run repeats the steps after its snapshot
         with queue.held(state.db, claim, "running") as (session, job):
-            repository.add_event(session, job, "Step 3/9: training loss=1.00", data=dict(data))
-            repository.add_checkpoint(session, job, 3, "ft:x:y::abc:ckpt-step-3", {"step": 3})
+            job_records.add_event(session, job, "Step 3/9: training loss=1.00", data=dict(data))
+            job_records.add_checkpoint(session, job, 3, "ft:x:y::abc:ckpt-step-3", {"step": 3})
 
     events = state.jobs.events(owner, job_id, after=None, limit=50).data
     assert [e.data["step"] for e in events if e.type == "metrics"] == [3]
@@ -236,8 +237,8 @@ def test_only_the_newest_checkpoints_are_kept(state: AppState) -> None:
 
     with queue.held(state.db, claim, "running") as (session, job):
         for step in (3, 6, 9, 12):
-            repository.add_checkpoint(session, job, step, f"ft:x:y::a:ckpt-step-{step}", {})
-        removed = repository.prune_checkpoints(session, job_id, keep=3)
+            job_records.add_checkpoint(session, job, step, f"ft:x:y::a:ckpt-step-{step}", {})
+        removed = job_records.prune_checkpoints(session, job_id, keep=3)
 
     assert removed == [3]
     listed = state.jobs.checkpoints(owner, job_id, after=None, limit=2)
@@ -250,9 +251,9 @@ def test_a_spared_checkpoint_outlives_the_newest_ones(state: AppState) -> None:
 
     with queue.held(state.db, claim, "running") as (session, job):
         for step in (3, 6, 9, 12, 15):
-            repository.add_checkpoint(session, job, step, f"ft:x:y::a:ckpt-step-{step}", {})
-        removed = repository.prune_checkpoints(session, job_id, keep=3, spare=3)
-        kept = [c.step for c in repository.job_checkpoints(session, job_id)]
+            job_records.add_checkpoint(session, job, step, f"ft:x:y::a:ckpt-step-{step}", {})
+        removed = job_records.prune_checkpoints(session, job_id, keep=3, spare=3)
+        kept = [c.step for c in job_records.job_checkpoints(session, job_id)]
 
     assert (removed, kept) == ([6], [15, 12, 9, 3])
 
@@ -263,9 +264,11 @@ def test_events_are_found_by_how_they_begin_with_like_characters_taken_literally
     _owner, job_id, claim = running_job(state)
 
     with queue.held(state.db, claim, "running") as (session, job):
-        repository.add_event(session, job, "Loss rose 5% (1.00 → 1.05): overfitting_", level="warn")
+        job_records.add_event(
+            session, job, "Loss rose 5% (1.00 → 1.05): overfitting_", level="warn"
+        )
         found = [
-            repository.has_event_starting(session, job_id, opening)
+            job_records.has_event_starting(session, job_id, opening)
             for opening in ("Loss rose 5% (1.00", "Loss rose 5_", "Loss rose %", "Loss fell")
         ]
 

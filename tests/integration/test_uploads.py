@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.blobstore.keys import upload_part_key
 from service.db.models import Upload as UploadRow
 from service.deps import AppState

@@ -14,11 +14,11 @@ import openai
 import pytest
 from sqlalchemy import select, update
 
-from service.auth.service import Principal
+from service import queue
+from service.auth.principal import Principal
 from service.db.models import FineTuningJob, WebhookDelivery
 from service.deps import AppState
 from service.errors import InvalidRequestError, NotFoundError
-from service.jobs import queue
 from service.webhooks import repository
 from service.webhooks.sender import WebhookSender
 from service.webhooks.service import CreatedEndpoint, WebhooksService

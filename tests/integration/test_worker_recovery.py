@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select, update
 
 from service.app import build_state
-from service.auth.service import Principal
+from service.auth.principal import Principal
 from service.blobstore.keys import snapshot_prefix
 from service.db import migrate
 from service.db.models import FineTuningJob, FineTuningJobEvent

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from service.datasets.validator import ValidationReport
+from service.settings import BaseModelConfig
 from tests.support.chat_templates import CHATML, build_tokenizer
 from trainer.chat_masks import IGNORE_INDEX, tokenize_completion
 from trainer.dataset import chat_messages, chat_tools, count_prompt_tokens, summary_events
@@ -18,8 +19,14 @@ def report(**counts: int) -> ValidationReport:
     return found
 
 
+def priced(training_price_per_1m_tokens: float | None) -> BaseModelConfig:
+    return BaseModelConfig(
+        name="base", path="base", training_price_per_1m_tokens=training_price_per_1m_tokens
+    )
+
+
 def test_the_summary_counts_examples_tokens_and_billing() -> None:
-    events = summary_events(report(n_examples=120, total_tokens=51_234), 3, None)
+    events = summary_events(report(n_examples=120, total_tokens=51_234), 3, priced(None))
 
     assert events == [
         "Training file has 120 examples with 51,234 tokens",
@@ -28,7 +35,9 @@ def test_the_summary_counts_examples_tokens_and_billing() -> None:
 
 
 def test_a_price_adds_the_estimated_cost_and_truncation_is_said() -> None:
-    events = summary_events(report(n_examples=10, total_tokens=2_000_000, n_truncated=1), 2, 3.0)
+    events = summary_events(
+        report(n_examples=10, total_tokens=2_000_000, n_truncated=1), 2, priced(3.0)
+    )
 
     assert events == [
         "1 example exceeds the 2048-token limit and will be truncated",
@@ -36,8 +45,10 @@ def test_a_price_adds_the_estimated_cost_and_truncation_is_said() -> None:
         "Tokens billed: 4,000,000 (2,000,000 tokens x 2 epochs); estimated cost $12.00 at $3 "
         "per 1M tokens",
     ]
-    assert summary_events(report(n_truncated=4), 1, None)[0].startswith("4 examples exceed the")
-    assert summary_events(report(total_tokens=100), 1, 2.5)[-1].endswith(
+    assert summary_events(report(n_truncated=4), 1, priced(None))[0].startswith(
+        "4 examples exceed the"
+    )
+    assert summary_events(report(total_tokens=100), 1, priced(2.5))[-1].endswith(
         "cost $0.00025 at $2.5 per 1M tokens"
     )
 

@@ -15,14 +15,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, object_session
 
+from service import job_records
+from service.db.clock import database_now
 from service.db.database import Database
 from service.db.models import FineTuningJob, Project
-from service.jobs import repository
 from service.webhooks import outbox
 
 CLAIMABLE = ("validating_files", "queued")
@@ -79,15 +80,6 @@ def transition(job: FineTuningJob, status: str) -> None:
         if session is None:
             raise RuntimeError(f"{job.id} must belong to a session to finish")
         outbox.enqueue_job_event(session, job)
-
-
-def database_now(session: Session) -> int:
-    """Seconds since the epoch by the database's clock (the one clock all workers share)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return int(
-            session.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar_one()
-        )
-    return int(session.execute(text("SELECT CAST(strftime('%s', 'now') AS INTEGER)")).scalar_one())
 
 
 def claim(db: Database, owner: str, lease_s: int) -> Claim | None:
@@ -179,7 +171,7 @@ def advance(db: Database, claim: Claim, expected: str, status: str, message: str
     """Move the job from ``expected`` to ``status`` and log ``message`` as its event."""
     with held(db, claim, expected) as (session, job):
         transition(job, status)
-        repository.add_event(session, job, message)
+        job_records.add_event(session, job, message)
 
 
 def fail(db: Database, claim: Claim, code: str, message: str, param: str | None) -> None:
@@ -201,7 +193,26 @@ def mark_failed(
     job.estimated_finish = None
     job.lease_owner = None
     job.lease_expires_at = None
-    repository.add_event(session, job, message, level="error")
+    job_records.add_event(session, job, message, level="error")
+
+
+@dataclass(frozen=True)
+class JobError:
+    """OpenAI's ``error`` object of a failed job."""
+
+    code: str
+    message: str
+    param: str | None
+
+
+def deleted_file_error(kind: Literal["training", "validation"]) -> JobError:
+    """Why a job whose training or validation file was deleted before training fails (whether
+    the deletion or the worker noticed first)."""
+    return JobError(
+        f"deleted_{kind}_file",
+        f"The job failed because the {kind} file was deleted",
+        f"{kind}_file",
+    )
 
 
 def fail_jobs_needing(session: Session, file_ids: Sequence[str]) -> list[str]:
@@ -224,9 +235,8 @@ def fail_jobs_needing(session: Session, file_ids: Sequence[str]) -> list[str]:
         .with_for_update()
     ).all()
     for job in jobs:
-        kind = "training" if job.training_file in file_ids else "validation"
-        message = f"The job failed because the {kind} file was deleted"
-        mark_failed(session, job, f"deleted_{kind}_file", message, f"{kind}_file")
+        error = deleted_file_error("training" if job.training_file in file_ids else "validation")
+        mark_failed(session, job, error.code, error.message, error.param)
     return [job.id for job in jobs]
 
 
@@ -236,7 +246,7 @@ def release(db: Database, claim: Claim, message: str) -> None:
         with held(db, claim, *LEASED) as (session, job):
             if job.status == "running":
                 transition(job, "queued")
-                repository.add_event(session, job, message)
+                job_records.add_event(session, job, message)
             job.estimated_finish = None
             job.lease_owner = None
             job.lease_expires_at = None
@@ -292,7 +302,7 @@ def reap_expired_leases(db: Database, max_lost_leases: int) -> list[str]:
                 mark_failed(session, job, "worker_lost", message, None)
             elif job.status == "running":
                 transition(job, "queued")
-                repository.add_event(
+                job_records.add_event(
                     session, job, "The worker stopped responding; the job is queued to resume",
                     level="warn",
                 )  # fmt: skip
