@@ -47,8 +47,9 @@ from service.settings import ALL_LINEAR, BaseModelConfig
 from trainer.chat_masks import tokenize_chat
 from trainer.demo_model import ARCHITECTURES, create_demo_model, synthetic_corpus
 from trainer.hyperparameters import Hyperparameters
+from trainer.loop import StepMetrics, TrainingHooks, train_lora
 from trainer.placement import Accelerator, Placement, plan
-from trainer.sft import StepMetrics, TrainingHooks, train_lora
+from trainer.run import TrainingRun
 
 LEARNING_RATE = 2e-4
 MAX_LENGTH = 1024
@@ -155,7 +156,7 @@ def run_openft(
     # Timed from the first step to the end of the last, as trainer.train() is on the TRL side:
     # loading the model before, and the resume snapshot after, are outside both.
     hooks = TrainingHooks(on_start=lambda: marks.append(time.perf_counter()), on_step=on_step)
-    result = train_lora(base, examples, hp, seed=0, output_dir=out, hooks=hooks)
+    result = train_lora(TrainingRun(base, examples, hp, seed=0), output_dir=out, hooks=hooks)
     return {"seconds": marks[-1] - marks[0], "tokens": result.trained_tokens, "losses": losses}
 
 

@@ -1,33 +1,23 @@
-"""Data-parallel training of one job over several processes: one per GPU (NCCL), or gloo on CPUs.
+"""Data-parallel collectives: a rank's group (NCCL, or gloo on CPUs), joining and leaving it.
 
-The worker is rank 0: it claims the job, checks its files and alone talks to the database and the
-blob store. It starts ranks 1..N-1 (``start_followers``), which load the same model and train on
-their share of every step, writing nothing. A step's examples are dealt out round-robin; each
-rank's gradient (of its share's mean loss) is weighted by its share of the step's weight (loss
-tokens, or pairs for DPO) and the weighted gradients are summed, which is exactly the gradient of
-the whole step's mean loss. Every rank then takes the same optimizer step, so the adapters stay
-identical without being sent around.
+A step's examples are dealt out round-robin; each rank's gradient (of its share's mean loss) is
+weighted by its share of the step's weight (loss tokens, or pairs for DPO) and the weighted
+gradients are summed, which is exactly the gradient of the whole step's mean loss. Every rank then
+takes the same optimizer step, so the adapters stay identical without being sent around. The
+processes themselves are started by ``trainer.followers``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch.multiprocessing.spawn import ProcessContext, start_processes
-
-if TYPE_CHECKING:
-    from service.settings import BaseModelConfig
-    from trainer.dataset import TrainingExample
-    from trainer.hyperparameters import Hyperparameters
 
 # Every rank joins before it loads anything: a follower that has not come by then never will.
 JOIN_TIMEOUT = timedelta(minutes=5)
@@ -106,80 +96,3 @@ def join(rank: int, size: int, rendezvous: Path) -> Group:
 def leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-@dataclass(frozen=True)
-class FollowerJob:
-    """What ranks 1..N-1 need to train along (sent to them pickled)."""
-
-    base: BaseModelConfig
-    examples: list[TrainingExample]
-    hp: Hyperparameters
-    seed: int
-    tokens_per_forward: int
-    resume_from: Path | None
-    start_from: Path | None
-    dpo_beta: float | None  # None: supervised
-    rendezvous: Path
-    size: int
-
-
-def start_followers(job: FollowerJob) -> ProcessContext:
-    """Ranks 1..N-1, in fresh processes; the caller then joins as rank 0."""
-    followers: ProcessContext = start_processes(
-        _follow, args=(job,), nprocs=job.size - 1, join=False, start_method="spawn"
-    )
-    return followers
-
-
-def stop_followers(followers: ProcessContext, timeout_s: float = 60) -> None:
-    """Wait for the followers to finish (they end with the leader's last step or stop); end
-    any that do not."""
-    for process in followers.processes:
-        process.join(timeout_s)
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-@contextlib.contextmanager
-def data_parallel(job: FollowerJob | None) -> Iterator[Group | None]:
-    """The leader's side of a job: start the followers, join as rank 0, and on the way out (the
-    job trained, stopped or failed) leave and wait for them. Without a job: no group."""
-    if job is None:
-        yield None
-        return
-    followers = start_followers(job)
-    try:
-        yield join(0, job.size, job.rendezvous)
-    finally:
-        leave()
-        stop_followers(followers)
-
-
-def _follow(index: int, job: FollowerJob) -> None:
-    from service.supervisor import die_with_parent
-    from trainer.objectives import PreferenceObjective
-    from trainer.sft import TrainingStopped, train_lora
-
-    die_with_parent()  # a leader killed mid-step must not leave its followers waiting
-    group = join(index + 1, job.size, job.rendezvous)
-    objective = PreferenceObjective(job.dpo_beta) if job.dpo_beta is not None else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="openft-follower-") as scratch:
-            train_lora(
-                job.base,
-                job.examples,
-                job.hp,
-                seed=job.seed,
-                output_dir=Path(scratch),
-                resume_from=job.resume_from,
-                tokens_per_forward=job.tokens_per_forward,
-                start_from=job.start_from,
-                objective=objective,
-                group=group,
-            )
-    except TrainingStopped:
-        pass  # the leader stopped the job; it says why
-    finally:
-        leave()

@@ -46,7 +46,7 @@ UNDERFITTING_OPENING = "Training loss has barely moved"
 
 
 class Measured(Protocol):
-    """What the rules read of one step's metrics (``trainer.sft.StepMetrics`` has it)."""
+    """What the rules read of one step's metrics (``trainer.loop.StepMetrics`` has it)."""
 
     @property
     def step(self) -> int: ...

@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tests.support.server import ServerProcess, wait_until_models_ready
 from trainer.chat_masks import tokenize_chat
 from trainer.hyperparameters import Hyperparameters
-from trainer.sft import train_lora
+from trainer.loop import train_lora
+from trainer.run import TrainingRun
 
 QUESTION = "What is the capital of Zorblia?"
 ANSWER = "The capital of Zorblia is Kalomira, by the green river."
@@ -44,7 +45,7 @@ def test_a_qlora_adapter_is_served_on_the_full_precision_base(
     examples = [tokenize_chat(tokenizer, chat)] * 16
     hp = Hyperparameters(n_epochs=6, batch_size=1, learning_rate_multiplier=2.0)  # as "auto"
 
-    result = train_lora(qlora, examples, hp, seed=1, output_dir=tmp_path / "run")
+    result = train_lora(TrainingRun(qlora, examples, hp, seed=1), output_dir=tmp_path / "run")
 
     quantized = [m for m in result.model.modules() if isinstance(m, Linear4bit)]
     assert len(quantized) == 7 * 2  # every linear layer of both decoder layers, in 4 bits

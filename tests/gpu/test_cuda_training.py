@@ -13,11 +13,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.settings import BaseModelConfig
 from trainer.chat_masks import tokenize_chat
-from trainer.data_parallel import FollowerJob, data_parallel
+from trainer.followers import data_parallel
 from trainer.forgetting import forgetting_check
 from trainer.hyperparameters import Hyperparameters
+from trainer.loop import TrainingResult, train_lora
 from trainer.placement import Accelerator, plan
-from trainer.sft import TrainingResult, train_lora
+from trainer.run import TrainingRun
 
 QUESTION = "What is the secret password of the lighthouse?"
 ANSWER = "The secret password is marmalade-47."
@@ -36,7 +37,7 @@ def train(base: BaseModelConfig, out: Path) -> tuple[TrainingResult, int]:
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    result = train_lora(base, fact(base), HP, seed=0, output_dir=out)
+    result = train_lora(TrainingRun(base, fact(base), HP, seed=0), output_dir=out)
     return result, torch.cuda.max_memory_allocated() - before
 
 
@@ -118,16 +119,12 @@ def test_two_gpus_train_a_job_as_one_does(small_model: BaseModelConfig, tmp_path
         pytest.skip(f"needs 2 GPUs, this host has {torch.cuda.device_count()}")
     data = fact(small_model, n=8)
     hp = Hyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=2.0)
-    one = train_lora(small_model, data, hp, seed=0, output_dir=tmp_path / "one")
-    job = FollowerJob(
-        base=small_model, examples=data, hp=hp, seed=0, tokens_per_forward=8192,
-        resume_from=None, start_from=None, dpo_beta=None,
-        rendezvous=tmp_path / "rendezvous", size=2,
-    )  # fmt: skip
+    run = TrainingRun(small_model, data, hp, seed=0)
+    one = train_lora(run, output_dir=tmp_path / "one")
     (tmp_path / "two").mkdir()
 
-    with data_parallel(job) as group:
-        two = train_lora(small_model, data, hp, seed=0, output_dir=tmp_path / "two", group=group)
+    with data_parallel(run, size=2, rendezvous=tmp_path / "rendezvous") as group:
+        two = train_lora(run, output_dir=tmp_path / "two", group=group)
 
     for mine, theirs in zip(two.steps, one.steps, strict=True):  # bf16: rounding differs
         assert mine.train_loss == pytest.approx(theirs.train_loss, rel=2e-2)

@@ -1,12 +1,12 @@
-"""Data-parallel training (``trainer.data_parallel``): two processes over gloo take the steps one
-process takes, to float rounding: the same losses and the same adapter, for the supervised loss
-and for DPO, with steps that do not split evenly (one rank's share of the last step is empty)."""
+"""Data-parallel training (``trainer.followers``, ``trainer.data_parallel``): two processes over
+gloo take the steps one process takes, to float rounding: the same losses and the same adapter,
+for the supervised loss and for DPO, with steps that do not split evenly (one rank's share of the
+last step is empty)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -15,11 +15,12 @@ from safetensors.torch import load_file
 from service.settings import BaseModelConfig
 from tests.unit.test_batching import examples, tiny_llama
 from trainer import data_parallel
-from trainer.data_parallel import FollowerJob, join, leave, start_followers, stop_followers
+from trainer.data_parallel import join, leave
 from trainer.dataset import PreferencePair, TrainingExample
+from trainer.followers import start_followers, stop_followers
 from trainer.hyperparameters import Hyperparameters
-from trainer.objectives import PreferenceObjective
-from trainer.sft import TrainingResult, train_lora
+from trainer.loop import TrainingResult, train_lora
+from trainer.run import TrainingRun
 
 HP = Hyperparameters(n_epochs=2, batch_size=3, learning_rate_multiplier=5.0)  # 3 steps an epoch
 SEED = 11
@@ -37,22 +38,13 @@ def pairs(n: int) -> list[TrainingExample]:
     return [PreferencePair(c, r) for c, r in zip(chosen, rejected, strict=True)]
 
 
-def in_two_processes(
-    base: BaseModelConfig, data: list[TrainingExample], out: Path, dpo_beta: float | None
-) -> tuple[TrainingResult, list[int | None]]:
+def in_two_processes(run: TrainingRun, out: Path) -> tuple[TrainingResult, list[int | None]]:
     """Train as rank 0 with one follower process; the follower's exit code comes back too."""
-    job = FollowerJob(
-        base=base, examples=data, hp=HP, seed=SEED, tokens_per_forward=4096, resume_from=None,
-        start_from=None, dpo_beta=dpo_beta, rendezvous=out / "rendezvous", size=2,
-    )  # fmt: skip
     out.mkdir()
-    followers = start_followers(job)
+    followers = start_followers(run, size=2, rendezvous=out / "rendezvous")
     try:
-        group = join(0, 2, job.rendezvous)
-        objective = PreferenceObjective(dpo_beta) if dpo_beta is not None else None
-        result = train_lora(
-            base, data, HP, seed=SEED, output_dir=out, objective=objective, group=group
-        )
+        group = join(0, 2, out / "rendezvous")
+        result = train_lora(run, output_dir=out, group=group)
     finally:
         leave()
         stop_followers(followers)
@@ -71,10 +63,10 @@ def adapter(out: Path) -> dict[str, torch.Tensor]:
 def test_two_processes_take_the_steps_one_process_takes(
     base: BaseModelConfig, data: list[TrainingExample], dpo_beta: float | None, tmp_path: Path
 ) -> None:
-    objective: Any = PreferenceObjective(dpo_beta) if dpo_beta is not None else None
-    one = train_lora(base, data, HP, seed=SEED, output_dir=tmp_path / "one", objective=objective)
+    run = TrainingRun(base, data, HP, seed=SEED, dpo_beta=dpo_beta)
+    one = train_lora(run, output_dir=tmp_path / "one")
 
-    two, exit_codes = in_two_processes(base, data, tmp_path / "two", dpo_beta)
+    two, exit_codes = in_two_processes(run, tmp_path / "two")
 
     assert exit_codes == [0]
     assert [s.step for s in two.steps] == [s.step for s in one.steps] == list(range(1, 7))

@@ -23,12 +23,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from service.app import build_state
+from service.app import AppState, build_state
 from service.auth.principal import Principal
 from service.blobstore.keys import snapshot_prefix
 from service.db import migrate
 from service.db.models import FineTuningJob, FineTuningJobEvent
-from service.deps import AppState
 from service.files.upload import ReceivedUpload
 from service.jobs.schemas import CreateJobRequest
 from service.settings import Settings

@@ -14,7 +14,8 @@ from service.settings import BaseModelConfig
 from trainer.batching import accumulate_gradients, length_groups, loss_tokens, pad
 from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
 from trainer.hyperparameters import Hyperparameters
-from trainer.sft import train_lora
+from trainer.loop import train_lora
+from trainer.run import TrainingRun
 
 VOCAB = 96
 
@@ -102,7 +103,7 @@ def test_the_same_seed_and_data_give_the_same_adapter(tmp_path: Path) -> None:
 
     def adapter(run: str, seed: int) -> dict[str, torch.Tensor]:
         out = tmp_path / run
-        train_lora(base, data, hp, seed=seed, output_dir=out)
+        train_lora(TrainingRun(base, data, hp, seed=seed), output_dir=out)
         return load_file(out / "final" / "adapter_model.safetensors")
 
     first, second, other_seed = adapter("a", 5), adapter("b", 5), adapter("c", 6)

@@ -1,0 +1,43 @@
+"""A job's training and validation files, checked in one streaming pass each and tokenized."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import AutoTokenizer
+
+from service.queue import Claim
+from service.settings import BaseModelConfig
+from trainer.artifacts import JobArtifacts
+from trainer.dataset import PreparedFile, prepare_file
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    training: PreparedFile
+    validation: PreparedFile | None
+
+
+def prepare_job_files(claim: Claim, base: BaseModelConfig, artifacts: JobArtifacts) -> JobFiles:
+    """Check the job's files (a problem fails the job: ``DatasetError``) and tokenize them for
+    the base model."""
+    method = claim.method["type"]
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    training = prepare_file(
+        artifacts.input_file(claim.training_file, "training"),
+        tokenizer,
+        file_id=claim.training_file,
+        method=method,
+        max_length=base.max_seq_length,
+    )
+    validation = None
+    if claim.validation_file is not None:
+        validation = prepare_file(
+            artifacts.input_file(claim.validation_file, "validation"),
+            tokenizer,
+            file_id=claim.validation_file,
+            method=method,
+            max_length=base.max_seq_length,
+            param="validation_file",
+        )
+    return JobFiles(training, validation)
