@@ -14,16 +14,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from starlette.concurrency import run_in_threadpool
 
 from inference.upstreams import Upstream
+from inference.vllm_client import VLLMClient
 from service.blobstore import BlobStore, download_folder
 from service.blobstore.keys import FINAL, adapter_prefix
 from service.errors import ServiceUnavailableError
 
-CONNECT_ATTEMPTS = 3
-CONNECT_RETRY_S = 0.5
 ADAPTER_VERSION = "v1"  # bump when the published layout changes; folders are never rewritten
 
 
@@ -41,10 +39,10 @@ class AdapterRef:
 
 
 class AdapterLoader:
-    def __init__(self, blobs: BlobStore, root: Path, client: httpx.AsyncClient) -> None:
+    def __init__(self, blobs: BlobStore, root: Path, vllm: VLLMClient) -> None:
         self.blobs = blobs
         self.root = root
-        self.client = client
+        self.vllm = vllm
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def ensure(
@@ -58,7 +56,7 @@ class AdapterLoader:
                 upstream.loaded.discard(adapter.name)
             if adapter.name in upstream.loaded:
                 return
-            if adapter.name not in await self._listed(upstream):
+            if adapter.name not in await self.vllm.served_models(upstream.base_url):
                 folder = await run_in_threadpool(self.publish, adapter)
                 await self._load(upstream, adapter, folder)
             upstream.loaded.add(adapter.name)
@@ -88,31 +86,12 @@ class AdapterLoader:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
     async def unload(self, upstream: Upstream, name: str) -> None:
-        await self.client.post(
-            f"{upstream.base_url}/v1/unload_lora_adapter", json={"lora_name": name}
-        )
+        await self.vllm.unload_adapter(upstream.base_url, name)
         upstream.loaded.discard(name)
 
-    async def _listed(self, upstream: Upstream) -> set[str]:
-        for attempt in range(CONNECT_ATTEMPTS):
-            try:
-                response = await self.client.get(f"{upstream.base_url}/v1/models")
-                break
-            except httpx.ConnectError:  # refused: vLLM is (re)binding; nothing was sent
-                if attempt == CONNECT_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(CONNECT_RETRY_S)
-        response.raise_for_status()
-        return {card["id"] for card in response.json().get("data", [])}
-
     async def _load(self, upstream: Upstream, adapter: AdapterRef, folder: Path) -> None:
-        response = await self.client.post(
-            f"{upstream.base_url}/v1/load_lora_adapter",
-            json={"lora_name": adapter.name, "lora_path": str(folder)},
-        )
-        if response.status_code == 200 or "already" in response.text:
-            return
-        raise ServiceUnavailableError(
-            f"The model {adapter.name} could not be loaded; try again shortly.",
-            headers={"retry-after": "2"},
-        )
+        if not await self.vllm.load_adapter(upstream.base_url, adapter.name, str(folder)):
+            raise ServiceUnavailableError(
+                f"The model {adapter.name} could not be loaded; try again shortly.",
+                headers={"retry-after": "2"},
+            )

@@ -1,7 +1,9 @@
-"""The inference gateway: decide (auth, model -> vLLM + adapter, loading), then forward.
+"""The engine behind ``service.gateway.ModelGateway``: decide (model -> vLLM + adapter, loading),
+then forward.
 
 vLLM executes; the gateway checks that the caller's project owns an ``ft:`` model, loads its
-adapter on first use, passes streams through chunk by chunk, and records usage and latency.
+adapter on first use, passes streams through chunk by chunk, and records usage, latency, cost and
+drift through the service's accounting (metrics, usage rows, rate limits) after the answer.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from starlette.concurrency import run_in_threadpool
 
 from inference.adapters import AdapterLoader, AdapterRef
 from inference.openai_shape import normalise
+from inference.relay import SSERelay
 from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstream, Upstreams
+from inference.vllm_client import VLLMClient
 from service.auth.principal import Principal
+from service.blobstore import BlobStore
 from service.db.database import Database
 from service.drift import PromptProfile, request_texts
 from service.errors import (
@@ -33,10 +38,11 @@ from service.errors import (
     OpenFTError,
     ServiceUnavailableError,
 )
+from service.gateway import DeletedModel, ServerStatus
 from service.jobs import repository
 from service.limits import RateLimiter, estimated_tokens
 from service.metrics import Metrics
-from service.models.service import DeletedModel
+from service.settings import Settings
 from service.usage import add_usage
 
 log = logging.getLogger(__name__)
@@ -63,22 +69,54 @@ class Gateway:
         db: Database,
         upstreams: Upstreams,
         adapters: AdapterLoader,
-        client: httpx.AsyncClient,
+        vllm: VLLMClient,
         metrics: Metrics,
         token_drift: TokenDriftCounter | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
         """``token_drift``: where prompts go to be tokenized for drift (None: drift is off);
-        ``limiter``: counts tokens of keys with a tokens-per-minute limit."""
+        ``limiter``: corrects a key's tokens per minute to what a request really used."""
         self.db = db
         self.upstreams = upstreams
         self.adapters = adapters
-        self.client = client
+        self.vllm = vllm
         self.metrics = metrics
         self.token_drift = token_drift
         self.limiter = limiter
         self._profiles: dict[str, PromptProfile | None] = {}
         self._pending: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        db: Database,
+        blobs: BlobStore,
+        metrics: Metrics,
+        limiter: RateLimiter,
+        *,
+        spawn_vllm: bool,
+    ) -> Gateway:
+        """The gateway of an API process over its database, blob store and accounting;
+        ``spawn_vllm`` runs a vLLM child per base model without an external URL."""
+        vllm = VLLMClient.open(settings)
+        upstreams = Upstreams(settings, vllm, spawn=spawn_vllm)
+        adapters = AdapterLoader(blobs, settings.data_dir / "adapters", vllm)
+        token_drift = TokenDriftCounter(metrics) if settings.drift_enabled else None
+        return cls(db, upstreams, adapters, vllm, metrics, token_drift, limiter)
+
+    async def start(self) -> None:
+        await self.upstreams.start()
+
+    async def aclose(self) -> None:
+        await self.drain()
+        await self.upstreams.stop()
+        if self.token_drift is not None:
+            await run_in_threadpool(self.token_drift.stop)
+        await self.vllm.aclose()
+
+    def status(self) -> dict[str, ServerStatus]:
+        return self.upstreams.status()
 
     async def forward(self, principal: Principal, path: str, body: dict[str, Any]) -> Response:
         model = body.get("model")
@@ -102,43 +140,18 @@ class Gateway:
             )
             raise
 
-    async def completion(
-        self, principal: Principal, body: dict[str, Any], *, admitted: bool = False
-    ) -> dict[str, Any]:
-        """A chat completion as data, for OpenFT's own features (evaluations): the path a
-        client's request takes (tokens per minute, ownership, loading, usage and metrics).
-        ``admitted``: its estimated tokens were already charged (``admit_estimate``)."""
-        if not admitted:
-            await self.admit_tokens(principal, body)
+    async def completion(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         response = await self.forward(principal, "/v1/chat/completions", {**body, "stream": False})
         if response.background is not None:
             self._in_background(response.background())
         answer: dict[str, Any] = orjson.loads(response.body)
         return answer
 
-    async def base_model_of(self, principal: Principal, model: str) -> str:
-        """The base model of the project's ``ft:`` model, served and ready (else 404 or 503)."""
-        if not model.startswith("ft:"):
-            raise InvalidRequestError(
-                f"`{model}` is not a fine-tuned model: name an ft: model of the project.",
-                param="model",
-            )
-        return (await self._target(principal, model)).upstream.model.name
-
-    async def admit_tokens(self, principal: Principal, body: dict[str, Any]) -> dict[str, str]:
-        """Charge the request's estimated tokens to a key with a tokens-per-minute limit (or
-        raise the 429); the ``x-ratelimit-*`` headers, empty for keys without one."""
-        return await self.admit_estimate(principal, [body])
-
-    async def admit_estimate(
-        self, principal: Principal, bodies: list[dict[str, Any]]
-    ) -> dict[str, str]:
-        """Charge the estimated tokens of all ``bodies`` at once, or none of them (the 429):
-        work made of many requests either fits the key's minute or does not start."""
-        if self.limiter is None or self.limiter.limits_of(principal).tokens is None:
-            return {}
-        tokens = sum(estimated_tokens(body) for body in bodies)
-        return await run_in_threadpool(self.limiter.admit, principal, requests=0, tokens=tokens)
+    async def load(self, principal: Principal, model: str) -> str:
+        target = await self._target(principal, model)
+        if target.adapter is not None:
+            await self._ensure_loaded(target)
+        return target.upstream.model.name
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping after the answer; kept referenced until done (asyncio holds tasks
@@ -209,15 +222,8 @@ class Gateway:
             raise _unavailable(target) from exc
 
     async def _send(self, target: Target, path: str, body: dict[str, Any]) -> httpx.Response:
-        request = self.client.build_request("POST", target.upstream.base_url + path, json=body)
         try:
-            try:
-                return await self.client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
-                # No answer has started: the connection was refused, or a pooled keep-alive
-                # connection was closed by vLLM just as we reused it (seen as a protocol error
-                # or an empty read). A completion has no side effects: one more try is safe.
-                return await self.client.send(request, stream=True)
+            return await self.vllm.send(target.upstream.base_url, path, body)
         except httpx.TransportError as exc:
             log.error("forwarding to vLLM for %s failed: %r", target.upstream.model.name, exc)
             raise _unavailable(target) from exc
@@ -320,7 +326,7 @@ class Gateway:
         upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
         started = time.perf_counter()
         response = await self._send_loaded(target, path, upstream_body)
-        relay = _SSERelay(response, client_wants_usage)
+        relay = SSERelay(response, client_wants_usage)
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
@@ -336,39 +342,6 @@ class Gateway:
                 )
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
-
-
-class _SSERelay:
-    """Passes SSE events through untouched, except the usage-only chunk nobody asked for."""
-
-    def __init__(self, response: httpx.Response, keep_usage_chunk: bool) -> None:
-        self.response = response
-        self.keep_usage_chunk = keep_usage_chunk
-        self.usage: dict[str, Any] | None = None
-        self.first_chunk_at: float | None = None
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        buffer = b""
-        async for data in self.response.aiter_bytes():
-            buffer += data
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                if self._keep(event):
-                    if self.first_chunk_at is None:
-                        self.first_chunk_at = time.perf_counter()
-                    yield event + b"\n\n"
-        if buffer.strip():
-            yield buffer
-
-    def _keep(self, event: bytes) -> bool:
-        payload = event.removeprefix(b"data: ").strip()
-        if not payload.startswith(b"{") or b'"usage"' not in payload:
-            return True
-        chunk = orjson.loads(payload)
-        if chunk.get("usage") and not chunk.get("choices"):
-            self.usage = chunk["usage"]
-            return self.keep_usage_chunk
-        return True
 
 
 def _unavailable(target: Target) -> ServiceUnavailableError:

@@ -1,20 +1,25 @@
-"""The vLLM server behind each base model: a managed child process or an external URL."""
+"""The vLLM server behind each base model: a managed child process or an external URL, brought up
+in the background and watched (a dead child is restarted; what each server holds is noted)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import httpx
 from starlette.concurrency import run_in_threadpool
 
+from inference.vllm_client import VLLMClient
 from inference.vllm_process import VLLMProcess
+from service.gateway import ServerStatus
 from service.settings import BaseModelConfig, Settings
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 2.0
+READY_POLL_S = 0.5
 
 
 @dataclass
@@ -23,20 +28,22 @@ class Upstream:
     base_url: str = ""
     process: VLLMProcess | None = None
     ready: bool = False
-    loaded: set[str] = field(default_factory=set)
+    loaded: set[str] = field(default_factory=set)  # adapters this process knows it loaded
+    listed_adapters: int | None = None  # adapters the server listed at the watcher's last look
 
     def reset(self) -> None:
         self.ready = False
         self.loaded.clear()
+        self.listed_adapters = None
 
 
 class Upstreams:
     """Starts, watches and restarts the vLLM servers; never blocks the API while they boot."""
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, *, spawn: bool) -> None:
+    def __init__(self, settings: Settings, vllm: VLLMClient, *, spawn: bool) -> None:
         """``spawn``: run a vLLM child for each model without an external URL (else not served)."""
         self.settings = settings
-        self.client = client
+        self.vllm = vllm
         self._upstreams: dict[str, Upstream] = {}
         for model in settings.fine_tunable_models:
             url = settings.vllm_urls.get(model.name)
@@ -47,28 +54,11 @@ class Upstreams:
     def get(self, name: str) -> Upstream | None:
         return self._upstreams.get(name)
 
-    def status(self) -> dict[str, str]:
-        return {n: "ready" if u.ready else "starting" for n, u in self._upstreams.items()}
-
-    def listed_adapters(self) -> dict[str, int]:
-        """Per ready base model, the adapters its vLLM lists (blocking; for metric scrapes).
-
-        vLLM's list is the truth whichever API process or replica loaded an adapter.
-        """
-        counts: dict[str, int] = {}
-        for name, upstream in self._upstreams.items():
-            if not upstream.ready:
-                continue
-            try:
-                response = httpx.get(
-                    f"{upstream.base_url}/v1/models", headers=self.client.headers, timeout=2
-                )
-                response.raise_for_status()
-            except httpx.HTTPError:
-                continue
-            cards = response.json().get("data", [])
-            counts[name] = sum(1 for card in cards if card.get("id") != name)
-        return counts
+    def status(self) -> dict[str, ServerStatus]:
+        return {
+            name: ServerStatus(upstream.ready, upstream.listed_adapters if upstream.ready else None)
+            for name, upstream in self._upstreams.items()
+        }
 
     async def start(self) -> None:
         for upstream in self._upstreams.values():
@@ -95,20 +85,31 @@ class Upstreams:
             if upstream.process is not None and not upstream.process.alive():
                 log.error("vLLM for %s died; restarting it", upstream.model.name)
                 upstream.reset()
-            elif upstream.process is None:
-                upstream.ready = await self._healthy(upstream)
+            elif upstream.ready or upstream.process is None:
+                await self._look(upstream)
+
+    async def _look(self, upstream: Upstream) -> None:
+        """Note what the server holds; an external server that does not answer is not ready
+        (a managed child's liveness is its process's)."""
+        try:
+            served = await self.vllm.served_models(upstream.base_url)
+        except (httpx.TransportError, httpx.HTTPStatusError, ValueError):
+            if upstream.process is None:
+                upstream.ready = False
+            return
+        upstream.ready = True
+        upstream.listed_adapters = sum(1 for name in served if name != upstream.model.name)
 
     async def _bring_up(self, upstream: Upstream) -> None:
         process = upstream.process
         if process is None:
-            upstream.ready = await self._healthy(upstream)
+            upstream.ready = await self.vllm.healthy(upstream.base_url)
             return
         # On this (the event loop's) thread, not a pool thread: the child's parent-death signal
         # fires when the thread that started it ends, and idle pool threads end after seconds.
         process.start()
         upstream.base_url = process.base_url
-        timeout = self.settings.vllm_start_timeout_seconds
-        if await run_in_threadpool(process.wait_ready, timeout):
+        if await self._wait_ready(process, self.settings.vllm_start_timeout_seconds):
             upstream.ready = True
             log.info("vLLM for %s is ready at %s", upstream.model.name, upstream.base_url)
         else:
@@ -117,9 +118,11 @@ class Upstreams:
             )
             await run_in_threadpool(process.stop)
 
-    async def _healthy(self, upstream: Upstream) -> bool:
-        try:
-            response = await self.client.get(f"{upstream.base_url}/health", timeout=5)
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
+    async def _wait_ready(self, process: VLLMProcess, timeout_s: float) -> bool:
+        """Poll the child's health until it answers, it dies, or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.alive():
+            if await self.vllm.healthy(process.base_url):
+                return True
+            await asyncio.sleep(READY_POLL_S)
+        return False

@@ -1,4 +1,4 @@
-"""One vLLM OpenAI server as a child process: start, health, stop, and cleanup after a crash.
+"""One vLLM OpenAI server as a child process: its command, start, stop, and cleanup after a crash.
 
 The child runs in its own process group (so its engine workers go with it), receives SIGTERM if
 the API process dies, and is recorded in a pidfile so a later start can remove a stale group.
@@ -14,10 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 from service.settings import BaseModelConfig, Settings
 from service.supervisor import die_with_parent
@@ -104,16 +101,6 @@ class VLLMProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Poll vLLM's /health until it answers 200, the child dies, or time runs out."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.alive():
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return True
-            time.sleep(0.5)
-        return False
 
     def stop(self, timeout_s: float = 15.0) -> None:
         if self.process is not None and self.process.poll() is None:

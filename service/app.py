@@ -1,4 +1,4 @@
-"""The application factory: all wiring of the API process happens here."""
+"""The application factory: all wiring of the API process happens here (and in the CLI)."""
 
 from __future__ import annotations
 
@@ -7,31 +7,31 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import get_type_hints
 
-import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from inference import router as inference_router
-from inference.adapters import AdapterLoader
-from inference.evals import EvalRunner
 from inference.gateway import Gateway
-from inference.token_drift import TokenDriftCounter
-from inference.upstreams import Upstreams
 from service import health, idempotency
 from service.auth.service import AccessService
-from service.blobstore import open_blob_store
+from service.blobstore import BlobStore, open_blob_store
+from service.completions import router as completions_router
 from service.db.database import Database
-from service.deps import AppState
+from service.evals import router as evals_router
+from service.evals.runner import EvalRunner
 from service.files import router as files_router
 from service.files.service import FilesService
+from service.gateway import ModelGateway
 from service.http.body_limit import BodySizeLimitMiddleware
 from service.http.error_handlers import install_error_handlers
+from service.http.error_responses import RATE_LIMITED
 from service.http.metrics_middleware import HttpMetricsMiddleware
 from service.http.request_id import RequestIdMiddleware
 from service.jobs import router as jobs_router
 from service.jobs.service import JobsService
-from service.limits import RATE_LIMITED, RateLimiter
+from service.limits import RateLimiter
 from service.logs import configure_logging
 from service.metrics import AdaptersCollector, JobsCollector, Metrics
 from service.models import router as models_router
@@ -46,55 +46,61 @@ log = logging.getLogger(__name__)
 API_VERSION = "0.1.0"
 
 
-def build_state(settings: Settings) -> AppState:
+@dataclass
+class AppState:
+    """Everything ``create_app`` builds once and routes share; each field is what a route gets
+    when it depends on its type (``service.deps.provided``)."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    access: AccessService
+    limiter: RateLimiter
+    metrics: Metrics
+    gateway: ModelGateway
+    files: FilesService
+    uploads: UploadsService
+    jobs: JobsService
+    models: ModelsService
+    evals: EvalRunner
+
+    def provided(self) -> dict[object, object]:
+        """The objects routes may depend on, by the type this class declares for each."""
+        return {kind: getattr(self, name) for name, kind in get_type_hints(AppState).items()}
+
+
+def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
+    """Wire the API's pieces over ``settings``; ``serve_models`` runs a vLLM child per base model
+    (``openft serve`` does; tests of the API alone and the OpenAPI export do not)."""
     db = Database(settings.database_url)
     blobs = open_blob_store(settings)
-    files = FilesService(db, blobs, settings)
     metrics = Metrics()
     metrics.registry.register(
         JobsCollector(db, settings.base_models_by_name, settings.project_budgets_usd)
     )
+    limiter = RateLimiter(db, settings)
+    gateway = Gateway.open(settings, db, blobs, metrics, limiter, spawn_vllm=serve_models)
+    metrics.registry.register(AdaptersCollector(gateway.status))
+    files = FilesService(db, blobs, settings)
     return AppState(
         settings=settings,
         db=db,
         blobs=blobs,
         access=AccessService(db),
+        limiter=limiter,
+        metrics=metrics,
+        gateway=gateway,
         files=files,
+        uploads=UploadsService(db, blobs, files, settings),
         jobs=JobsService(db, settings),
         models=ModelsService(db, settings, blobs),
-        uploads=UploadsService(db, blobs, files, settings),
-        metrics=metrics,
-        limiter=RateLimiter(db, settings),
+        evals=EvalRunner(gateway, files, limiter),
     )
-
-
-def build_gateway(state: AppState, *, spawn_vllm: bool) -> tuple[Gateway, Upstreams]:
-    settings = state.settings
-    headers = {"authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.vllm_request_timeout_seconds, connect=5.0),
-        # vLLM's uvicorn drops idle connections after 5 s; never reuse one that old.
-        limits=httpx.Limits(max_connections=256, keepalive_expiry=2.0),
-        headers=headers,
-    )
-    upstreams = Upstreams(settings, client, spawn=spawn_vllm)
-    state.metrics.registry.register(AdaptersCollector(upstreams.listed_adapters))
-    adapters = AdapterLoader(state.blobs, settings.data_dir / "adapters", client)
-    token_drift = TokenDriftCounter(state.metrics) if settings.drift_enabled else None
-    gateway = Gateway(
-        state.db, upstreams, adapters, client, state.metrics, token_drift, state.limiter
-    )
-    return gateway, upstreams
 
 
 def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
-    """The API over an already-migrated database (the CLI migrates before serving).
-
-    ``serve_models`` starts a vLLM child per base model (``openft serve`` does; tests of the
-    API alone and the OpenAPI export do not).
-    """
-    state = build_state(settings)
-    gateway, upstreams = build_gateway(state, spawn_vllm=serve_models)
+    """The API over an already-migrated database (the CLI migrates before serving)."""
+    state = build_state(settings, serve_models=serve_models)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -104,7 +110,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         housekeeping = asyncio.create_task(_expire_files(state, settings.expiry_sweep_seconds))
         webhooks = WebhookSender(state.db, settings, state.metrics)
         sending = asyncio.create_task(webhooks.run())
-        await upstreams.start()
+        await state.gateway.start()
         try:
             yield
         finally:
@@ -113,11 +119,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await webhooks.aclose()
-            await gateway.drain()
-            await upstreams.stop()
-            if gateway.token_drift is not None:
-                await run_in_threadpool(gateway.token_drift.stop)
-            await gateway.client.aclose()
+            await state.gateway.aclose()
             state.db.dispose()
 
     app = FastAPI(
@@ -127,18 +129,22 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.openft = state
-    app.state.gateway = gateway
-    app.state.evals = EvalRunner(gateway, state.files)
+    app.state.provided = state.provided()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    app.include_router(files_router.router, prefix="/v1", responses=RATE_LIMITED)
-    app.include_router(uploads_router.router, prefix="/v1", responses=RATE_LIMITED)
-    app.include_router(jobs_router.router, prefix="/v1", responses=RATE_LIMITED)
-    app.include_router(models_router.router, prefix="/v1", responses=RATE_LIMITED)
-    app.include_router(inference_router.router, prefix="/v1", responses=RATE_LIMITED)
+    features = (
+        files_router,
+        uploads_router,
+        jobs_router,
+        models_router,
+        completions_router,
+        evals_router,
+    )
+    for feature in features:
+        app.include_router(feature.router, prefix="/v1", responses=RATE_LIMITED)
     return app
 
 

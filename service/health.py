@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import State
+from service.db.database import Database
+from service.deps import Gateway, provided
 from service.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from service.http.error_responses import ERROR_RESPONSES
+from service.metrics import Metrics
+from service.settings import Settings
 
 router = APIRouter(tags=["Health"])
 
@@ -22,19 +25,27 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: ERROR_RESPONSES["5XX"]})
-async def readyz(request: Request, state: State) -> dict[str, Any]:
+async def readyz(db: Annotated[Database, provided(Database)], gateway: Gateway) -> dict[str, Any]:
     """Ready when the database answers; ``models`` tells which model servers are up."""
     try:
-        await run_in_threadpool(state.db.ping)
+        await run_in_threadpool(db.ping)
     except Exception as exc:
         raise ServiceUnavailableError("The database is not reachable.") from exc
-    return {"status": "ready", "models": request.app.state.gateway.upstreams.status()}
+    servers = gateway.status()
+    return {
+        "status": "ready",
+        "models": {n: "ready" if s.ready else "starting" for n, s in servers.items()},
+    }
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request, state: State) -> Response:
+async def metrics(
+    request: Request,
+    settings: Annotated[Settings, provided(Settings)],
+    found: Annotated[Metrics, provided(Metrics)],
+) -> Response:
     """Prometheus metrics, for operators: ``Authorization: Bearer $OPENFT_METRICS_TOKEN``."""
-    token = state.settings.metrics_token
+    token = settings.metrics_token
     if not token:
         raise PermissionDeniedError(
             "Metrics are off: set OPENFT_METRICS_TOKEN and scrape with it as a bearer token."
@@ -42,5 +53,5 @@ async def metrics(request: Request, state: State) -> Response:
     sent = request.headers.get("authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
         raise AuthenticationError("The metrics endpoint needs the operators' metrics token.")
-    body = await run_in_threadpool(generate_latest, state.metrics.registry)
+    body = await run_in_threadpool(generate_latest, found.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

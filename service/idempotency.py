@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Header
@@ -21,11 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.auth.principal import Principal
+from service.db.database import Database
 from service.db.models import IdempotencyKey
 from service.errors import InvalidRequestError
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
+T = TypeVar("T")
 # Visible ASCII, inner spaces allowed (leading and trailing ones would not survive HTTP).
 KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 
@@ -115,6 +118,52 @@ def remember(
         )
     )
     session.flush()
+
+
+Remember = Callable[[Session, str], None]
+
+
+def create_once(
+    db: Database,
+    principal: Principal,
+    operation: str,
+    key: str | None,
+    request_hash: Callable[[], str],
+    ttl_s: float,
+    *,
+    create: Callable[[Remember | None], T],
+    find: Callable[[Session, str], T | None],
+) -> T:
+    """Create an object at most once per ``Idempotency-Key`` (and once per request without one).
+
+    ``create(remember)`` makes the object and, when given ``remember``, calls it with its
+    session and the new object's id inside the creating transaction; ``find(session, id)`` reads
+    an object an earlier request made (None: it is gone, so this request creates anew). A
+    concurrent duplicate that loses the race on the key's unique index answers with the
+    winner's object.
+    """
+    key = checked_key(key)
+    if key is None:
+        return create(None)
+    fingerprinted = request_hash()
+
+    def earlier() -> T | None:
+        with db.read() as session:
+            object_id = earlier_object(session, principal, operation, key, fingerprinted, ttl_s)
+            return None if object_id is None else find(session, object_id)
+
+    def remembered(session: Session, object_id: str) -> None:
+        remember(session, principal, operation, key, fingerprinted, object_id, ttl_s)
+
+    found = earlier()
+    if found is not None:
+        return found
+    try:
+        return create(remembered)
+    except IntegrityError as exc:
+        if not lost_race(exc) or (found := earlier()) is None:
+            raise
+        return found
 
 
 def lost_race(error: IntegrityError) -> bool:

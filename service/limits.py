@@ -10,40 +10,24 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service.auth.principal import Principal
 from service.db.database import Database
 from service.db.models import File, FineTuningJob, Project, RateLimitWindow, Upload, UploadPart
 from service.errors import InvalidRequestError, OpenFTError
-from service.http.error_responses import ErrorResponse
 from service.settings import Settings
 
 WINDOW_S = 60
 ACTIVE_JOB_STATUSES = ("validating_files", "queued", "running", "paused")
 RATE_LIMIT_DOCS = "Limits are set by your OpenFT operator (`openft keys limits`)."
-
-
-RATE_LIMITED: dict[int | str, dict[str, Any]] = {
-    429: {
-        "description": "A rate limit or cap was reached; `retry-after` says when to try again.",
-        "model": ErrorResponse,
-        "headers": {
-            "retry-after": {"schema": {"type": "integer", "minimum": 1}},
-            "x-ratelimit-limit-requests": {"schema": {"type": "string"}},
-            "x-ratelimit-remaining-requests": {"schema": {"type": "string"}},
-            "x-ratelimit-reset-requests": {"schema": {"type": "string"}},
-            "x-ratelimit-limit-tokens": {"schema": {"type": "string"}},
-            "x-ratelimit-remaining-tokens": {"schema": {"type": "string"}},
-            "x-ratelimit-reset-tokens": {"schema": {"type": "string"}},
-        },
-    }
-}
 
 
 class RateLimitError(OpenFTError):
@@ -151,6 +135,17 @@ class RateLimiter:
         headers = limit_headers(limits, use)
         headers["retry-after"] = str(max(1, math.ceil(resets_in)))
         raise _refusal(principal, limits, use, requests, tokens, headers)
+
+    async def admit_tokens(
+        self, principal: Principal, bodies: Sequence[dict[str, Any]]
+    ) -> dict[str, str]:
+        """Charge the estimated tokens of all ``bodies`` to a key with a tokens-per-minute limit,
+        at once or not at all (the 429): work made of many requests either fits the key's minute
+        or does not start. The ``x-ratelimit-*`` headers; for other keys nothing (no query)."""
+        if self.limits_of(principal).tokens is None:
+            return {}
+        tokens = sum(estimated_tokens(body) for body in bodies)
+        return await run_in_threadpool(self.admit, principal, requests=0, tokens=tokens)
 
     def charge(self, principal: Principal, tokens: int) -> None:
         """Add tokens known only after the answer (negative to give back an over-estimate)."""

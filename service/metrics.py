@@ -37,6 +37,7 @@ from service.db.models import (
     UsageHour,
 )
 from service.drift import PromptProfile, TokenSketch
+from service.gateway import ServerStatus
 from service.prices import cost_of
 from service.settings import BaseModelConfig
 
@@ -57,6 +58,17 @@ class Metrics:
         if os.environ.get(MULTIPROCESS_DIR_ENV):
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
             r = CollectorRegistry()  # this process's values reach a scrape through its files
+        self._define_http(r)
+        self._define_inference(r)
+        self._define_drift(r)
+        self._drift_models: set[str] = set()
+        self._token_drift_models: set[str] = set()
+        self.webhook_deliveries = Counter(
+            "openft_webhook_deliveries", "Webhook delivery attempts, by result "
+            "(delivered, retrying, failed: given up).", ["result"], registry=r,
+        )  # fmt: skip
+
+    def _define_http(self, r: CollectorRegistry) -> None:
         self.http_requests = Counter(
             "openft_http_requests", "HTTP requests served.", ["route", "method", "status"],
             registry=r,
@@ -65,6 +77,8 @@ class Metrics:
             "openft_http_request_duration_seconds", "Time to answer an HTTP request.",
             ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def _define_inference(self, r: CollectorRegistry) -> None:
         model_labels = ["model", "base_model", "project"]
         self.inference_requests = Counter(
             "openft_inference_requests", "Chat and completion requests, by outcome.",
@@ -86,6 +100,12 @@ class Metrics:
             "openft_inference_duration_seconds", "Time to serve a whole request.",
             ["model", "base_model"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.cost = Counter(
+            "openft_cost_usd", "Cost of what was served, at the base model's prices.",
+            ["kind", *model_labels], registry=r,
+        )  # fmt: skip
+
+    def _define_drift(self, r: CollectorRegistry) -> None:
         self.drift_prompts = Counter(
             "openft_drift_prompts", "Prompts to fine-tuned models per bin of the training "
             "data's prompt-length profile (with openft_drift_reference_share: PSI).",
@@ -105,16 +125,6 @@ class Metrics:
             "openft_drift_token_samples_dropped",
             "Prompts not tokenized for drift because the tokenizing queue was full.", ["model"],
             registry=r,
-        )  # fmt: skip
-        self._drift_models: set[str] = set()
-        self._token_drift_models: set[str] = set()
-        self.cost = Counter(
-            "openft_cost_usd", "Cost of what was served, at the base model's prices.",
-            ["kind", *model_labels], registry=r,
-        )  # fmt: skip
-        self.webhook_deliveries = Counter(
-            "openft_webhook_deliveries", "Webhook delivery attempts, by result "
-            "(delivered, retrying, failed: given up).", ["result"], registry=r,
         )  # fmt: skip
 
     @property
@@ -220,31 +230,116 @@ class JobsCollector(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
+        with self.db.read() as session:
+            families = [
+                *self._queue(session),
+                *self._training(session),
+                *self._running(session),
+                self._budgets(),
+                self._durations(session),
+                *self._forgetting(session),
+                *self._drift_references(session),
+            ]
+        yield from families
+
+    @staticmethod
+    def _queue(session: Any) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         jobs = GaugeMetricFamily("openft_jobs", "Fine-tuning jobs by status.", labels=["status"])
         waiting = GaugeMetricFamily(
             "openft_queue_oldest_wait_seconds", "Age of the oldest job waiting to be trained."
         )
+        for status, count in session.execute(
+            select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)
+        ):
+            jobs.add_metric([status], count)
+        oldest = session.scalar(
+            select(func.min(FineTuningJob.created_at)).where(
+                FineTuningJob.status.in_(("validating_files", "queued"))
+            )
+        )
+        waiting.add_metric([], max(0.0, time.time() - oldest) if oldest else 0.0)
+        return jobs, waiting
+
+    def _training(self, session: Any) -> tuple[CounterMetricFamily, ...]:
+        """Trained tokens, training time and their cost per base model and project, from the
+        durable usage rows (succeeded jobs)."""
+        labels = ["base_model", "project"]
         trained = CounterMetricFamily(
-            "openft_trained_tokens", "Tokens trained by succeeded jobs.",
-            labels=["base_model", "project"],
-        )  # fmt: skip
+            "openft_trained_tokens", "Tokens trained by succeeded jobs.", labels=labels
+        )
         training_time = CounterMetricFamily(
-            "openft_training_seconds", "Seconds spent training succeeded jobs.",
-            labels=["base_model", "project"],
-        )  # fmt: skip
+            "openft_training_seconds", "Seconds spent training succeeded jobs.", labels=labels
+        )
         training_cost = CounterMetricFamily(
             "openft_cost_training_usd",
             "Cost of succeeded jobs: trained tokens and accelerator hours at their prices.",
-            labels=["base_model", "project"],
-        )  # fmt: skip
+            labels=labels,
+        )
+        for base, slug, token_sum, second_sum in session.execute(
+            select(
+                UsageHour.base_model,
+                Project.slug,
+                func.sum(UsageHour.trained_tokens),
+                func.sum(UsageHour.training_seconds),
+            )
+            .join(Project, Project.id == UsageHour.project_id)
+            .group_by(UsageHour.base_model, Project.slug)
+        ):
+            tokens, seconds = float(token_sum or 0), float(second_sum or 0)
+            trained.add_metric([base, slug], tokens)
+            training_time.add_metric([base, slug], seconds)
+            price = self.prices.get(base)
+            if price is not None:
+                cost = cost_of(price, trained_tokens=tokens, training_seconds=seconds)
+                training_cost.add_metric([base, slug], cost.training + cost.accelerator)
+        return trained, training_time, training_cost
+
+    @classmethod
+    def _running(cls, session: Any) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        """The latest training loss and step of each running job."""
+        labels = ["job", "base_model", "project"]
         loss = GaugeMetricFamily(
             "openft_running_job_train_loss", "Latest training loss of each running job.",
-            labels=["job", "base_model", "project"],
+            labels=labels,
         )  # fmt: skip
         step = GaugeMetricFamily(
-            "openft_running_job_step", "Latest step of each running job.",
-            labels=["job", "base_model", "project"],
+            "openft_running_job_step", "Latest step of each running job.", labels=labels
+        )
+        for job_id, base, slug, data in cls._latest_metrics(session):
+            loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
+            step.add_metric([job_id, base, slug], float(data.get("step", 0)))
+        return loss, step
+
+    def _budgets(self) -> GaugeMetricFamily:
+        budget = GaugeMetricFamily(
+            "openft_project_budget_usd", "Monthly budget of each project that has one.",
+            labels=["project"],
         )  # fmt: skip
+        for project, amount in self.budgets.items():
+            budget.add_metric([project], amount)
+        return budget
+
+    @staticmethod
+    def _durations(session: Any) -> SummaryMetricFamily:
+        duration = SummaryMetricFamily(
+            "openft_job_duration_seconds", "Creation to finish of succeeded jobs.",
+            labels=["base_model"],
+        )  # fmt: skip
+        for base, count, total in session.execute(
+            select(
+                FineTuningJob.model,
+                func.count(),
+                func.sum(FineTuningJob.finished_at - FineTuningJob.created_at),
+            )
+            .where(FineTuningJob.status == "succeeded")
+            .group_by(FineTuningJob.model)
+        ):
+            duration.add_metric([base], count_value=count, sum_value=float(total or 0))
+        return duration
+
+    @staticmethod
+    def _drift_references(session: Any) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        """Each servable model's training profile: what live prompts are compared with."""
         reference = GaugeMetricFamily(
             "openft_drift_reference_share",
             "Share of each prompt-length bin in a fine-tuned model's training data.",
@@ -255,69 +350,12 @@ class JobsCollector(Collector):
             "Share of each token-sketch bin in a fine-tuned model's training prompts.",
             labels=["model", "bin"],
         )
-        duration = SummaryMetricFamily(
-            "openft_job_duration_seconds", "Creation to finish of succeeded jobs.",
-            labels=["base_model"],
-        )  # fmt: skip
-        budget = GaugeMetricFamily(
-            "openft_project_budget_usd", "Monthly budget of each project that has one.",
-            labels=["project"],
-        )  # fmt: skip
-        for project, amount in self.budgets.items():
-            budget.add_metric([project], amount)
-        now = time.time()
-        with self.db.read() as session:
-            for status, count in session.execute(
-                select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)
-            ):
-                jobs.add_metric([status], count)
-            oldest = session.scalar(
-                select(func.min(FineTuningJob.created_at)).where(
-                    FineTuningJob.status.in_(("validating_files", "queued"))
-                )
-            )
-            waiting.add_metric([], max(0.0, now - oldest) if oldest else 0.0)
-            for base, slug, token_sum, second_sum in session.execute(
-                select(
-                    UsageHour.base_model,
-                    Project.slug,
-                    func.sum(UsageHour.trained_tokens),
-                    func.sum(UsageHour.training_seconds),
-                )
-                .join(Project, Project.id == UsageHour.project_id)
-                .group_by(UsageHour.base_model, Project.slug)
-            ):
-                tokens, seconds = float(token_sum or 0), float(second_sum or 0)
-                trained.add_metric([base, slug], tokens)
-                training_time.add_metric([base, slug], seconds)
-                price = self.prices.get(base)
-                if price is not None:
-                    cost = cost_of(price, trained_tokens=tokens, training_seconds=seconds)
-                    training_cost.add_metric([base, slug], cost.training + cost.accelerator)
-            for base, count, total in session.execute(
-                select(
-                    FineTuningJob.model,
-                    func.count(),
-                    func.sum(FineTuningJob.finished_at - FineTuningJob.created_at),
-                )
-                .where(FineTuningJob.status == "succeeded")
-                .group_by(FineTuningJob.model)
-            ):
-                duration.add_metric([base], count_value=count, sum_value=float(total or 0))
-            for model, profile in _profiles(session):
-                for index, share in enumerate(profile.shares):
-                    reference.add_metric([model, str(index)], share)
-                for index, share in enumerate(profile.tokens.shares if profile.tokens else ()):
-                    token_reference.add_metric([model, str(index)], share)
-            for job_id, base, slug, data in self._latest_metrics(session):
-                loss.add_metric([job_id, base, slug], float(data.get("train_loss", 0.0)))
-                step.add_metric([job_id, base, slug], float(data.get("step", 0)))
-            forgetting = self._forgetting(session)
-        yield from (jobs, waiting, trained, training_time, training_cost, loss, step, budget)
-        yield duration
-        yield from forgetting
-        yield reference
-        yield token_reference
+        for model, profile in _profiles(session):
+            for index, share in enumerate(profile.shares):
+                reference.add_metric([model, str(index)], share)
+            for index, share in enumerate(profile.tokens.shares if profile.tokens else ()):
+                token_reference.add_metric([model, str(index)], share)
+        return reference, token_reference
 
     @staticmethod
     def _forgetting(session: Any) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
@@ -369,10 +407,11 @@ class JobsCollector(Collector):
 
 
 class AdaptersCollector(Collector):
-    """Adapters loaded into each base model's vLLM, from vLLM's own list at scrape time."""
+    """Adapters loaded into each base model's vLLM: what the engine's watcher last saw in vLLM's
+    own list (a scrape never waits for vLLM)."""
 
-    def __init__(self, loaded: Callable[[], dict[str, int]]) -> None:
-        self.loaded = loaded
+    def __init__(self, servers: Callable[[], dict[str, ServerStatus]]) -> None:
+        self.servers = servers
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -381,8 +420,9 @@ class AdaptersCollector(Collector):
         family = GaugeMetricFamily(
             "openft_loaded_adapters", "Fine-tuned adapters loaded in vLLM.", labels=["base_model"]
         )
-        for base_model, count in self.loaded().items():
-            family.add_metric([base_model], count)
+        for base_model, server in self.servers().items():
+            if server.adapters is not None:
+                family.add_metric([base_model], server.adapters)
         yield family
 
 

@@ -9,11 +9,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import CurrentPrincipal, Files
+from service.deps import CurrentPrincipal, provided
 from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
+from service.files.service import FilesService
 from service.files.upload import receive_upload
 from service.http.error_responses import ERROR_RESPONSES
 from service.idempotency import IdempotencyHeader, checked_key
+
+Files = Annotated[FilesService, provided(FilesService)]
 
 router = APIRouter(tags=["Files"], responses=ERROR_RESPONSES)
 

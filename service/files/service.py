@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import idempotency, limits, queue
@@ -59,7 +58,8 @@ class FilesService:
         purpose = _purpose(upload.fields)
         now = int(time.time())
         expires_at = file_expiry(upload.fields, purpose, now)
-        if upload.blob is None:
+        blob = upload.blob
+        if blob is None:
             raise InvalidRequestError(
                 "Missing required parameter: 'file'.",
                 param="file",
@@ -72,53 +72,33 @@ class FilesService:
             )
         if purpose == "fine-tune" and upload.dataset_check is not None:
             refuse_unstructured(upload.dataset_check.report)
-        if idempotency_key is None:
-            return self.store(
-                principal, upload.blob, purpose=purpose, filename=filename, expires_at=expires_at
-            )
-        request_hash = idempotency.fingerprint(
-            purpose,
-            filename,
-            upload.fields.get("expires_after[anchor]"),
-            upload.fields.get("expires_after[seconds]"),
-            upload.content_sha256,
-        )
-        earlier = self._earlier_file(principal, idempotency_key, request_hash)
-        if earlier is not None:
-            return earlier
-        ttl = self.settings.idempotency_key_hours * 3600
-
-        def remember(session: Session, row: File) -> None:
-            idempotency.remember(
-                session, principal, CREATE_OPERATION, idempotency_key, request_hash, row.id, ttl
-            )
-
-        try:
-            return self.store(
+        return idempotency.create_once(
+            self.db,
+            principal,
+            CREATE_OPERATION,
+            idempotency_key,
+            lambda: idempotency.fingerprint(
+                purpose,
+                filename,
+                upload.fields.get("expires_after[anchor]"),
+                upload.fields.get("expires_after[seconds]"),
+                upload.content_sha256,
+            ),
+            self.settings.idempotency_key_hours * 3600,
+            create=lambda remember: self.store(
                 principal,
-                upload.blob,
+                blob,
                 purpose=purpose,
                 filename=filename,
                 expires_at=expires_at,
                 also=remember,
-            )
-        except IntegrityError as exc:
-            earlier = self._earlier_file(principal, idempotency_key, request_hash)
-            if not idempotency.lost_race(exc) or earlier is None:
-                raise
-            return earlier
+            ),
+            find=lambda session, file_id: self._found(session, principal, file_id),
+        )
 
-    def _earlier_file(self, principal: Principal, key: str, request_hash: str) -> FileObject | None:
-        ttl = self.settings.idempotency_key_hours * 3600
-        with self.db.read() as session:
-            file_id = idempotency.earlier_object(
-                session, principal, CREATE_OPERATION, key, request_hash, ttl
-            )
-            row = (
-                None
-                if file_id is None
-                else repository.get(session, principal.project_id, file_id, int(time.time()))
-            )
+    @staticmethod
+    def _found(session: Session, principal: Principal, file_id: str) -> FileObject | None:
+        row = repository.get(session, principal.project_id, file_id, int(time.time()))
         return None if row is None else FileObject.from_row(row)
 
     def store(
@@ -129,10 +109,11 @@ class FilesService:
         purpose: str,
         filename: str,
         expires_at: int | None,
-        also: Callable[[Session, File], None] | None = None,
+        also: idempotency.Remember | None = None,
     ) -> FileObject:
-        """Commit a checked, staged blob as a new file: blob first, then the row (and ``also``,
-        in the same transaction); if the row cannot be written the blob goes again."""
+        """Commit a checked, staged blob as a new file: blob first, then the row (and ``also``
+        with the new file's id, in the same transaction); if the row cannot be written the blob
+        goes again."""
         row = File(
             id=new_file_id(),
             project_id=principal.project_id,
@@ -148,7 +129,7 @@ class FilesService:
             with self.db.write() as session:
                 session.add(row)
                 if also is not None:
-                    also(session, row)
+                    also(session, row.id)
                 session.flush()
                 limits.check_storage(
                     session, principal, self.settings, row.bytes, param="file", already_added=True

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import CurrentPrincipal, Jobs
+from service.deps import CurrentPrincipal, provided
 from service.http.error_responses import ERROR_RESPONSES
 from service.idempotency import IdempotencyHeader
 from service.jobs.schemas import (
@@ -18,6 +18,9 @@ from service.jobs.schemas import (
     FineTuningJobEventList,
     FineTuningJobList,
 )
+from service.jobs.service import JobsService
+
+Jobs = Annotated[JobsService, provided(JobsService)]
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["Fine-tuning"], responses=ERROR_RESPONSES)
 METADATA_KEY = re.compile(r"metadata\[(.+)\]")

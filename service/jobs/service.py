@@ -7,7 +7,6 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import idempotency, job_records, limits, queue
@@ -56,58 +55,26 @@ class JobsService:
         continue training (the new adapter starts from its weights). A retry with the same
         ``idempotency_key`` returns the job the first request created.
         """
-        key = idempotency.checked_key(idempotency_key)
-        if key is None:
-            return self._create(principal, request, None)
-        request_hash = idempotency.fingerprint(request.model_dump(mode="json"))
-        try:
-            earlier = self._earlier_job(principal, key, request_hash)
-            if earlier is not None:
-                return earlier
-            return self._create(principal, request, (key, request_hash))
-        except IntegrityError as exc:
-            if not idempotency.lost_race(exc):
-                raise
-            earlier = self._earlier_job(principal, key, request_hash)
-            if earlier is None:
-                raise
-            return earlier
-
-    def _earlier_job(
-        self, principal: Principal, key: str, request_hash: str
-    ) -> FineTuningJob | None:
-        with self.db.read() as session:
-            job_id = idempotency.earlier_object(
-                session, principal, CREATE_OPERATION, key, request_hash, self._idempotency_ttl
-            )
-            if job_id is None:
-                return None
-            return FineTuningJob.from_row(self._get(session, principal, job_id))
-
-    @property
-    def _idempotency_ttl(self) -> float:
-        return self.settings.idempotency_key_hours * 3600
+        return idempotency.create_once(
+            self.db,
+            principal,
+            CREATE_OPERATION,
+            idempotency_key,
+            lambda: idempotency.fingerprint(request.model_dump(mode="json")),
+            self.settings.idempotency_key_hours * 3600,
+            create=lambda remember: self._create(principal, request, remember),
+            find=lambda session, job_id: FineTuningJob.from_row(
+                self._get(session, principal, job_id)
+            ),
+        )
 
     def _create(
         self,
         principal: Principal,
         request: CreateJobRequest,
-        idempotent: tuple[str, str] | None,
+        remember: idempotency.Remember | None,
     ) -> FineTuningJob:
-        unavailable = InvalidRequestError(
-            f"Model {request.model} is not available for fine-tuning or does not exist.",
-            param="model",
-            code="model_not_available",
-        )
-        base, parent = request.model, None
-        if request.model.startswith("ft:"):
-            with self.db.read() as session:
-                parent = repository.adapter_of(session, principal.project_id, request.model)
-            if parent is None:
-                raise unavailable
-            base = parent.base_model
-        if self.settings.base_model(base) is None:
-            raise unavailable
+        base, parent = self._base_and_parent(principal, request.model)
         _check_suffix(request.suffix)
         _check_metadata(request.metadata)
         _check_integrations(request.integrations)
@@ -118,42 +85,35 @@ class JobsService:
             self._check_file(session, principal, request.training_file, "training_file")
             if request.validation_file is not None:
                 self._check_file(session, principal, request.validation_file, "validation_file")
-            row = JobRow(
-                id=new_job_id(),
-                project_id=principal.project_id,
-                model=base,
-                parent_model=request.model if parent is not None else None,
-                parent_job_id=parent.job_id if parent is not None else None,
-                parent_variant=parent.variant if parent is not None else None,
-                training_file=request.training_file,
-                validation_file=request.validation_file,
-                suffix=request.suffix,
-                seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
-                method=method,
-                job_metadata=request.metadata,
-                integrations=request.integrations or [],
-                status="validating_files",
-                result_files=[],
-                created_at=now,
-                attempt=0,
-                cancel_requested=False,
-            )
+            row = _new_job(principal, request, base, parent, method, now)
             session.add(row)
             session.flush()
             job_records.add_event(session, row, f"Created fine-tuning job: {row.id}")
             job_records.add_event(session, row, _validating_message(row))
-            if idempotent is not None:
-                key, request_hash = idempotent
-                idempotency.remember(
-                    session,
-                    principal,
-                    CREATE_OPERATION,
-                    key,
-                    request_hash,
-                    row.id,
-                    self._idempotency_ttl,
-                )
+            if remember is not None:
+                remember(session, row.id)
         return FineTuningJob.from_row(row)
+
+    def _base_and_parent(
+        self, principal: Principal, model: str
+    ) -> tuple[str, repository.OwnedAdapter | None]:
+        """The base model a job on ``model`` trains, and the project's fine-tuned model or
+        checkpoint it continues from (None when ``model`` is a base model)."""
+        unavailable = InvalidRequestError(
+            f"Model {model} is not available for fine-tuning or does not exist.",
+            param="model",
+            code="model_not_available",
+        )
+        base, parent = model, None
+        if model.startswith("ft:"):
+            with self.db.read() as session:
+                parent = repository.adapter_of(session, principal.project_id, model)
+            if parent is None:
+                raise unavailable
+            base = parent.base_model
+        if self.settings.base_model(base) is None:
+            raise unavailable
+        return base, parent
 
     def list(
         self, principal: Principal, *, after: str | None, limit: int, metadata: dict[str, str]
@@ -266,6 +226,36 @@ class JobsService:
                 "must be uploaded with purpose 'fine-tune'.",
                 param=param,
             )
+
+
+def _new_job(
+    principal: Principal,
+    request: CreateJobRequest,
+    base: str,
+    parent: repository.OwnedAdapter | None,
+    method: dict[str, Any],
+    now: int,
+) -> JobRow:
+    return JobRow(
+        id=new_job_id(),
+        project_id=principal.project_id,
+        model=base,
+        parent_model=request.model if parent is not None else None,
+        parent_job_id=parent.job_id if parent is not None else None,
+        parent_variant=parent.variant if parent is not None else None,
+        training_file=request.training_file,
+        validation_file=request.validation_file,
+        suffix=request.suffix,
+        seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+        method=method,
+        job_metadata=request.metadata,
+        integrations=request.integrations or [],
+        status="validating_files",
+        result_files=[],
+        created_at=now,
+        attempt=0,
+        cancel_requested=False,
+    )
 
 
 def _validating_message(row: JobRow) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import CurrentPrincipal, Models
+from service.deps import CurrentPrincipal, Gateway, provided
 from service.http.error_responses import ERROR_RESPONSES
 from service.models.schemas import Model, ModelDeleted, ModelList
-from service.models.service import ModelUnloader
+from service.models.service import ModelsService
+
+Models = Annotated[ModelsService, provided(ModelsService)]
 
 router = APIRouter(tags=["Models"], responses=ERROR_RESPONSES)
 
@@ -25,10 +29,9 @@ async def retrieve_model(model: str, principal: CurrentPrincipal, models: Models
 
 @router.delete("/models/{model}", response_model=ModelDeleted)
 async def delete_model(
-    model: str, request: Request, principal: CurrentPrincipal, models: Models
+    model: str, principal: CurrentPrincipal, models: Models, gateway: Gateway
 ) -> ModelDeleted:
     """Delete a fine-tuned model: it stops being served and listed, and its adapter is removed."""
     deleted = await run_in_threadpool(models.delete, principal, model)
-    unloader: ModelUnloader = request.app.state.gateway
-    await unloader.unload(deleted)
+    await gateway.unload(deleted)
     return models.deleted_response(deleted)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy import select
 
@@ -14,30 +12,12 @@ from service.blobstore import BlobStore
 from service.db.database import Database
 from service.db.models import FineTuningJob, FineTuningJobCheckpoint
 from service.errors import NotFoundError, PermissionDeniedError
+from service.gateway import DeletedModel
 from service.jobs import repository as jobs_repository
 from service.models.schemas import Model, ModelDeleted, ModelList
 from service.settings import BaseModelConfig, Settings
 
 BASE_OWNER = "system"
-
-
-@dataclass(frozen=True)
-class DeletedModel:
-    name: str
-    job_id: str
-    base_model: str
-    checkpoints: tuple[str, ...] = ()  # names of the job's checkpoints, gone with it
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Every servable name that went: the model and its checkpoints."""
-        return (self.name, *self.checkpoints)
-
-
-class ModelUnloader(Protocol):
-    """What serves models (the inference gateway) is told when one is deleted."""
-
-    async def unload(self, model: DeletedModel) -> None: ...
 
 
 class ModelsService:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import CurrentPrincipal, Uploads
+from service.deps import CurrentPrincipal, provided
 from service.files.upload import receive_upload
 from service.http.error_responses import ERROR_RESPONSES
 from service.uploads.schemas import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
+from service.uploads.service import UploadsService
+
+Uploads = Annotated[UploadsService, provided(UploadsService)]
 
 router = APIRouter(prefix="/uploads", tags=["Uploads"], responses=ERROR_RESPONSES)
 

@@ -20,7 +20,6 @@ from service.blobstore import BlobStore, BlobWriter
 from service.blobstore.keys import upload_part_key
 from service.datasets.validator import DatasetValidator
 from service.db.database import Database
-from service.db.models import File
 from service.db.models import Upload as UploadRow
 from service.db.models import UploadPart as PartRow
 from service.errors import InvalidRequestError, no_such_object
@@ -162,10 +161,10 @@ class UploadsService:
                 else file_expiry({}, upload.purpose, upload.created_at)
             )
 
-            def mark_completed(session: Session, file: File) -> None:
+            def mark_completed(session: Session, file_id: str) -> None:
                 row = self._pending(session, principal, upload_id, lock=True)
                 row.status = "completed"
-                row.file_id = file.id
+                row.file_id = file_id
 
             file = self.files.store(
                 principal,

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import build_state
+from service.app import AppState, build_state
 from service.db import migrate
-from service.deps import AppState
 from service.settings import Settings
 
 

@@ -8,9 +8,9 @@ from unittest import mock
 
 import pytest
 
+from service.app import AppState
 from service.auth.principal import Principal
 from service.blobstore.keys import file_key
-from service.deps import AppState
 from service.files.upload import ReceivedUpload
 
 

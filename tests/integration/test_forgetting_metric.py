@@ -8,9 +8,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from service.app import AppState
 from service.auth.principal import Principal
 from service.db.models import FineTuningJob
-from service.deps import AppState
 from service.files.upload import ReceivedUpload
 from service.jobs.schemas import CreateJobRequest
 

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
+from service.app import AppState
 from service.auth.principal import Principal
 from service.db.models import FineTuningJob, IdempotencyKey, RateLimitWindow
-from service.deps import AppState
 from service.files.upload import ReceivedUpload
 from service.jobs.schemas import CreateJobRequest
 from service.limits import RateLimiter, RateLimitError

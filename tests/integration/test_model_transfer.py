@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from service.app import AppState
 from service.auth.principal import Principal
-from service.deps import AppState
 from tests.support.ci import require
 from tests.support.server import openft_command
 

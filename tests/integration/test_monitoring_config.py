@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import vllm
 
-from service.app import build_gateway, build_state
+from service.app import build_state
 from service.db import migrate
 from service.settings import Settings
 from tests.support.ci import require
@@ -63,7 +63,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'openft.db'}")
     state = build_state(settings)
     migrate.upgrade(state.db)
-    build_gateway(state, spawn_vllm=False)  # registers the adapters collector
     names = {family.name for family in state.metrics.registry.collect()}
     state.db.dispose()
     return names

@@ -9,10 +9,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from service import job_records, queue
+from service.app import AppState
 from service.auth.principal import Principal
 from service.db.clock import database_now
 from service.db.models import FineTuningJob, FineTuningJobEvent
-from service.deps import AppState
 from service.errors import InvalidRequestError
 from service.files.upload import ReceivedUpload
 from service.jobs.schemas import CreateJobRequest

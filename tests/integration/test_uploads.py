@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from service.app import AppState
 from service.auth.principal import Principal
 from service.blobstore.keys import upload_part_key
 from service.db.models import Upload as UploadRow
-from service.deps import AppState
 from service.files.upload import ReceivedUpload
 from service.uploads.schemas import CreateUploadRequest
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from inference.upstreams import Upstreams
+from inference.vllm_client import VLLMClient
 from inference.vllm_process import VLLMProcess
 from service.settings import Settings
 from service.supervisor import die_with_parent
@@ -49,11 +50,12 @@ def test_the_manager_starts_vllm_on_the_event_loops_thread(
         self.port = 1
 
     monkeypatch.setattr(VLLMProcess, "start", start)
-    monkeypatch.setattr(VLLMProcess, "wait_ready", lambda self, timeout_s: True)
+    monkeypatch.setattr(VLLMProcess, "alive", lambda self: True)
+    healthy = httpx.MockTransport(lambda request: httpx.Response(200))
 
     async def scenario() -> threading.Thread:
-        async with httpx.AsyncClient() as client:
-            upstreams = Upstreams(Settings(data_dir=tmp_path), client, spawn=True)
+        async with httpx.AsyncClient(transport=healthy) as client:
+            upstreams = Upstreams(Settings(data_dir=tmp_path), VLLMClient(client), spawn=True)
             upstream = upstreams.get("tiny-chat")
             assert upstream is not None
             await upstreams._bring_up(upstream)

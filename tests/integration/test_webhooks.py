@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select, update
 
 from service import queue
+from service.app import AppState
 from service.auth.principal import Principal
 from service.db.models import FineTuningJob, WebhookDelivery
-from service.deps import AppState
 from service.errors import InvalidRequestError, NotFoundError
 from service.webhooks import repository
 from service.webhooks.sender import WebhookSender

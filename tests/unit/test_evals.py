@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from inference.evals import CONCURRENCY, EvalRunner
 from service.errors import InvalidRequestError, ServiceUnavailableError
 from service.evals.examples import HeldOut, read_examples
 from service.evals.metrics import (
@@ -22,6 +21,7 @@ from service.evals.metrics import (
     token_f1,
 )
 from service.evals.report import Reply, build_report, max_tokens_for
+from service.evals.runner import CONCURRENCY, EvalRunner
 from service.evals.schemas import CreateEvalRequest
 
 
@@ -165,21 +165,12 @@ class FakeGateway:
     in_flight: int = 0
     most_in_flight: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
-    estimated: list[dict[str, Any]] = field(default_factory=list)  # charged up front
-    not_admitted: int = 0  # requests that would be charged one by one
 
-    async def base_model_of(self, principal: object, model: str) -> str:
+    async def load(self, principal: object, model: str) -> str:
         return "base"
 
-    async def admit_estimate(self, principal: object, bodies: list[dict[str, Any]]) -> None:
-        assert not self.bodies, "the whole run is charged before the first request"
-        self.estimated.extend(bodies)
-
-    async def completion(
-        self, principal: object, body: dict[str, Any], *, admitted: bool = False
-    ) -> dict[str, Any]:
+    async def completion(self, principal: object, body: dict[str, Any]) -> dict[str, Any]:
         self.bodies.append(body)
-        self.not_admitted += not admitted
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         await asyncio.sleep(0)
@@ -195,6 +186,18 @@ class FakeGateway:
 
 
 @dataclass
+class FakeLimiter:
+    """Records what a key's tokens per minute are charged, and when."""
+
+    gateway: FakeGateway
+    charges: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    async def admit_tokens(self, principal: object, bodies: list[dict[str, Any]]) -> None:
+        assert not self.gateway.bodies, "the whole run is charged before the first request"
+        self.charges.append(list(bodies))
+
+
+@dataclass
 class FakeFiles:
     content_bytes: bytes
 
@@ -206,9 +209,14 @@ class FakeFiles:
         return Content(iter([self.content_bytes]))
 
 
-def run(gateway: FakeGateway, pairs: list[tuple[str, str]], **request: Any) -> Any:
+def run(
+    gateway: FakeGateway,
+    pairs: list[tuple[str, str]],
+    limiter: FakeLimiter | None = None,
+    **request: Any,
+) -> Any:
     files = FakeFiles(b"\n".join(chat(q, a) for q, a in pairs))
-    runner = EvalRunner(gateway, files)  # type: ignore[arg-type]
+    runner = EvalRunner(gateway, files, limiter or FakeLimiter(gateway))  # type: ignore[arg-type]
     body = CreateEvalRequest(model="ft:base:p:s:abcdefgh", file="file-x", **request)
     return asyncio.run(runner.run(object(), body))  # type: ignore[arg-type]
 
@@ -216,15 +224,16 @@ def run(gateway: FakeGateway, pairs: list[tuple[str, str]], **request: Any) -> A
 def test_the_runner_asks_both_models_greedily_with_bounded_concurrency() -> None:
     pairs = [(f"question {i}", f"answer number {i}") for i in range(3 * CONCURRENCY)]
     gateway = FakeGateway(dict(pairs))
+    limiter = FakeLimiter(gateway)
 
-    report = run(gateway, pairs)
+    report = run(gateway, pairs, limiter)
 
     assert report.examples == 3 * CONCURRENCY and report.base_model == "base"
     assert {b["model"] for b in gateway.bodies} == {"base", "ft:base:p:s:abcdefgh"}
     assert all(b["temperature"] == 0 for b in gateway.bodies)
     assert gateway.most_in_flight == CONCURRENCY
-    assert sorted(map(str, gateway.estimated)) == sorted(map(str, gateway.bodies))
-    assert gateway.not_admitted == 0
+    assert len(limiter.charges) == 1  # charged once for the whole run, none one by one
+    assert sorted(map(str, limiter.charges[0])) == sorted(map(str, gateway.bodies))
     exact = report.metrics[0]
     assert (exact.base, exact.fine_tuned, exact.wins) == (0, 1, 3 * CONCURRENCY)
 

@@ -1,4 +1,5 @@
-"""Gateway pieces without vLLM: SSE relaying, response shapes, upstream error mapping."""
+"""Gateway pieces without vLLM: SSE relaying, response shapes, upstream error mapping, the vLLM
+client's retry, the vLLM command."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import httpx
 import pytest
 
 from inference import vllm_process
-from inference.gateway import Gateway, Target, _SSERelay, _upstream_error
+from inference.gateway import Gateway, Target, _upstream_error
 from inference.openai_shape import normalise
+from inference.relay import SSERelay
 from inference.upstreams import Upstream
+from inference.vllm_client import VLLMClient
 from inference.vllm_process import VLLMProcess
 from service.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from service.metrics import Metrics
@@ -28,10 +31,10 @@ def sse(*chunks: object) -> bytes:
     return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
 
 
-def relay(body: bytes, keep_usage: bool, piece: int = 7) -> tuple[bytes, _SSERelay]:
+def relay(body: bytes, keep_usage: bool, piece: int = 7) -> tuple[bytes, SSERelay]:
     parts = [body[i : i + piece] for i in range(0, len(body), piece)]
     response = httpx.Response(200, stream=httpx.ByteStream(b"") if not parts else _Chunks(parts))
-    relayed = _SSERelay(response, keep_usage)
+    relayed = SSERelay(response, keep_usage)
 
     async def collect() -> bytes:
         return b"".join([chunk async for chunk in relayed])
@@ -172,7 +175,7 @@ def test_an_unrelated_process_named_in_a_pidfile_is_left_alone(tmp_path: Path) -
 
 def _gateway_over(transport: httpx.MockTransport) -> tuple[Gateway, httpx.AsyncClient]:
     client = httpx.AsyncClient(transport=transport)
-    gateway = Gateway(None, None, None, client, Metrics())  # type: ignore[arg-type]
+    gateway = Gateway(None, None, None, VLLMClient(client), Metrics())  # type: ignore[arg-type]
     return gateway, client
 
 
@@ -185,10 +188,11 @@ def test_a_connection_vllm_dropped_before_answering_is_tried_once_more() -> None
             raise httpx.ReadError("")  # a pooled keep-alive connection closed as it was reused
         return httpx.Response(200, json={"ok": True})
 
-    gateway, client = _gateway_over(httpx.MockTransport(vllm))
-    target = Target(Upstream(MODEL, "http://vllm"), None)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(vllm))
 
-    response = asyncio.run(gateway._send(target, "/v1/chat/completions", {"model": "tiny"}))
+    response = asyncio.run(
+        VLLMClient(client).send("http://vllm", "/v1/chat/completions", {"model": "tiny"})
+    )
 
     assert response.status_code == 200 and len(attempts) == 2
     asyncio.run(client.aclose())

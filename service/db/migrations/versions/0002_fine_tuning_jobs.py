@@ -19,6 +19,11 @@ SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    _create_jobs()
+    _create_events()
+
+
+def _create_jobs() -> None:
     op.create_table(
         "fine_tuning_jobs",
         sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
@@ -56,6 +61,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_fine_tuning_jobs_project_id_seq", "fine_tuning_jobs", ["project_id", "seq"])
     op.create_index("ix_fine_tuning_jobs_status_seq", "fine_tuning_jobs", ["status", "seq"])
+
+
+def _create_events() -> None:
     op.create_table(
         "fine_tuning_job_events",
         sa.Column("seq", SEQ, primary_key=True, autoincrement=True),

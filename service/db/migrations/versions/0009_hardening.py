@@ -19,6 +19,13 @@ SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    _add_limits()
+    _create_idempotency_keys()
+    _create_webhook_endpoints()
+    _create_webhook_deliveries()
+
+
+def _add_limits() -> None:
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("requests_per_minute", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("tokens_per_minute", sa.Integer(), nullable=True))
@@ -35,6 +42,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key_id", "window_start", name="pk_rate_limit_windows"),
     )
 
+
+def _create_idempotency_keys() -> None:
     op.create_table(
         "idempotency_keys",
         sa.Column("seq", SEQ, autoincrement=True, nullable=False),
@@ -55,6 +64,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
 
+
+def _create_webhook_endpoints() -> None:
     op.create_table(
         "webhook_endpoints",
         sa.Column("seq", SEQ, autoincrement=True, nullable=False),
@@ -77,6 +88,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_endpoints_project_id", "webhook_endpoints", ["project_id"])
 
+
+def _create_webhook_deliveries() -> None:
     op.create_table(
         "webhook_deliveries",
         sa.Column("seq", SEQ, autoincrement=True, nullable=False),

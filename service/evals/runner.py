@@ -15,29 +15,36 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from inference.gateway import Gateway
 from service.auth.principal import Principal
 from service.errors import InvalidRequestError, NotFoundError, no_such_object
 from service.evals.examples import Example, HeldOut, read_examples
 from service.evals.report import Reply, build_report, max_tokens_for
 from service.evals.schemas import CreateEvalRequest, EvalReport
 from service.files.service import FilesService
+from service.gateway import ModelGateway
+from service.limits import RateLimiter
 
 CONCURRENCY = 8
 
 
 class EvalRunner:
-    def __init__(self, gateway: Gateway, files: FilesService) -> None:
+    def __init__(self, gateway: ModelGateway, files: FilesService, limiter: RateLimiter) -> None:
         self.gateway = gateway
         self.files = files
+        self.limiter = limiter
 
     async def run(self, principal: Principal, request: CreateEvalRequest) -> EvalReport:
         """The file first (404, or 400 without chat examples), then the model (404, 400 for a
         base model, 503 while its server is down), then both models answer every example."""
         held = await run_in_threadpool(self._held_out, principal, request)
-        base_model = await self.gateway.base_model_of(principal, request.model)
+        if not request.model.startswith("ft:"):
+            raise InvalidRequestError(
+                f"`{request.model}` is not a fine-tuned model: name an ft: model of the project.",
+                param="model",
+            )
+        base_model = await self.gateway.load(principal, request.model)
         bodies = [self._body(request, e) for e in held.examples]
-        await self.gateway.admit_estimate(
+        await self.limiter.admit_tokens(
             principal, [{**b, "model": m} for b in bodies for m in (base_model, request.model)]
         )
         limit = asyncio.Semaphore(CONCURRENCY)
@@ -96,7 +103,7 @@ class EvalRunner:
     ) -> Reply:
         async with limit:
             try:
-                completion = await self.gateway.completion(principal, body, admitted=True)
+                completion = await self.gateway.completion(principal, body)
             except InvalidRequestError as exc:
                 return Reply(None, exc.message)
         message = completion["choices"][0]["message"]
