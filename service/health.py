@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
@@ -13,10 +13,11 @@ from service.db.database import Database
 from service.deps import Gateway, provided
 from service.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from service.http.error_responses import ERROR_RESPONSES
+from service.http.json_body import api_router
 from service.metrics import Metrics
 from service.settings import Settings
 
-router = APIRouter(tags=["Health"])
+router = api_router(tags=["Health"])
 
 
 @router.get("/healthz")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from service.auth.principal import Principal
 from service.completions.schemas import COMPLETION_RESPONSES, ChatBody, CompletionBody
 from service.deps import CurrentPrincipal, Gateway, Limiter
 from service.http.error_responses import ERROR_RESPONSES
+from service.http.json_body import api_router
 from service.limits import RateLimiter
 
-router = APIRouter(tags=["Inference"], responses=ERROR_RESPONSES)
+router = api_router(tags=["Inference"], responses=ERROR_RESPONSES)
 
 
 async def _admitted(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
-
 from service.deps import CurrentPrincipal, provided
 from service.evals.runner import EvalRunner
 from service.evals.schemas import CreateEvalRequest, EvalReport
 from service.http.error_responses import ERROR_RESPONSES
+from service.http.json_body import api_router
 
 Evals = Annotated[EvalRunner, provided(EvalRunner)]
 
-router = APIRouter(tags=["OpenFT extensions"], responses=ERROR_RESPONSES)
+router = api_router(tags=["OpenFT extensions"], responses=ERROR_RESPONSES)
 
 
 @router.post("/openft/evals", response_model=EvalReport)

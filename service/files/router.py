@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -13,12 +12,14 @@ from service.deps import CurrentPrincipal, provided
 from service.files.schemas import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
 from service.files.service import FilesService
 from service.files.upload import receive_upload
+from service.http.download import attachment
 from service.http.error_responses import ERROR_RESPONSES
+from service.http.json_body import api_router
 from service.idempotency import IdempotencyHeader, checked_key
 
 Files = Annotated[FilesService, provided(FilesService)]
 
-router = APIRouter(tags=["Files"], responses=ERROR_RESPONSES)
+router = api_router(tags=["Files"], responses=ERROR_RESPONSES)
 
 CREATE_FILE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -105,6 +106,6 @@ def download_file(file_id: str, principal: CurrentPrincipal, files: Files) -> St
         media_type="application/octet-stream",
         headers={
             "content-length": str(content.size),
-            "content-disposition": f"attachment; filename*=UTF-8''{quote(content.filename)}",
+            "content-disposition": attachment(content.filename),
         },
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, provided
 from service.http.error_responses import ERROR_RESPONSES
+from service.http.json_body import api_router
 from service.idempotency import IdempotencyHeader
 from service.jobs.schemas import (
     CreateJobRequest,
@@ -22,7 +23,7 @@ from service.jobs.service import JobsService
 
 Jobs = Annotated[JobsService, provided(JobsService)]
 
-router = APIRouter(prefix="/fine_tuning/jobs", tags=["Fine-tuning"], responses=ERROR_RESPONSES)
+router = api_router(prefix="/fine_tuning/jobs", tags=["Fine-tuning"], responses=ERROR_RESPONSES)
 METADATA_KEY = re.compile(r"metadata\[(.+)\]")
 
 

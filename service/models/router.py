@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, Gateway, provided
 from service.http.error_responses import ERROR_RESPONSES
+from service.http.json_body import api_router
 from service.models.schemas import Model, ModelDeleted, ModelList
 from service.models.service import ModelsService
 
 Models = Annotated[ModelsService, provided(ModelsService)]
 
-router = APIRouter(tags=["Models"], responses=ERROR_RESPONSES)
+router = api_router(tags=["Models"], responses=ERROR_RESPONSES)
 
 
 @router.get("/models", response_model=ModelList)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentPrincipal, provided
 from service.files.upload import receive_upload
 from service.http.error_responses import ERROR_RESPONSES
+from service.http.json_body import api_router
 from service.uploads.schemas import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
 from service.uploads.service import UploadsService
 
 Uploads = Annotated[UploadsService, provided(UploadsService)]
 
-router = APIRouter(prefix="/uploads", tags=["Uploads"], responses=ERROR_RESPONSES)
+router = api_router(prefix="/uploads", tags=["Uploads"], responses=ERROR_RESPONSES)
 
 ADD_PART_BODY: dict[str, Any] = {
     "requestBody": {

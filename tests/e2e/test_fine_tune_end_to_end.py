@@ -313,6 +313,40 @@ def test_unknown_models_are_model_not_found(trainer_client: openai.OpenAI) -> No
         assert "/" not in error.value.message  # no paths from vLLM leak
 
 
+CHAT_BODY_HEAD = '{"model": "tiny-chat", "messages": [{"role": "user", "content": "Hi"}], '
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "param"),
+    [
+        ("/chat/completions", CHAT_BODY_HEAD + '"temperature": NaN}', "temperature"),
+        ("/chat/completions", CHAT_BODY_HEAD + '"top_p": 1e999}', "top_p"),
+        (
+            "/completions",
+            '{"model": "tiny-chat", "prompt": "Hi", "temperature": -Infinity}',
+            "temperature",
+        ),
+    ],
+)
+def test_non_finite_sampling_numbers_never_reach_vllm(
+    trainer_client: openai.OpenAI, path: str, content: str, param: str
+) -> None:
+    """Python's JSON reader takes NaN and 1e999; vLLM then failed and the client got a 500."""
+    response = httpx.post(
+        str(trainer_client.base_url).rstrip("/") + path,
+        content=content,
+        headers={
+            "Authorization": f"Bearer {trainer_client.api_key}",
+            "Content-Type": "application/json",
+        },
+        timeout=60,
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert ask(trainer_client, "tiny-chat").choices  # and the model still answers
+
+
 def test_a_dead_vllm_gives_503s_and_comes_back(
     trainer_client: openai.OpenAI, training_server: ServerProcess
 ) -> None:
