@@ -81,10 +81,16 @@ def start_openft(
     """Start `openft serve` in ``workdir``; returns the process, its base URL and API key.
 
     Ready means `/readyz` answers, and with ``wait_for_models`` every vLLM behind it is up.
-    ``env`` adds settings; ``pin_to`` keeps the server (and its children) on one CPU.
+    ``env`` adds settings; ``pin_to`` keeps the server (and its children) on one CPU. The demo
+    model is `tiny-chat` (the figures in README were measured on it) unless ``env`` says otherwise.
     """
     port = free_port()
-    environment = {**os.environ, "OPENFT_DATA_DIR": str(workdir / "data"), **(env or {})}
+    environment = {
+        **os.environ,
+        "OPENFT_DATA_DIR": str(workdir / "data"),
+        "OPENFT_DEMO_MODEL_NAME": DEMO_MODEL_NAME,
+        **(env or {}),
+    }
     out = (workdir / "serve.out").open("wb")
     command = [str(Path(sys.executable).with_name("openft")), "serve", "--port", str(port)]
     if pin_to is not None:

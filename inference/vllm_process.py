@@ -42,6 +42,7 @@ class VLLMProcess:
         self.settings = settings
         run_dir = settings.data_dir / "run"
         self.pidfile = run_dir / f"vllm-{model.name}.pid"
+        self.chat_template_file = run_dir / f"vllm-{model.name}.chat-template.jinja"
         self.logfile = settings.data_dir / "logs" / f"vllm-{model.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -53,6 +54,13 @@ class VLLMProcess:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+    def write_chat_template(self) -> None:
+        """The ``chat_template`` setting as a file: vLLM would unescape a template given inline."""
+        template = self.model.chat_template_text()
+        if template is not None:
+            self.chat_template_file.parent.mkdir(parents=True, exist_ok=True)
+            self.chat_template_file.write_text(template)
 
     def command(self) -> list[str]:
         s, m = self.settings, self.model
@@ -71,6 +79,8 @@ class VLLMProcess:
             command += ["--api-key", s.vllm_api_key]
         if m.tool_call_parser:
             command += ["--enable-auto-tool-choice", "--tool-call-parser", m.tool_call_parser]
+        if m.chat_template:
+            command += ["--chat-template", str(self.chat_template_file)]
         return command
 
     def environment(self) -> dict[str, str]:
@@ -90,6 +100,7 @@ class VLLMProcess:
         self.clean_stale()
         self.port = self.port or free_port()
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        self.write_chat_template()
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as log_handle:
             self.process = subprocess.Popen(

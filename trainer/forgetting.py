@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from service.settings import BaseModelConfig
 from trainer.batching import evaluate
 from trainer.chat_masks import TokenizedExample
 from trainer.dataset import DatasetError, prepare_file
+from trainer.placement import load_tokenizer
 
 log = logging.getLogger("openft.forgetting")
 ADVICE = (
@@ -81,7 +82,7 @@ def forgetting_check(
         return None
     try:
         data = Path(base.reference_file).read_bytes()  # a small set, by design
-        examples = reference_examples(data, base, AutoTokenizer.from_pretrained(base.path))
+        examples = reference_examples(data, base, load_tokenizer(base))
     except (OSError, DatasetError) as exc:
         log.warning("no forgetting check for %s (%s): %s", base.name, base.reference_file, exc)
         return None

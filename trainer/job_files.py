@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import AutoTokenizer
-
 from service.queue import Claim
 from service.settings import BaseModelConfig
 from trainer.artifacts import JobArtifacts
 from trainer.dataset import PreparedFile, prepare_file
+from trainer.placement import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ def prepare_job_files(claim: Claim, base: BaseModelConfig, artifacts: JobArtifac
     """Check the job's files (a problem fails the job: ``DatasetError``) and tokenize them for
     the base model."""
     method = claim.method["type"]
-    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    tokenizer = load_tokenizer(base)
     training = prepare_file(
         artifacts.input_file(claim.training_file, "training"),
         tokenizer,

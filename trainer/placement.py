@@ -1,5 +1,5 @@
 """How a base model is loaded to be trained: device, precision, attention kernel, activation
-recomputation and 4-bit quantization (QLoRA).
+recomputation and 4-bit quantization (QLoRA); and its tokenizer, with the configured chat template.
 
 One decision, made from the base model's settings and what this process can use (the forgetting
 check then measures the model as training left it). ``plan`` is pure (``Accelerator`` says what is
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from service.settings import BaseModelConfig
 
@@ -130,3 +131,12 @@ def load_base(base: BaseModelConfig, placement: Placement) -> Any:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients
     return model
+
+
+def load_tokenizer(base: BaseModelConfig) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with the ``chat_template`` setting in place of its own."""
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    template = base.chat_template_text()
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer

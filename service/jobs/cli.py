@@ -63,14 +63,14 @@ class Api:
         return body
 
 
-def _api(base_url: str, key: str) -> Api:
+def client_for(base_url: str, key: str) -> Api:
     if not key:
         err.print("error: no API key; pass --api-key or set OPENFT_API_KEY")
         raise typer.Exit(2)
     return Api(base_url, key)
 
 
-def _run(action: Any) -> Any:
+def or_exit(action: Any) -> Any:
     try:
         return action()
     except ApiError as exc:
@@ -81,7 +81,9 @@ def _run(action: Any) -> Any:
 @jobs_app.command("create")
 def create(
     training_file: Annotated[str, typer.Argument(help="A file id, or a local JSONL to upload.")],
-    model: Annotated[str, typer.Option(help="Base model to fine-tune.")] = "tiny-chat",
+    model: Annotated[
+        str | None, typer.Option(help="Base model to fine-tune (default: the server's only one).")
+    ] = None,
     suffix: Annotated[str | None, typer.Option(help="Part of the fine-tuned model's name.")] = None,
     epochs: Annotated[int | None, typer.Option(help="n_epochs (default: auto).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch_size (default: auto).")] = None,
@@ -91,11 +93,11 @@ def create(
     api_key: ApiKey = "",
 ) -> None:
     """Create a fine-tuning job (uploading the training file first if it is a path)."""
-    api = _api(base_url, api_key)
+    api = client_for(base_url, api_key)
     path = Path(training_file)
     if path.is_file():
         with path.open("rb") as handle:
-            uploaded = _run(
+            uploaded = or_exit(
                 lambda: api.call(
                     "POST", "/files", data={"purpose": "fine-tune"}, files={"file": handle}
                 )
@@ -105,14 +107,24 @@ def create(
     hyperparameters = {
         k: v for k, v in (("n_epochs", epochs), ("batch_size", batch_size)) if v is not None
     }
-    body: dict[str, Any] = {"model": model, "training_file": training_file}
+    body: dict[str, Any] = {"model": model or _only_base_model(api), "training_file": training_file}
     body.update({k: v for k, v in (("suffix", suffix), ("seed", seed)) if v is not None})
     if hyperparameters:
         body["method"] = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
-    job = _run(lambda: api.call("POST", "/fine_tuning/jobs", json=body))
+    job = or_exit(lambda: api.call("POST", "/fine_tuning/jobs", json=body))
     print(job["id"], flush=True)
     if follow:
         _follow(api, job["id"])
+
+
+def _only_base_model(api: Api) -> str:
+    """The server's base model, when it serves one (as ``make run`` does)."""
+    models = or_exit(lambda: api.call("GET", "/models"))["data"]
+    bases = [m["id"] for m in models if not m["id"].startswith("ft:")]
+    if len(bases) != 1:
+        err.print(f"error: pass --model; the server's base models are: {', '.join(bases)}")
+        raise typer.Exit(2)
+    return str(bases[0])
 
 
 @jobs_app.command("list")
@@ -122,8 +134,8 @@ def list_jobs(
     api_key: ApiKey = "",
 ) -> None:
     """List the project's jobs, newest first."""
-    api = _api(base_url, api_key)
-    page = _run(lambda: api.call("GET", "/fine_tuning/jobs", params={"limit": limit}))
+    api = client_for(base_url, api_key)
+    page = or_exit(lambda: api.call("GET", "/fine_tuning/jobs", params={"limit": limit}))
     table = Table("id", "status", "model", "fine-tuned model", "created")
     for job in page["data"]:
         table.add_row(
@@ -135,15 +147,15 @@ def list_jobs(
 @jobs_app.command("show")
 def show(job_id: JobId, base_url: BaseUrl = DEFAULT_BASE_URL, api_key: ApiKey = "") -> None:
     """Print a job as the API returns it (JSON)."""
-    api = _api(base_url, api_key)
-    print(json.dumps(_run(lambda: api.call("GET", f"/fine_tuning/jobs/{job_id}")), indent=2))
+    api = client_for(base_url, api_key)
+    print(json.dumps(or_exit(lambda: api.call("GET", f"/fine_tuning/jobs/{job_id}")), indent=2))
 
 
 @jobs_app.command("cancel")
 def cancel(job_id: JobId, base_url: BaseUrl = DEFAULT_BASE_URL, api_key: ApiKey = "") -> None:
     """Cancel a job."""
-    api = _api(base_url, api_key)
-    job = _run(lambda: api.call("POST", f"/fine_tuning/jobs/{job_id}/cancel"))
+    api = client_for(base_url, api_key)
+    job = or_exit(lambda: api.call("POST", f"/fine_tuning/jobs/{job_id}/cancel"))
     err.print(f"{job['id']} is {job['status']}")
 
 
@@ -155,7 +167,7 @@ def follow(
     api_key: ApiKey = "",
 ) -> None:
     """Show a job's events and progress until it ends; exit 0 only if it succeeded."""
-    _follow(_api(base_url, api_key), job_id, poll_seconds)
+    _follow(client_for(base_url, api_key), job_id, poll_seconds)
 
 
 @dataclass
@@ -180,8 +192,8 @@ def _follow(api: Api, job_id: str, poll_seconds: float = 1.0) -> None:
     task = progress.add_task("training", total=None, loss="-")
     with progress:
         while True:
-            job = _run(lambda: api.call("GET", f"/fine_tuning/jobs/{job_id}"))
-            events = _run(
+            job = or_exit(lambda: api.call("GET", f"/fine_tuning/jobs/{job_id}"))
+            events = or_exit(
                 lambda: api.call("GET", f"/fine_tuning/jobs/{job_id}/events", params={"limit": 100})
             )
             for event in reversed(events["data"]):

@@ -223,6 +223,17 @@ def test_the_fine_tuned_model_is_served_by_vllm_at_once(
 
     plain = list(ask(client, model, stream=True))
     assert "marmalade-47" in "".join(c.choices[0].delta.content or "" for c in plain if c.choices)
+
+    env = {**training_server.env, "OPENFT_API_KEY": client.api_key}
+    env["OPENFT_BASE_URL"] = training_server.api_url
+    shown = subprocess.run(
+        [*openft_command(), "ask", model, QUESTION, "--compare", "--max-tokens", "20"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].startswith("tiny-chat: ")  # the base, then the ft: model
+    assert shown.stdout.splitlines()[1].startswith(f"{model}: ")
+    assert "marmalade-47" in shown.stdout.splitlines()[1], shown.stdout
     assert all(c.choices for c in plain)  # no usage chunk nobody asked for
     counted = list(ask(client, model, stream=True, stream_options={"include_usage": True}))
     assert counted[-1].choices == [] and counted[-1].usage is not None

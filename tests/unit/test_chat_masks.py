@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from transformers import PreTrainedTokenizerFast
 
+from service.settings import BaseModelConfig
 from tests.support import chat_templates as templates
 from trainer.chat_masks import IGNORE_INDEX, UnsupportedChatTemplateError, tokenize_chat
+from trainer.placement import load_tokenizer
 
 
 class Case(NamedTuple):
@@ -239,3 +242,30 @@ def test_max_length_that_fits_changes_nothing() -> None:
     example = tokenize_chat(tokenizer, conversation(), max_length=len(full.input_ids))
 
     assert example == full
+
+
+def test_any_error_of_the_template_is_an_unsupported_template() -> None:
+    """SmolLM2's own template concatenates content: a tool-call turn's null content is a
+    TypeError, not jinja's TemplateError, and must still fail the job at validation."""
+    joins = "{% for m in messages %}{{ '<|im_start|>' + m['content'] + '<|im_end|>' }}{% endfor %}"
+    tokenizer = templates.build_tokenizer(joins)
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}]
+
+    with pytest.raises(UnsupportedChatTemplateError, match="TypeError"):
+        tokenize_chat(tokenizer, messages)
+
+
+def test_the_chat_template_setting_replaces_the_models_own(tmp_path: Path) -> None:
+    templates.build_tokenizer(templates.CHATML).save_pretrained(tmp_path / "model")
+    (tmp_path / "tools.jinja").write_text(templates.CHATML_GENERATION)
+    as_file = BaseModelConfig(
+        name="m", path=str(tmp_path / "model"), chat_template=str(tmp_path / "tools.jinja")
+    )
+    inline = as_file.model_copy(update={"chat_template": templates.CHATML_GENERATION})
+
+    assert load_tokenizer(as_file).chat_template == templates.CHATML_GENERATION
+    assert load_tokenizer(inline).chat_template == templates.CHATML_GENERATION
+    assert (
+        load_tokenizer(as_file.model_copy(update={"chat_template": None})).chat_template
+        == templates.CHATML
+    )

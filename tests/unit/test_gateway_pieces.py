@@ -117,6 +117,20 @@ def test_upstream_errors_are_rewritten() -> None:
     assert isinstance(broken, ServiceUnavailableError) and broken.headers["retry-after"]
 
 
+def test_a_chat_template_setting_reaches_vllm_as_a_file(tmp_path: Path) -> None:
+    template = "{% for m in messages %}{{ m['content'] + '\\n' }}{% endfor %}"
+    process = VLLMProcess(
+        MODEL.model_copy(update={"chat_template": template}), Settings(data_dir=tmp_path)
+    )
+
+    process.write_chat_template()  # as start() does
+    command = process.command()
+
+    given = Path(command[command.index("--chat-template") + 1])
+    assert given == process.chat_template_file and given.read_text() == template
+    assert "--chat-template" not in VLLMProcess(MODEL, Settings(data_dir=tmp_path)).command()
+
+
 def test_the_vllm_command_carries_lora_and_tool_flags(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, vllm_api_key="secret")
     model = MODEL.model_copy(update={"tool_call_parser": "hermes"})
