@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from typing import NamedTuple
 
 _BASE62 = string.ascii_letters + string.digits
 
@@ -48,6 +49,20 @@ def new_fine_tuned_model_name(
     (``...:ckpt-step-{N}`` for a checkpoint); no part holds a colon."""
     name = f"ft:{base}:{project_slug}:{suffix or ''}:{new_model_tag()}"
     return name if checkpoint_step is None else f"{name}:ckpt-step-{checkpoint_step}"
+
+
+class FineTunedName(NamedTuple):
+    base: str
+    project_slug: str
+
+
+def parse_fine_tuned_model_name(name: str) -> FineTunedName | None:
+    """The parts of ``ft:{base}:{project}:{suffix}:{tag}[:ckpt-step-N]`` that name its base and
+    project; None when ``name`` is not shaped so."""
+    parts = name.split(":")
+    if parts[0] != "ft" or len(parts) < 5:
+        return None
+    return FineTunedName(base=parts[1], project_slug=parts[2])
 
 
 def new_checkpoint_id() -> str:

@@ -10,13 +10,8 @@ from typing import Annotated
 
 import typer
 
+from service.ids import parse_fine_tuned_model_name
 from service.jobs.cli import DEFAULT_BASE_URL, Api, ApiKey, BaseUrl, client_for, or_exit
-
-
-def base_of(model: str) -> str | None:
-    """The base model of a fine-tuned name (``ft:<base>:<project>:<suffix>:<id>``)."""
-    parts = model.split(":")
-    return parts[1] if len(parts) > 2 and parts[0] == "ft" else None
 
 
 def answer(api: Api, model: str, question: str, max_tokens: int) -> str:
@@ -43,8 +38,8 @@ def ask(
     """Ask a model one question (greedy); --compare asks its base model too."""
     api = client_for(base_url, api_key)
     models = [model]
-    base = base_of(model)
-    if compare and base is not None:
-        models.insert(0, base)
+    fine_tuned = parse_fine_tuned_model_name(model)
+    if compare and fine_tuned is not None:
+        models.insert(0, fine_tuned.base)
     for name in models:  # one line each, so scripts and logs read it whole
         print(f"{name}: {answer(api, name, question, max_tokens)}", flush=True)

@@ -30,7 +30,7 @@ from service.blobstore.keys import adapter_key, adapter_prefix
 from service.db.database import Database
 from service.db.models import FineTuningJob
 from service.errors import InvalidRequestError, NotFoundError, OpenFTError
-from service.ids import new_fine_tuned_model_name, new_job_id
+from service.ids import new_fine_tuned_model_name, new_job_id, parse_fine_tuned_model_name
 from service.jobs import repository as jobs_repository
 from service.jobs.service import SUFFIX
 from service.settings import BaseModelConfig, Settings
@@ -102,9 +102,8 @@ class ModelTransfer:
         return ImportedModel(name, job_id)
 
     def _locate(self, model: str) -> jobs_repository.OwnedAdapter:
-        # ft:{base}:{project slug}:{suffix}:{tag}[:ckpt-step-N]; neither part may hold a colon.
-        parts = model.split(":")
-        slug = parts[2] if parts[0] == "ft" and len(parts) >= 5 else None
+        parsed = parse_fine_tuned_model_name(model)
+        slug = parsed.project_slug if parsed else None
         with self.db.read() as session:
             project = auth_repository.project_by_slug(session, slug) if slug else None
             found = jobs_repository.adapter_of(session, project.id, model) if project else None
