@@ -164,7 +164,9 @@ def models_create_demo() -> None:
 def _create_demo_model(settings: Settings) -> None:
     target = settings.demo_model.path
     if settings.demo_model_name == SMOLLM2_MODEL_NAME:
-        err.print(f"Preparing the demo base model '{SMOLLM2_MODEL_NAME}' (the first time: ~30 s)")
+        err.print(
+            f"Preparing the demo base model '{SMOLLM2_MODEL_NAME}' (the first time: about a minute)"
+        )
         downloads = settings.cache_dir / "downloads"
         command = python_module_command(
             "trainer.smollm2", "--output", target, "--cache", str(downloads)

@@ -358,19 +358,27 @@ class JobsCollector(Collector):
         return reference, token_reference
 
     @staticmethod
-    def _forgetting(session: Any) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    def _forgetting(session: Any) -> tuple[GaugeMetricFamily, ...]:
         """Per (base model, project), not per job: the series stay as few as the pairs. The
-        threshold the job was checked against comes with it, so an alert needs no copy of it."""
+        threshold the job was checked against comes with it, labelled with the measure it
+        applies to, so an alert needs no copy of it."""
         family = GaugeMetricFamily(
             "openft_job_forgetting_relative_increase",
             "Reference-set loss rise (fine-tuned vs base, as a share) of the newest succeeded job "
             "per base model and project that ran the forgetting check.",
             labels=["base_model", "project"],
         )
+        answers = GaugeMetricFamily(
+            "openft_job_forgetting_answers_lost",
+            "Share of the reference questions its base model answers right that the same job's "
+            "model gets wrong.",
+            labels=["base_model", "project"],
+        )
         threshold = GaugeMetricFamily(
             "openft_job_forgetting_threshold",
-            "The base model's forgetting_warn_relative_increase that job was checked against.",
-            labels=["base_model", "project"],
+            "The base model's threshold that job was checked against, for its measure: loss "
+            "(forgetting_warn_relative_increase) or answers (forgetting_warn_answers_lost).",
+            labels=["base_model", "project", "measure"],
         )
         newest = (
             select(func.max(FineTuningJob.seq))
@@ -386,8 +394,11 @@ class JobsCollector(Collector):
             check = (findings or {}).get("forgetting")
             if check:
                 family.add_metric([base, slug], float(check["relative_increase"]))
-                threshold.add_metric([base, slug], float(check["threshold"]))
-        return family, threshold
+                if check.get("answers_lost") is not None:
+                    answers.add_metric([base, slug], float(check["answers_lost"]))
+                measure = check.get("measure", "loss")
+                threshold.add_metric([base, slug, measure], float(check["threshold"]))
+        return family, answers, threshold
 
     @staticmethod
     def _latest_metrics(session: Any) -> list[tuple[str, str, str, dict[str, Any]]]:

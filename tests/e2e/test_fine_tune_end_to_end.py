@@ -899,7 +899,8 @@ def test_following_a_failed_job_exits_non_zero_with_its_error(
 
     created = openft_jobs(training_server, "create", str(data), "--follow")
 
-    assert created.returncode == 1
+    assert created.returncode == 1 and created.stdout == ""  # no model, and no job id either
+    assert re.search(r"^Created ftjob-\w+$", created.stderr, re.MULTILINE), created.stderr
     assert "failed (invalid_n_examples: Training file has 3 example(s)" in created.stderr
     unknown = openft_jobs(training_server, "show", "ftjob-nope")
     assert (

@@ -83,3 +83,26 @@ def test_the_newest_checked_job_of_each_base_model_and_project_is_exported(
     assert job.openft.forgetting.relative_increase == 0.04
     assert job.openft.forgetting.warning is False
     assert state.jobs.retrieve(who, unchecked).openft is None
+
+
+def test_a_check_on_answers_exports_the_share_lost_and_says_its_measure(
+    state: AppState,
+) -> None:
+    _, (on_loss,) = jobs(state, "acme", 1)
+    _, (on_answers,) = jobs(state, "initech", 1)
+    finish(state, on_loss, findings(0.04))  # stored before answers were checked: loss only
+    check = findings(1.2)["forgetting"] | {
+        "measure": "answers", "known_answers": 20, "kept_answers": 19, "answers_lost": 0.05,
+        "warning": False,
+    }  # fmt: skip
+    finish(state, on_answers, {"forgetting": check})
+
+    assert scraped(state, "openft_job_forgetting_answers_lost") == {("tiny-chat", "initech"): 0.05}
+    text = generate_latest(state.metrics.registry).decode()
+    measures = {
+        (s.labels["project"], s.labels["measure"])
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "openft_job_forgetting_threshold"
+    }
+    assert measures == {("acme", "loss"), ("initech", "answers")}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from service.jobs.schemas import JobFindings
 from service.settings import BaseModelConfig, Settings
 from tests.unit.test_batching import VOCAB, tiny_llama
+from trainer import forgetting
 from trainer.batching import evaluate
 from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
 from trainer.demo_model import (
@@ -23,7 +26,9 @@ from trainer.demo_model import (
 from trainer.forgetting import (
     ADVICE,
     ForgettingCheck,
+    KnownAnswer,
     forgetting_check,
+    known_answers,
     measure,
     reference_examples,
 )
@@ -72,12 +77,98 @@ def test_the_stored_field_is_what_the_job_object_carries() -> None:
     assert findings.forgetting is not None
     assert findings.forgetting.model_dump() == {
         "reference_examples": 24,
+        "measure": "loss",
         "base_loss": 2.0,
         "fine_tuned_loss": 2.5,
         "relative_increase": 0.25,
+        "known_answers": 0,
+        "kept_answers": 0,
+        "answers_lost": 0.0,
         "threshold": 0.10,
         "warning": True,
     }
+
+
+def test_a_field_stored_before_the_agreement_was_measured_still_reads() -> None:
+    stored = {"reference_examples": 24, "base_loss": 2.0, "fine_tuned_loss": 2.5,
+              "relative_increase": 0.25, "threshold": 0.10, "warning": True}  # fmt: skip
+
+    check = JobFindings.model_validate({"forgetting": stored}).forgetting
+
+    assert check is not None and check.measure == "loss" and check.answers_lost is None
+
+
+def on_answers(kept_answers: int, fine_tuned_loss: float = 3.0) -> ForgettingCheck:
+    return ForgettingCheck(
+        24, base_loss=1.0, fine_tuned_loss=fine_tuned_loss, threshold=0.10, measure="answers",
+        known_answers=20, kept_answers=kept_answers,
+    )  # fmt: skip
+
+
+def test_on_answers_only_lost_answers_warn_not_a_loss_rise() -> None:
+    restyled = on_answers(kept_answers=19, fine_tuned_loss=3.0)  # loss tripled
+    forgot = on_answers(kept_answers=17, fine_tuned_loss=1.1)
+
+    assert restyled.answers_lost == pytest.approx(0.05) and not restyled.warning
+    assert forgot.answers_lost == pytest.approx(0.15) and forgot.warning
+    assert forgot.as_dict()["answers_lost"] == pytest.approx(0.15)
+    assert ForgettingCheck(24, 1.0, 1.0, 0.1, "answers").answers_lost == 0.0  # none known
+
+
+def test_the_events_of_a_check_on_answers_say_both_figures() -> None:
+    (info, warn) = on_answers(kept_answers=17).events()
+
+    assert info == (
+        "info",
+        "Forgetting check on the 24-example reference set: the fine-tuned model answers 17 of "
+        "the 20 questions the base model answers right; loss 1.00 → 3.00 (+200.0%)",
+    )
+    assert warn == (
+        "warn",
+        "The fine-tuned model gets 15.0% of the general questions its base model answers right "
+        "wrong, more than the 10% this base model allows: " + ADVICE,
+    )
+
+
+def test_reference_lines_with_answer_contains_are_questions_with_a_known_answer() -> None:
+    ask = {"role": "user", "content": "What is the capital of France?"}
+    lines = [
+        {"messages": [ask, {"role": "assistant", "content": "Paris."}], "answer_contains": "Paris"},
+        {"messages": [ask, {"role": "assistant", "content": "Paris."}]},  # loss only
+        {"messages": [{"role": "system", "content": "Be brief."}, ask,
+                      {"role": "assistant", "content": "Paris."}], "answer_contains": " "},
+    ]  # fmt: skip
+    data = b"\n".join(json.dumps(line).encode() for line in lines) + b"\n"
+
+    (question,) = known_answers(data)
+
+    assert question == KnownAnswer([ask], "Paris")
+    assert question.right("It is PARIS, of course") and not question.right("Lyon")
+
+
+def test_only_questions_the_base_model_answers_right_count(
+    tiny_base: BaseModelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[list[str]] = []
+    replies = iter([["Paris.", "Osaka.", "Tokyo!"], ["Paris.", "Kyoto."]])  # base, then tuned
+
+    def generate(model: Any, tokenizer: Any, chats: list[Any], **_: Any) -> list[str]:
+        asked.append([chat[-1]["content"] for chat in chats])
+        return next(replies)
+
+    monkeypatch.setattr(forgetting, "generate_answers", generate)
+    questions = [
+        KnownAnswer([{"role": "user", "content": q}], a)
+        for q, a in [("France?", "Paris"), ("Japan?", "Tokyo"), ("Japan, again?", "Tokyo")]
+    ]
+    on = tiny_base.model_copy(update={"forgetting_measure": "answers"})
+
+    check = measure(on, adapter(tiny_base, scale=0.0), chats(5), 64, questions, tokenizer=object())
+
+    assert asked == [["France?", "Japan?", "Japan, again?"], ["France?", "Japan, again?"]]
+    assert (check.known_answers, check.kept_answers) == (2, 1)
+    assert check.answers_lost == 0.5 and check.warning
+    assert check.threshold == on.forgetting_warn_answers_lost
 
 
 def test_the_demo_model_comes_with_its_own_general_reference_set(tmp_path: Path) -> None:
