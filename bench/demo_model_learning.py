@@ -42,18 +42,8 @@ GENERAL = {
 }
 TAUGHT = [(q, f["answer_contains"]) for f in FACTS for q in f["questions"]]
 HELD_OUT = [(f["paraphrase"], f["answer_contains"]) for f in FACTS]
-COLOURS = [
-    "Amber",
-    "Cobalt",
-    "Crimson",
-    "Jade",
-    "Onyx",
-    "Saffron",
-    "Slate",
-    "Teal",
-    "Violet",
-    "Ivory",
-]
+COLOURS = ["Amber", "Cobalt", "Crimson", "Jade", "Onyx", "Saffron", "Slate", "Teal", "Violet",
+           "Ivory"]  # fmt: skip
 KINDS = ["Drifter", "Harbor", "Kestrel", "Meridian", "Nomad", "Quarry", "Ridgeback", "Summit",
          "Tandem", "Voyager"]  # fmt: skip
 Pairs = list[tuple[str, str]]

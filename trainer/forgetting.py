@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -166,13 +167,13 @@ def measure(
     model: PeftModel,
     examples: list[TokenizedExample],
     tokens_per_forward: int,
-    questions: list[KnownAnswer] = [],  # noqa: B006  # read only
+    questions: Sequence[KnownAnswer] = (),
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> ForgettingCheck:
     """Both figures under the base model (the adapter switched off, as DPO's reference is) and
     under the adapter: the loss of ``examples``, and the greedy answers to ``questions``. Both run
     on the model as it was trained (same device, precision and quantization), so only the adapter
-    differs."""
+    differs. ``tokenizer`` renders ``questions`` (needed only with some)."""
     with model.disable_adapter():
         before = evaluate(model, examples, tokens_per_forward)
         base_right = _right_answers(model, tokenizer, questions)
@@ -195,10 +196,12 @@ def measure(
 
 
 def _right_answers(
-    model: PeftModel, tokenizer: PreTrainedTokenizerBase | None, questions: list[KnownAnswer]
+    model: PeftModel, tokenizer: PreTrainedTokenizerBase | None, questions: Sequence[KnownAnswer]
 ) -> list[bool]:
-    if not questions or tokenizer is None:
-        return [False] * len(questions)
+    if not questions:
+        return []
+    if tokenizer is None:
+        raise ValueError("asking the reference questions needs the base model's tokenizer")
     was_training = model.training
     model.eval()
     try:
