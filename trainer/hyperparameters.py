@@ -10,7 +10,6 @@ TARGET_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 MAX_DEFAULT_EPOCHS = 25
-AUTO_LEARNING_RATE_MULTIPLIER = 2.0
 AUTO_DPO_BETA = 0.1
 
 
@@ -47,8 +46,11 @@ def auto_batch_size(n_examples: int) -> int:
     return max(1, min(256, round(n_examples * 0.002)))
 
 
-def resolve(requested: dict[str, Any], n_examples: int) -> Hyperparameters:
-    """Numbers for "auto"; a DPO job's hyperparameters hold ``beta`` (auto: 0.1, as TRL's)."""
+def resolve(
+    requested: dict[str, Any], n_examples: int, *, auto_learning_rate_multiplier: float
+) -> Hyperparameters:
+    """Numbers for "auto" (the learning-rate multiplier's is the base model's setting); a DPO
+    job's hyperparameters hold ``beta`` (auto: 0.1, as TRL's)."""
 
     def pick(name: str, auto: Any) -> Any:
         value = requested.get(name, "auto")
@@ -59,6 +61,6 @@ def resolve(requested: dict[str, Any], n_examples: int) -> Hyperparameters:
         n_epochs=int(pick("n_epochs", auto_epochs(n_examples))),
         batch_size=int(pick("batch_size", auto_batch_size(n_examples))),
         learning_rate_multiplier=float(
-            pick("learning_rate_multiplier", AUTO_LEARNING_RATE_MULTIPLIER)
+            pick("learning_rate_multiplier", auto_learning_rate_multiplier)
         ),
     )

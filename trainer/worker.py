@@ -173,7 +173,11 @@ class Worker:
         base = self._base_model(job.claim)
         files = prepare_job_files(job.claim, base, job.artifacts)
         kind = job.claim.method["type"]
-        hp = resolve(job.claim.method[kind]["hyperparameters"], len(files.training.examples))
+        hp = resolve(
+            job.claim.method[kind]["hyperparameters"],
+            len(files.training.examples),
+            auto_learning_rate_multiplier=base.auto_learning_rate_multiplier,
+        )
         job.ledger.validated(files.training.report, hp, base)
         with tempfile.TemporaryDirectory(prefix=f"openft-{job.claim.job_id}-") as scratch:
             workdir = Path(scratch)
