@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +146,15 @@ class Gateway:
             self._in_background(response.background())
         answer: dict[str, Any] = orjson.loads(response.body)
         return answer
+
+    async def completion_chunks(
+        self, principal: Principal, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        options = {**(body.get("stream_options") or {}), "include_usage": True}
+        streamed = {**body, "stream": True, "stream_options": options}
+        response = await self.forward(principal, "/v1/chat/completions", streamed)
+        assert isinstance(response, StreamingResponse)
+        return _chunks(response.body_iterator)
 
     async def load(self, principal: Principal, model: str) -> str:
         target = await self._target(principal, model)
@@ -342,6 +351,20 @@ class Gateway:
                 )
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+async def _chunks(events: AsyncIterable[str | bytes | memoryview]) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of relayed server-sent events; closing it closes the relay (which counts)."""
+    try:
+        async for event in events:
+            data = event.encode() if isinstance(event, str) else bytes(event)
+            for line in data.splitlines():
+                if line.startswith(b"data: {"):
+                    yield orjson.loads(line[6:])
+    finally:  # also when the caller stops early: the relay's own finally records the usage
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _unavailable(target: Target) -> ServiceUnavailableError:

@@ -30,6 +30,9 @@ def free_port() -> int:
         return port
 
 
+STRUCTURED_OUTPUTS = '{"backend": "guidance", "disable_any_whitespace": true}'
+
+
 def _on_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None
 
@@ -72,6 +75,10 @@ class VLLMProcess:
             "--enable-lora", "--max-loras", str(s.vllm_max_loras),
             "--max-lora-rank", str(s.vllm_max_lora_rank),
             "--max-cpu-loras", str(s.vllm_max_cpu_loras),
+            # Compact JSON under a schema, as OpenAI's structured outputs: with whitespace free
+            # between tokens a small model can spend max_tokens on it and never close the JSON
+            # (llguidance: it reads the widest range of JSON schemas).
+            "--structured-outputs-config", STRUCTURED_OUTPUTS,
         ]  # fmt: skip
         if _on_gpu():
             command += ["--gpu-memory-utilization", str(s.vllm_gpu_memory_utilization)]

@@ -36,6 +36,8 @@ from service.logs import configure_logging
 from service.metrics import AdaptersCollector, JobsCollector, Metrics
 from service.models import router as models_router
 from service.models.service import ModelsService
+from service.responses import router as responses_router
+from service.responses.service import ResponsesService
 from service.settings import Settings
 from service.uploads import router as uploads_router
 from service.uploads.service import UploadsService
@@ -63,6 +65,7 @@ class AppState:
     jobs: JobsService
     models: ModelsService
     evals: EvalRunner
+    responses: ResponsesService
 
     def provided(self) -> dict[object, object]:
         """The objects routes may depend on, by the type this class declares for each."""
@@ -95,6 +98,7 @@ def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
         jobs=JobsService(db, settings),
         models=ModelsService(db, settings, blobs),
         evals=EvalRunner(gateway, files, limiter),
+        responses=ResponsesService(db, gateway, settings),
     )
 
 
@@ -141,6 +145,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         jobs_router,
         models_router,
         completions_router,
+        responses_router,
         evals_router,
     )
     for feature in features:
@@ -164,11 +169,12 @@ def _forget_old_limits(state: AppState) -> None:
 
 
 async def _expire_files(state: AppState, every_s: float) -> None:
-    """Delete expired files, close uploads past their hour, forget old idempotency keys and
-    rate-limit windows, forever."""
+    """Delete expired files and stored responses, close uploads past their hour, forget old
+    idempotency keys and rate-limit windows, forever."""
     while True:
         try:
             purged = await run_in_threadpool(state.files.purge_expired)
+            await run_in_threadpool(state.responses.purge_expired)
             expired = await run_in_threadpool(state.uploads.expire_stale)
             if purged or expired:
                 log.info("deleted %d expired files; %d uploads expired", purged, expired)

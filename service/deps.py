@@ -53,3 +53,13 @@ def authenticate(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+async def admit_tokens(
+    request: Request, principal: Principal, limiter: RateLimiter, body: dict[str, Any]
+) -> None:
+    """Tokens per minute for an inference request ``body`` (chat or completions): charged here;
+    their headers join the requests-per-minute ones."""
+    headers = await limiter.admit_tokens(principal, [body])
+    if headers:
+        request.state.rate_limit_headers = {**request.state.rate_limit_headers, **headers}

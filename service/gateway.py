@@ -8,6 +8,7 @@ checkpoint of the caller's project (another project's is a 404, as if it did not
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,6 +56,12 @@ class ModelGateway(Protocol):
     async def completion(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """A chat completion as data, for OpenFT's own features, on a client request's path
         (ownership, loading, usage and metrics); its tokens were admitted by the caller."""
+
+    async def completion_chunks(
+        self, principal: Principal, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed chat completion as its chunks (the last holds ``usage``), on a client
+        request's path; errors before the first chunk are raised here, not in the iterator."""
 
     async def load(self, principal: Principal, model: str) -> str:
         """Have ``model`` ready to answer (its server up, its adapter loaded); its base model's

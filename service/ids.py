@@ -88,3 +88,13 @@ def new_webhook_event_id() -> str:
 def new_webhook_delivery_id() -> str:
     """The ``webhook-id`` header: the same on every retry of one delivery."""
     return "wh_" + secrets.token_hex(16)
+
+
+def new_response_id() -> str:
+    """``resp_`` and 50 hex digits, as api.openai.com forms a response's id."""
+    return "resp_" + secrets.token_hex(25)
+
+
+def new_output_item_id(prefix: str) -> str:
+    """An output or input item's id: ``msg_``, ``fc_`` (function call) or ``fco_`` (its output)."""
+    return f"{prefix}_" + secrets.token_hex(25)

@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(
         default=300.0, gt=0, description="How often expired files are deleted."
     )
+    response_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days a stored response (`/v1/responses`, `store`) is kept (OpenAI's 30); "
+        "0 keeps them until deleted.",
+    )
     base_models: tuple[BaseModelConfig, ...] = Field(
         default=(),
         description="JSON list of base models; empty means the offline demo model.",

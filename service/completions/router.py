@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Request
 from fastapi.responses import Response
 
-from service.auth.principal import Principal
 from service.completions.schemas import COMPLETION_RESPONSES, ChatBody, CompletionBody
-from service.deps import CurrentPrincipal, Gateway, Limiter
+from service.deps import CurrentPrincipal, Gateway, Limiter, admit_tokens
 from service.http.error_responses import ERROR_RESPONSES
 from service.http.json_body import api_router
-from service.limits import RateLimiter
 
 router = api_router(tags=["Inference"], responses=ERROR_RESPONSES)
-
-
-async def _admitted(
-    request: Request, principal: Principal, limiter: RateLimiter, body: dict[str, Any]
-) -> None:
-    """Tokens per minute: charged here; their headers join the requests-per-minute ones."""
-    headers = await limiter.admit_tokens(principal, [body])
-    if headers:
-        request.state.rate_limit_headers = {**request.state.rate_limit_headers, **headers}
 
 
 @router.post("/chat/completions", responses=COMPLETION_RESPONSES)
@@ -34,7 +21,7 @@ async def chat_completions(
     limiter: Limiter,
     gateway: Gateway,
 ) -> Response:
-    await _admitted(request, principal, limiter, body)
+    await admit_tokens(request, principal, limiter, body)
     return await gateway.forward(principal, "/v1/chat/completions", body)
 
 
@@ -46,5 +33,5 @@ async def completions(
     limiter: Limiter,
     gateway: Gateway,
 ) -> Response:
-    await _admitted(request, principal, limiter, body)
+    await admit_tokens(request, principal, limiter, body)
     return await gateway.forward(principal, "/v1/completions", body)

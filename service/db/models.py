@@ -310,3 +310,24 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
     delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StoredResponse(Base):
+    """A response created with ``store`` on: its object and the input items of its whole chain
+    (what ``previous_response_id`` replays and ``input_items`` lists), until ``expires_at``."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        Index("ix_responses_project_id_seq", "project_id", "seq"),
+        Index("ix_responses_expires_at", "expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(256))
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)

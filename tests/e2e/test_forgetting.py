@@ -24,7 +24,7 @@ METRIC = "openft_job_forgetting_relative_increase"
 OPENING = "Forgetting check on the 24-example reference set: loss "
 WARNING = "The reference-set loss rose by "
 GENTLE = {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 0.05}
-AGGRESSIVE = {"n_epochs": 10, "batch_size": 1, "learning_rate_multiplier": 10.0}
+AGGRESSIVE = {"n_epochs": 10, "batch_size": 1, "learning_rate_multiplier": 30.0}
 THRESHOLD = 0.005  # the demo model's (see Settings.demo_model)
 SEED = 11
 

@@ -48,6 +48,7 @@ MODEL_SERVER_OPERATIONS = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
     "POST /v1/openft/evals",
+    "POST /v1/responses",
 }
 
 # Fields whose schema-valid values can still be refused (400, ``param`` set), by operation.
@@ -66,6 +67,24 @@ DATA_DEPENDENT_PARAMS = {
     "POST /v1/uploads/{upload_id}/complete": {"part_ids", "md5"},
     "POST /v1/files": {"file"},  # a fine-tune file must be UTF-8 JSONL
     "POST /v1/openft/evals": {"model", "file"},  # an ft: model; a file with chat examples
+    # Items, parts, tools and formats OpenFT cannot honour are refused naming them (README: the
+    # Responses API); the previous response must exist; the model must be servable.
+    "POST /v1/responses": {
+        "model",
+        "input",
+        "previous_response_id",
+        "tools",
+        "tool_choice",
+        "text",
+        "background",
+        "truncation",
+        "reasoning",
+        "top_logprobs",
+        "conversation",
+        "prompt",
+        "metadata",
+    },
+    "GET /v1/responses/{response_id}": {"stream"},  # only background responses stream back
 }
 
 

@@ -40,7 +40,10 @@ from service.db.database import Database
 from service.db.models import FineTuningJob as JobRow
 from service.db.models import FineTuningJobCheckpoint as CheckpointRow
 from service.db.models import FineTuningJobEvent as EventRow
-from service.ids import new_checkpoint_id, new_event_id
+from service.db.models import StoredResponse as ResponseRow
+from service.ids import new_checkpoint_id, new_event_id, new_output_item_id, new_response_id
+from service.responses.request import parse_request
+from service.responses.translate import message_item, response_object
 from service.usage import add_usage
 from tests.support import openai_spec
 from tests.support.server import ServerProcess, openft_command
@@ -56,6 +59,7 @@ OBJECTS_BY_PATH_PARAMETER = {
     "upload_id": ("upload",),
     "fine_tuning_job_id": ("job", "succeeded_job"),
     "model": ("model", "checkpoint"),
+    "response_id": ("response",),
 }
 # Request bodies of operations on an object (other operations send none).
 BODIES: dict[str, Callable[[Project], dict[str, Any]]] = {
@@ -68,6 +72,7 @@ AFTER_KIND = {
     "/v1/fine_tuning/jobs": "job",
     "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints": "checkpoint_id",
     "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events": "event",
+    "/v1/responses/{response_id}/input_items": "response_item",
 }
 # Create calls whose body names other objects: (body field, object kind, body for B).
 REFERENCES: dict[str, list[tuple[str, str]]] = {
@@ -80,6 +85,11 @@ REFERENCES: dict[str, list[tuple[str, str]]] = {
     "POST /v1/chat/completions": [("model", "model"), ("model", "checkpoint")],
     "POST /v1/completions": [("model", "model"), ("model", "checkpoint")],
     "POST /v1/openft/evals": [("model", "model"), ("model", "checkpoint"), ("file", "file")],
+    "POST /v1/responses": [
+        ("model", "model"),
+        ("model", "checkpoint"),
+        ("previous_response_id", "response"),
+    ],
 }
 # Create calls that name no other object, and why.
 NO_REFERENCES = {
@@ -97,6 +107,8 @@ UNKNOWN = {
     "checkpoint": f"ft:{BASE_MODEL}:nobody:gone:ZZZZZZZZ:ckpt-step-5",
     "checkpoint_id": "ftckpt_" + "Z" * 24,
     "event": "ftevent-" + "Z" * 24,
+    "response": "resp_" + "0" * 50,
+    "response_item": "msg_" + "0" * 50,
 }
 
 
@@ -220,6 +232,7 @@ def _succeed(db: Database, owner: Project, job_id: str, model: str, event: str) 
     now = int(time.time())
     checkpoint = {"checkpoint": f"{model}:ckpt-step-5", "checkpoint_id": new_checkpoint_id()}
     event_id = new_event_id()
+    response = {"response": new_response_id(), "response_item": new_output_item_id("msg")}
     project_id = owner.issued.project_id
     with db.write() as session:
         session.execute(
@@ -249,6 +262,7 @@ def _succeed(db: Database, owner: Project, job_id: str, model: str, event: str) 
                 type="message",
             )
         )
+        session.add(_stored_response(project_id, model, response, event, now))
         add_usage(
             session,
             project_id=project_id,
@@ -260,7 +274,28 @@ def _succeed(db: Database, owner: Project, job_id: str, model: str, event: str) 
             trained_tokens=60,
         )
     owner.secrets.add(event)
-    return {**checkpoint, "event": event_id}
+    return {**checkpoint, "event": event_id, **response}
+
+
+def _stored_response(
+    project_id: str, model: str, ids: dict[str, str], text: str, now: int
+) -> ResponseRow:
+    """A stored response of ``model`` whose input and metadata say ``text``."""
+    request = parse_request({"model": model, "input": text, "metadata": {"said": text}})
+    request.items[0]["id"] = ids["response_item"]
+    answer = response_object(
+        request, response_id=ids["response"], created_at=now, status="completed",
+        output=[message_item(text)], completed_at=now,
+    )  # fmt: skip
+    return ResponseRow(
+        id=ids["response"],
+        project_id=project_id,
+        created_at=now,
+        expires_at=None,
+        model=model,
+        input_items=request.items,
+        response=answer,
+    )
 
 
 def _ok(response: httpx.Response) -> dict[str, Any]:
@@ -333,6 +368,7 @@ def _assert_untouched(alice: Project) -> None:
     """B's deletes, cancels, pauses and parts changed nothing of A's."""
     ids = alice.ids
     assert _ok(alice.call("GET", f"/v1/files/{ids['file']}"))["id"] == ids["file"]
+    assert _ok(alice.call("GET", f"/v1/responses/{ids['response']}"))["id"] == ids["response"]
     job = _ok(alice.call("GET", f"/v1/fine_tuning/jobs/{ids['job']}"))
     assert job["status"] == "validating_files"
     done = _ok(alice.call("GET", f"/v1/fine_tuning/jobs/{ids['succeeded_job']}"))
@@ -365,7 +401,12 @@ def test_nothing_of_another_project_in_any_list(projects: tuple[Project, Project
 
 def _own_objects(path: str, owner: Project) -> dict[str, str]:
     """The caller's own object for each path parameter (a base model for ``{model}``)."""
-    own = {"file_id": "file", "upload_id": "upload", "fine_tuning_job_id": "succeeded_job"}
+    own = {
+        "file_id": "file",
+        "upload_id": "upload",
+        "fine_tuning_job_id": "succeeded_job",
+        "response_id": "response",
+    }
     names = {p: owner.ids[own[p]] for p in PATH_PARAMETER.findall(path) if p in own}
     if "{model}" in path:
         names["model"] = BASE_MODEL
@@ -401,6 +442,7 @@ def _body(name: str, caller: Project, body_field: str, value: str) -> dict[str, 
         "POST /v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
         "POST /v1/completions": {"prompt": "hi"},
         "POST /v1/openft/evals": {"model": caller.ids["model"], "file": caller.ids["file"]},
+        "POST /v1/responses": {"model": BASE_MODEL, "input": "hi"},
     }
     return {**bodies[name], body_field: value}
 

@@ -25,7 +25,9 @@ def spec_available() -> bool:
     return SPEC_PATH.is_file()
 
 
-NULLABLE_IN_REALITY = ("expires_at", "status_details", "first_id", "last_id")
+# A response object's ``user`` (none sent) and ``usage`` (while in progress) are null on
+# api.openai.com (recorded: API-FACTS-SURFACES 3.2, 3.3); the spec says string and object.
+NULLABLE_IN_REALITY = ("expires_at", "status_details", "first_id", "last_id", "user", "usage")
 
 
 def _null_in_reality(error: jsonschema.ValidationError) -> bool:
@@ -121,6 +123,21 @@ def operation_for(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+# Bodies api.openai.com sends where the spec declares none (recorded: API-FACTS-SURFACES 3.4).
+REAL_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("delete", "/responses/{response_id}"): {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response.deleted"},
+            "deleted": {"const": True},
+        },
+    },
+}
+
+
 def response_schema(method: str, path: str, status: int) -> dict[str, Any] | None:
     """The JSON schema a response must meet, or None where the spec declares none."""
     if status >= 400:
@@ -128,7 +145,9 @@ def response_schema(method: str, path: str, status: int) -> dict[str, Any] | Non
     found = operation_for(method, path)
     if found is None:
         return None
-    _template, operation = found
+    template, operation = found
+    if (method.lower(), template) in REAL_BODIES:
+        return REAL_BODIES[method.lower(), template]
     response = operation.get("responses", {}).get(str(status))
     content = (response or {}).get("content", {}).get("application/json")
     return None if content is None else content.get("schema")
@@ -172,3 +191,29 @@ class ConformanceRecorder:
         for method, path, status, body in self.bodies:
             found.extend(problems(method, path, status, body))
         return found
+
+
+@functools.cache
+def _stream_event_schemas() -> dict[str, str]:
+    """Each Responses stream event type's schema, by the type (``response.completed`` ...)."""
+    components = _spec()["components"]["schemas"]
+    found = {}
+    for option in components["ResponseStreamEvent"]["anyOf"]:
+        name = option["$ref"].rsplit("/", 1)[1]
+        kind = components[name].get("properties", {}).get("type", {}).get("enum", [None])[0]
+        if kind is not None:
+            found[kind] = name
+    return found
+
+
+def stream_event_problems(event: dict[str, Any]) -> list[str]:
+    """Schema violations of one Responses stream event, against its type's schema."""
+    name = _stream_event_schemas().get(event.get("type", ""))
+    if name is None:
+        return [f"event {event.get('type')!r}: not one of OpenAI's Responses stream events"]
+    validator = _validator(json.dumps({"$ref": f"#/components/schemas/{name}"}))
+    return [
+        f"event {event['type']}: {'/'.join(map(str, error.path))}: {error.message[:300]}"
+        for error in validator.iter_errors(event)
+        if not any(known(error) for known in KNOWN_DIFFERENCES)
+    ]
