@@ -136,6 +136,8 @@ def _check_sampling(body: dict[str, Any]) -> None:
                 f"Invalid '{name}': {value} is not between {low} and {high}.", name, "invalid_value"
             )
     tokens = body.get("max_output_tokens")
+    if isinstance(tokens, float) and tokens.is_integer():  # 16.0 is an integer in JSON
+        tokens = body["max_output_tokens"] = int(tokens)
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)):
         raise invalid(
             "Invalid type for 'max_output_tokens': expected an integer.",
