@@ -201,6 +201,14 @@ def test_settings_that_ask_for_nothing_are_accepted() -> None:
     assert request.store is False and request.stream is False
 
 
+def test_a_whole_float_is_an_integer_as_json_schema_reads_it() -> None:
+    request = parse_request({"model": "m", "input": "x", "max_output_tokens": 16.0})
+
+    assert chat_request(request, [])["max_tokens"] == 16
+    assert type(chat_request(request, [])["max_tokens"]) is int
+    assert refused({"max_output_tokens": 16.5}).param == "max_output_tokens"
+
+
 def test_a_chat_answer_becomes_output_items_and_a_response_object() -> None:
     request = parse_request({"model": "ft:m:p::x", "input": "hi", "metadata": {"a": "b"}})
     completion = {
