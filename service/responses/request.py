@@ -93,6 +93,9 @@ class ResponseRequest:
 
 def parse_request(body: dict[str, Any]) -> ResponseRequest:
     """Check ``body`` as OpenAI would, refusing what OpenFT cannot honour (never a silent drop)."""
+    tokens = body.get("max_output_tokens")
+    if isinstance(tokens, float) and tokens.is_integer():  # 16.0 is an integer in JSON
+        body = {**body, "max_output_tokens": int(tokens)}  # the caller's dict stays as sent
     for name in body:
         if name not in HONOURED and name not in IGNORED:
             raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
@@ -136,8 +139,6 @@ def _check_sampling(body: dict[str, Any]) -> None:
                 f"Invalid '{name}': {value} is not between {low} and {high}.", name, "invalid_value"
             )
     tokens = body.get("max_output_tokens")
-    if isinstance(tokens, float) and tokens.is_integer():  # 16.0 is an integer in JSON
-        tokens = body["max_output_tokens"] = int(tokens)
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)):
         raise invalid(
             "Invalid type for 'max_output_tokens': expected an integer.",
