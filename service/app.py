@@ -18,7 +18,10 @@ from service import health, idempotency
 from service.auth.service import AccessService
 from service.blobstore import BlobStore, open_blob_store
 from service.completions import router as completions_router
+from service.completions.stored import ChatCompletionStore
 from service.db.database import Database
+from service.distillation import router as distillation_router
+from service.distillation.service import Distiller
 from service.evals import router as evals_router
 from service.evals.runner import EvalRunner
 from service.files import router as files_router
@@ -66,6 +69,8 @@ class AppState:
     models: ModelsService
     evals: EvalRunner
     responses: ResponsesService
+    stored_completions: ChatCompletionStore
+    distiller: Distiller
 
     def provided(self) -> dict[object, object]:
         """The objects routes may depend on, by the type this class declares for each."""
@@ -99,6 +104,8 @@ def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
         models=ModelsService(db, settings, blobs),
         evals=EvalRunner(gateway, files, limiter),
         responses=ResponsesService(db, gateway, settings),
+        stored_completions=ChatCompletionStore(db, settings),
+        distiller=Distiller(db, blobs, files),
     )
 
 
@@ -147,6 +154,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         completions_router,
         responses_router,
         evals_router,
+        distillation_router,
     )
     for feature in features:
         app.include_router(feature.router, prefix="/v1", responses=RATE_LIMITED)
@@ -169,12 +177,13 @@ def _forget_old_limits(state: AppState) -> None:
 
 
 async def _expire_files(state: AppState, every_s: float) -> None:
-    """Delete expired files and stored responses, close uploads past their hour, forget old
-    idempotency keys and rate-limit windows, forever."""
+    """Delete expired files, stored responses and stored chat completions, close uploads past
+    their hour, forget old idempotency keys and rate-limit windows, forever."""
     while True:
         try:
             purged = await run_in_threadpool(state.files.purge_expired)
             await run_in_threadpool(state.responses.purge_expired)
+            await run_in_threadpool(state.stored_completions.purge_expired)
             expired = await run_in_threadpool(state.uploads.expire_stale)
             if purged or expired:
                 log.info("deleted %d expired files; %d uploads expired", purged, expired)

@@ -32,6 +32,7 @@ from service.completions.cli import ask
 from service.console import err, exit_on_error
 from service.db import migrate
 from service.db.database import Database
+from service.distillation.cli import distill
 from service.evals.cli import evaluate
 from service.jobs.cli import jobs_app
 from service.logs import configure_logging
@@ -60,6 +61,7 @@ app.add_typer(blobs_app, name="blobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("eval")(evaluate)
 app.command("ask")(ask)
+app.command("distill")(distill)
 
 DEFAULT_PROJECT = "default"
 

@@ -192,6 +192,12 @@ class Settings(BaseSettings):
         description="Days a stored response (`/v1/responses`, `store`) is kept (OpenAI's 30); "
         "0 keeps them until deleted.",
     )
+    chat_completion_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days a chat completion created with `store: true` is kept (OpenAI's 30); "
+        "0 keeps them until deleted.",
+    )
     base_models: tuple[BaseModelConfig, ...] = Field(
         default=(),
         description="JSON list of base models; empty means the offline demo model.",

@@ -331,3 +331,26 @@ class StoredResponse(Base):
     model: Mapped[str] = mapped_column(String(256))
     input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class StoredChatCompletion(Base):
+    """A chat completion created with ``store: true``: the stored object (what list, retrieve and
+    update return), the request's messages (what ``messages`` lists) and its ``metadata`` (what
+    list filters on), until ``expires_at``."""
+
+    __tablename__ = "chat_completions"
+    __table_args__ = (
+        Index("ix_chat_completions_project_id_seq", "project_id", "seq"),
+        Index("ix_chat_completions_expires_at", "expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(128), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(256))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    completion: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -53,7 +53,7 @@ def chat_request(request: ResponseRequest, history: list[Item]) -> dict[str, Any
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
     if body.get("tools"):
-        chat["tools"] = [_chat_tool(tool) for tool in body["tools"]]
+        chat["tools"] = [chat_tool(tool) for tool in body["tools"]]
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
         chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
@@ -65,7 +65,7 @@ def chat_request(request: ResponseRequest, history: list[Item]) -> dict[str, Any
     return chat
 
 
-def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
+def chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """A flat Responses function tool as Chat Completions nests it. ``strict`` defaults to true
     in the Responses API (and to false in Chat Completions, which then leaves it out)."""
     function: dict[str, Any] = {"name": tool["name"]}

@@ -85,6 +85,14 @@ DATA_DEPENDENT_PARAMS = {
         "metadata",
     },
     "GET /v1/responses/{response_id}": {"stream"},  # only background responses stream back
+    # Some stored completion or response must match the filters (the first given is named).
+    "POST /v1/openft/distillations": {
+        "model",
+        "metadata",
+        "created_after",
+        "created_before",
+        "sources",
+    },
 }
 
 

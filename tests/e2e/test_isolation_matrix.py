@@ -36,10 +36,12 @@ import pytest
 from sqlalchemy import update
 
 from service.auth.service import IssuedKey
+from service.completions.stored import stored_object
 from service.db.database import Database
 from service.db.models import FineTuningJob as JobRow
 from service.db.models import FineTuningJobCheckpoint as CheckpointRow
 from service.db.models import FineTuningJobEvent as EventRow
+from service.db.models import StoredChatCompletion as CompletionRow
 from service.db.models import StoredResponse as ResponseRow
 from service.ids import new_checkpoint_id, new_event_id, new_output_item_id, new_response_id
 from service.responses.request import parse_request
@@ -60,11 +62,13 @@ OBJECTS_BY_PATH_PARAMETER = {
     "fine_tuning_job_id": ("job", "succeeded_job"),
     "model": ("model", "checkpoint"),
     "response_id": ("response",),
+    "completion_id": ("chat_completion",),
 }
 # Request bodies of operations on an object (other operations send none).
 BODIES: dict[str, Callable[[Project], dict[str, Any]]] = {
     "POST /v1/uploads/{upload_id}/parts": lambda a: {"files": {"data": ("part", b"{}\n")}},
     "POST /v1/uploads/{upload_id}/complete": lambda a: {"json": {"part_ids": [a.ids["part"]]}},
+    "POST /v1/chat/completions/{completion_id}": lambda a: {"json": {"metadata": {"k": "v"}}},
 }
 # The object kind an ``after`` cursor names, per list.
 AFTER_KIND = {
@@ -73,6 +77,8 @@ AFTER_KIND = {
     "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints": "checkpoint_id",
     "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events": "event",
     "/v1/responses/{response_id}/input_items": "response_item",
+    "/v1/chat/completions": "chat_completion",
+    "/v1/chat/completions/{completion_id}/messages": "chat_message",
 }
 # Create calls whose body names other objects: (body field, object kind, body for B).
 REFERENCES: dict[str, list[tuple[str, str]]] = {
@@ -90,6 +96,7 @@ REFERENCES: dict[str, list[tuple[str, str]]] = {
         ("model", "checkpoint"),
         ("previous_response_id", "response"),
     ],
+    "POST /v1/openft/distillations": [("model", "model"), ("model", "checkpoint")],
 }
 # Create calls that name no other object, and why.
 NO_REFERENCES = {
@@ -109,6 +116,8 @@ UNKNOWN = {
     "event": "ftevent-" + "Z" * 24,
     "response": "resp_" + "0" * 50,
     "response_item": "msg_" + "0" * 50,
+    "chat_completion": "chatcmpl-" + "0" * 32,
+    "chat_message": "chatcmpl-" + "0" * 32 + "-0",
 }
 
 
@@ -233,6 +242,8 @@ def _succeed(db: Database, owner: Project, job_id: str, model: str, event: str) 
     checkpoint = {"checkpoint": f"{model}:ckpt-step-5", "checkpoint_id": new_checkpoint_id()}
     event_id = new_event_id()
     response = {"response": new_response_id(), "response_item": new_output_item_id("msg")}
+    completion_id = "chatcmpl-" + secrets.token_hex(16)
+    response |= {"chat_completion": completion_id, "chat_message": f"{completion_id}-0"}
     project_id = owner.issued.project_id
     with db.write() as session:
         session.execute(
@@ -263,6 +274,7 @@ def _succeed(db: Database, owner: Project, job_id: str, model: str, event: str) 
             )
         )
         session.add(_stored_response(project_id, model, response, event, now))
+        session.add(_stored_completion(project_id, model, completion_id, event, now))
         add_usage(
             session,
             project_id=project_id,
@@ -295,6 +307,33 @@ def _stored_response(
         model=model,
         input_items=request.items,
         response=answer,
+    )
+
+
+def _stored_completion(
+    project_id: str, model: str, completion_id: str, text: str, now: int
+) -> CompletionRow:
+    """A chat completion of ``model`` stored with ``store: true``, saying ``text`` everywhere."""
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    answer = {
+        "id": completion_id,
+        "created": now,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+    }
+    metadata = {"said": text}
+    return CompletionRow(
+        id=completion_id,
+        project_id=project_id,
+        created_at=now,
+        expires_at=None,
+        model=model,
+        metadata_=metadata,
+        messages=body["messages"],
+        completion=stored_object(body, answer, metadata, "req_isolation"),
     )
 
 
@@ -369,6 +408,8 @@ def _assert_untouched(alice: Project) -> None:
     ids = alice.ids
     assert _ok(alice.call("GET", f"/v1/files/{ids['file']}"))["id"] == ids["file"]
     assert _ok(alice.call("GET", f"/v1/responses/{ids['response']}"))["id"] == ids["response"]
+    completion = _ok(alice.call("GET", f"/v1/chat/completions/{ids['chat_completion']}"))
+    assert completion["metadata"] == {"said": completion["choices"][0]["message"]["content"]}
     job = _ok(alice.call("GET", f"/v1/fine_tuning/jobs/{ids['job']}"))
     assert job["status"] == "validating_files"
     done = _ok(alice.call("GET", f"/v1/fine_tuning/jobs/{ids['succeeded_job']}"))
@@ -406,6 +447,7 @@ def _own_objects(path: str, owner: Project) -> dict[str, str]:
         "upload_id": "upload",
         "fine_tuning_job_id": "succeeded_job",
         "response_id": "response",
+        "completion_id": "chat_completion",
     }
     names = {p: owner.ids[own[p]] for p in PATH_PARAMETER.findall(path) if p in own}
     if "{model}" in path:
@@ -443,6 +485,7 @@ def _body(name: str, caller: Project, body_field: str, value: str) -> dict[str, 
         "POST /v1/completions": {"prompt": "hi"},
         "POST /v1/openft/evals": {"model": caller.ids["model"], "file": caller.ids["file"]},
         "POST /v1/responses": {"model": BASE_MODEL, "input": "hi"},
+        "POST /v1/openft/distillations": {},
     }
     return {**bodies[name], body_field: value}
 

@@ -1,0 +1,1 @@
+"""Distillation: stored chat completions and responses turned into a training file."""
