@@ -13,7 +13,7 @@ export PYTHON VENV ACCEL
 # The GPU tier's base model: the small demo model (Qwen2.5-0.5B's decoder, random weights).
 GPU_MODEL ?= $(VENV)/gpu-models/small-chat
 
-.PHONY: run test test-fast test-gpu lint format openapi install install-ml system-deps clean bench
+.PHONY: run test test-fast test-gpu lint format openapi install install-ml system-deps clients clean bench
 
 $(VENV)/.installed-core: pyproject.toml constraints.txt scripts/install.sh
 	scripts/install.sh core
@@ -33,6 +33,13 @@ $(VENV)/.installed-ml-cuda: $(VENV)/.installed-core constraints.txt scripts/inst
 	ACCEL=cuda scripts/install.sh ml
 	@touch $@
 
+# The third-party clients the e2e tests drive (Agents SDK, LangChain, the Node SDK): their own venv.
+.venv-clients/.installed: tests/clients/requirements.txt tests/clients/node/package-lock.json scripts/install_clients.sh
+	scripts/install_clients.sh
+	@touch $@
+
+clients: .venv-clients/.installed
+
 # Prometheus and promtool from Debian, for the monitoring tests (a no-op when present).
 system-deps:
 	scripts/install_system.sh
@@ -40,7 +47,7 @@ system-deps:
 run: install-ml
 	$(BIN)/openft serve --host $(HOST) --port $(PORT)
 
-test: install-ml system-deps
+test: install-ml system-deps clients
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
@@ -86,4 +93,4 @@ openapi: install
 	$(BIN)/openft openapi --output openapi/openapi.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-clients tests/clients/node/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -30,7 +30,10 @@ def free_port() -> int:
         return port
 
 
-STRUCTURED_OUTPUTS = '{"backend": "guidance", "disable_any_whitespace": true}'
+# xgrammar, not llguidance: vLLM builds the grammar of tool calls (strict tools, tool_choice
+# "required" or named, parallel_tool_calls false) as xgrammar structural tags, which its
+# guidance backend cannot compile ("Invalid grammar specification: 'triggers'").
+STRUCTURED_OUTPUTS = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 
 
 def _on_gpu() -> bool:
@@ -76,8 +79,7 @@ class VLLMProcess:
             "--max-lora-rank", str(s.vllm_max_lora_rank),
             "--max-cpu-loras", str(s.vllm_max_cpu_loras),
             # Compact JSON under a schema, as OpenAI's structured outputs: with whitespace free
-            # between tokens a small model can spend max_tokens on it and never close the JSON
-            # (llguidance: it reads the widest range of JSON schemas).
+            # between tokens a small model can spend max_tokens on it and never close the JSON.
             "--structured-outputs-config", STRUCTURED_OUTPUTS,
         ]  # fmt: skip
         if _on_gpu():

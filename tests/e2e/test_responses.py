@@ -193,6 +193,22 @@ def test_a_function_tool_round_trip(trainer_client: openai.OpenAI, models: dict[
     assert kinds == ["function_call_output", "function_call", "message"]
 
 
+def test_a_strict_tool_is_served_not_refused(trainer_client: openai.OpenAI) -> None:
+    """Strict tools (the Responses API's default, the Agents SDK's too) with tool_choice auto:
+    vLLM compiles them as structural tags, which its guidance backend refused ("Invalid grammar
+    specification: 'triggers'"), so OpenFT runs vLLM's xgrammar backend."""
+    strict = {**WEATHER, "type": "function", "strict": True}
+    strict["parameters"] = {**WEATHER["parameters"], "required": ["city"],
+                            "additionalProperties": False}  # fmt: skip
+
+    answered = trainer_client.responses.create(
+        model="tiny-chat", input="What is the weather in Paris?", tools=[strict],  # type: ignore[list-item]
+        max_output_tokens=16, temperature=0,
+    )  # fmt: skip
+
+    assert answered.status in ("completed", "incomplete") and answered.output
+
+
 def test_a_streamed_function_call(trainer_client: openai.OpenAI, models: dict[str, str]) -> None:
     events = raw_events(
         trainer_client,
