@@ -71,6 +71,7 @@ bench: install-ml system-deps
 	$(BIN)/python bench/api_throughput.py
 	$(BIN)/python bench/queue_claims.py
 	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/responses_overhead.py
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/first_request.py --jobs 10
 	$(BIN)/python bench/drift_overhead.py --requests 50000
