@@ -156,6 +156,24 @@ class Gateway:
         assert isinstance(response, StreamingResponse)
         return _chunks(response.body_iterator)
 
+    async def count_tokens(self, principal: Principal, body: dict[str, Any]) -> int:
+        model = str(body.get("model") or "")
+        target = await self._target(principal, model)  # the project's to call, or a 404
+        # An adapter does not change the tokenizer: the base model's server counts.
+        asked = {
+            "model": target.upstream.model.name,
+            "messages": body["messages"],
+            "add_generation_prompt": True,
+        }
+        if body.get("tools"):
+            asked["tools"] = body["tools"]
+        response = await self._send(target, "/tokenize", asked)
+        content = await response.aread()
+        await response.aclose()
+        if response.status_code >= 400:
+            raise _upstream_error(response, target, model)
+        return int(orjson.loads(content)["count"])
+
     async def load(self, principal: Principal, model: str) -> str:
         target = await self._target(principal, model)
         if target.adapter is not None:

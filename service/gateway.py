@@ -63,6 +63,10 @@ class ModelGateway(Protocol):
         """A streamed chat completion as its chunks (the last holds ``usage``), on a client
         request's path; errors before the first chunk are raised here, not in the iterator."""
 
+    async def count_tokens(self, principal: Principal, body: dict[str, Any]) -> int:
+        """The prompt tokens of a chat request (``model``, ``messages``, ``tools``) as its model's
+        server renders them, chat template included; nothing is generated or counted as usage."""
+
     async def load(self, principal: Principal, model: str) -> str:
         """Have ``model`` ready to answer (its server up, its adapter loaded); its base model's
         name. 404 for a model the project cannot call, 503 while its server is down."""

@@ -63,16 +63,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path, for the ``Allow`` header RFC 9110 requires
-    on a 405 (Starlette's names only the first matching route's, e.g. GET or DELETE)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if (
-            isinstance(route, Route)
-            and route.methods
-            and route.matches(request.scope)[0] != Match.NONE
-        ):
-            methods |= route.methods
-    return sorted(methods)
+    on a 405 (Starlette's names only the first matching route's, e.g. GET or DELETE). A path
+    that is a route of its own (``/v1/responses/input_tokens``) is that resource, not an id for
+    the routes with a parameter there (``/v1/responses/{response_id}``)."""
+    matching = [
+        route
+        for route in request.app.router.routes
+        if isinstance(route, Route)
+        and route.methods
+        and route.matches(request.scope)[0] != Match.NONE
+    ]
+    literal = [route for route in matching if "{" not in route.path]
+    return sorted({method for route in literal or matching for method in route.methods or ()})
 
 
 async def _data_error(request: Request, exc: Exception) -> JSONResponse:

@@ -90,6 +90,19 @@ async def create_response(
     return JSONResponse(await responses.create(principal, prepared))
 
 
+@router.post("/responses/input_tokens")
+async def count_input_tokens(
+    body: Annotated[dict[str, Any], RESPONSE_BODY],
+    principal: CurrentPrincipal,
+    responses: Responses,
+) -> JSONResponse:
+    """The input tokens a response to this body would take (instructions, the chain replayed
+    from `previous_response_id` and tools included), counted by the model's server; nothing is
+    generated or stored."""
+    prepared = await run_in_threadpool(responses.prepare, principal, {**body, "store": False})
+    return JSONResponse(await responses.input_tokens(principal, prepared))
+
+
 @router.get("/responses/{response_id}")
 async def retrieve_response(
     response_id: str,

@@ -104,6 +104,14 @@ class ResponsesService:
             await run_in_threadpool(self._store, principal, prepared, answer)
         return dict(answer)
 
+    async def input_tokens(
+        self, principal: Principal, prepared: PreparedResponse
+    ) -> dict[str, Any]:
+        """How many input tokens the response would take: its chat request's prompt, the
+        replayed chain, instructions and tools included, counted by the model's server."""
+        count = await self.gateway.count_tokens(principal, prepared.chat)
+        return {"object": "response.input_tokens", "input_tokens": count}
+
     async def stream(
         self, principal: Principal, prepared: PreparedResponse
     ) -> AsyncIterator[bytes]:

@@ -49,8 +49,26 @@ MODEL_SERVER_OPERATIONS = {
     "POST /v1/completions",
     "POST /v1/openft/evals",
     "POST /v1/responses",
+    "POST /v1/responses/input_tokens",
 }
 
+# Items, parts, tools and formats OpenFT cannot honour are refused naming them (README: the
+# Responses API); the previous response must exist; the model must be servable.
+RESPONSE_FIELDS_REFUSED = {
+    "model",
+    "input",
+    "previous_response_id",
+    "tools",
+    "tool_choice",
+    "text",
+    "background",
+    "truncation",
+    "reasoning",
+    "top_logprobs",
+    "conversation",
+    "prompt",
+    "metadata",
+}
 # Fields whose schema-valid values can still be refused (400, ``param`` set), by operation.
 DATA_DEPENDENT_PARAMS = {
     "POST /v1/fine_tuning/jobs": {
@@ -67,23 +85,8 @@ DATA_DEPENDENT_PARAMS = {
     "POST /v1/uploads/{upload_id}/complete": {"part_ids", "md5"},
     "POST /v1/files": {"file"},  # a fine-tune file must be UTF-8 JSONL
     "POST /v1/openft/evals": {"model", "file"},  # an ft: model; a file with chat examples
-    # Items, parts, tools and formats OpenFT cannot honour are refused naming them (README: the
-    # Responses API); the previous response must exist; the model must be servable.
-    "POST /v1/responses": {
-        "model",
-        "input",
-        "previous_response_id",
-        "tools",
-        "tool_choice",
-        "text",
-        "background",
-        "truncation",
-        "reasoning",
-        "top_logprobs",
-        "conversation",
-        "prompt",
-        "metadata",
-    },
+    "POST /v1/responses": RESPONSE_FIELDS_REFUSED,
+    "POST /v1/responses/input_tokens": RESPONSE_FIELDS_REFUSED,
     "GET /v1/responses/{response_id}": {"stream"},  # only background responses stream back
     # Some stored completion or response must match the filters (the first given is named).
     "POST /v1/openft/distillations": {

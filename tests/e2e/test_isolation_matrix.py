@@ -97,6 +97,11 @@ REFERENCES: dict[str, list[tuple[str, str]]] = {
         ("previous_response_id", "response"),
     ],
     "POST /v1/openft/distillations": [("model", "model"), ("model", "checkpoint")],
+    "POST /v1/responses/input_tokens": [
+        ("model", "model"),
+        ("model", "checkpoint"),
+        ("previous_response_id", "response"),
+    ],
 }
 # Create calls that name no other object, and why.
 NO_REFERENCES = {
@@ -486,6 +491,7 @@ def _body(name: str, caller: Project, body_field: str, value: str) -> dict[str, 
         "POST /v1/openft/evals": {"model": caller.ids["model"], "file": caller.ids["file"]},
         "POST /v1/responses": {"model": BASE_MODEL, "input": "hi"},
         "POST /v1/openft/distillations": {},
+        "POST /v1/responses/input_tokens": {"model": BASE_MODEL, "input": "hi"},
     }
     return {**bodies[name], body_field: value}
 

@@ -114,6 +114,25 @@ def test_a_response_from_a_fine_tuned_model_is_stored_and_chained(
         client.responses.retrieve(unstored.id)
 
 
+def test_input_tokens_are_counted_as_the_response_will_use_them(
+    trainer_client: openai.OpenAI, models: dict[str, str]
+) -> None:
+    client, model = trainer_client, models["fact"]
+    first = client.responses.create(
+        model=model, input=QUESTION, max_output_tokens=20, temperature=0
+    )
+    asked = {"model": model, "input": "Say it again.", "instructions": "Be brief.",
+             "previous_response_id": first.id}  # fmt: skip
+
+    counted = client.responses.input_tokens.count(**asked)  # type: ignore[arg-type]
+    answered = client.responses.create(**asked, max_output_tokens=16)  # type: ignore[arg-type]
+
+    assert counted.object == "response.input_tokens"
+    assert answered.usage is not None and counted.input_tokens == answered.usage.input_tokens
+    with_tools = client.responses.input_tokens.count(**asked, tools=[FLAT_WEATHER])  # type: ignore[arg-type]
+    assert with_tools.input_tokens > counted.input_tokens  # the tools are in the prompt
+
+
 def test_a_streamed_response_has_openais_events_in_order(
     trainer_client: openai.OpenAI, models: dict[str, str]
 ) -> None:
