@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import ScalarSelect, Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -51,3 +51,33 @@ def cursor_page(
     if not rows and session.scalar(found) is None:
         raise no_such_object(kind, after, param="after")
     return rows
+
+
+def list_envelope(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """OpenAI's list object over a page of objects that carry an ``id``."""
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": has_more,
+    }
+
+
+def page_in_memory(
+    items: list[dict[str, Any]],
+    *,
+    limit: int,
+    order: Order,
+    after: str | None,
+    unknown_after: Callable[[str], Exception],
+) -> dict[str, Any]:
+    """A list page over objects already read, oldest first (a stored response's items, a stored
+    completion's messages), paged with ``after`` (an id among them, else ``unknown_after``)."""
+    ordered = list(reversed(items)) if order == "desc" else list(items)
+    if after is not None:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise unknown_after(after)
+        ordered = ordered[ids.index(after) + 1 :]
+    return list_envelope(ordered[:limit], len(ordered) > limit)

@@ -18,7 +18,7 @@ from service.db.clock import database_now
 from service.db.database import Database
 from service.db.models import StoredChatCompletion
 from service.errors import InvalidRequestError, NotFoundError
-from service.pagination import Order, split_page
+from service.pagination import Order, list_envelope, page_in_memory, split_page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ class ChatCompletionStore:
                 after=after,
             )
             items, has_more = split_page([row.completion for row in rows], limit)
-        return _list(items, has_more)
+        return list_envelope(items, has_more)
 
     def retrieve(self, principal: Principal, completion_id: str) -> Json:
         with self.db.read() as session:
@@ -333,18 +333,16 @@ class ChatCompletionStore:
         """The request's messages (not the answer), oldest first by default, paged by id."""
         with self.db.read() as session:
             sent = list(self._get(session, principal, completion_id).messages)
-        listed = [listed_message(completion_id, i, m) for i, m in enumerate(sent)]
-        if order == "desc":
-            listed.reverse()
-        if after is not None:
-            ids = [m["id"] for m in listed]
-            if after not in ids:
-                raise NotFoundError(
-                    f"Message with id '{after}' not found in completion {completion_id}.",
-                    param="after",
-                )
-            listed = listed[ids.index(after) + 1 :]
-        return _list(listed[:limit], len(listed) > limit)
+        return page_in_memory(
+            [listed_message(completion_id, i, m) for i, m in enumerate(sent)],
+            limit=limit,
+            order=order,
+            after=after,
+            unknown_after=lambda message_id: NotFoundError(
+                f"Message with id '{message_id}' not found in completion {completion_id}.",
+                param="after",
+            ),
+        )
 
     def purge_expired(self) -> int:
         with self.db.write() as session:
@@ -356,13 +354,3 @@ class ChatCompletionStore:
         if row is None:
             raise completion_not_found(completion_id)
         return row
-
-
-def _list(items: list[Json], has_more: bool) -> Json:
-    return {
-        "object": "list",
-        "data": items,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
-        "has_more": has_more,
-    }

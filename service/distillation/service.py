@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from service.auth.principal import Principal
@@ -163,17 +163,9 @@ class Distiller:
         now: int,
     ) -> list[StoredChatCompletion]:
         table = StoredChatCompletion
-        query = select(table).where(
-            table.project_id == principal.project_id,
-            (table.expires_at.is_(None)) | (table.expires_at > now),
-            *[table.metadata_[key].as_string() == value for key, value in metadata.items()],
+        query = _matching(table, principal, request, now).where(
+            *[table.metadata_[key].as_string() == value for key, value in metadata.items()]
         )
-        if request.model is not None:
-            query = query.where(table.model == request.model)
-        if request.created_after is not None:
-            query = query.where(table.created_at >= request.created_after)
-        if request.created_before is not None:
-            query = query.where(table.created_at < request.created_before)
         return list(session.scalars(query.order_by(table.seq.desc()).limit(request.limit)))
 
     @staticmethod
@@ -185,16 +177,7 @@ class Distiller:
         now: int,
     ) -> list[StoredResponse]:
         table = StoredResponse
-        query = select(table).where(
-            table.project_id == principal.project_id,
-            (table.expires_at.is_(None)) | (table.expires_at > now),
-        )
-        if request.model is not None:
-            query = query.where(table.model == request.model)
-        if request.created_after is not None:
-            query = query.where(table.created_at >= request.created_after)
-        if request.created_before is not None:
-            query = query.where(table.created_at < request.created_before)
+        query = _matching(table, principal, request, now)
         rows = session.scalars(query.order_by(table.seq.desc()))
         matching = (
             row
@@ -202,3 +185,23 @@ class Distiller:
             if all((row.response.get("metadata") or {}).get(k) == v for k, v in metadata.items())
         )
         return [row for _, row in zip(range(request.limit), matching, strict=False)]
+
+
+def _matching(
+    table: type[StoredChatCompletion] | type[StoredResponse],
+    principal: Principal,
+    request: DistillationRequest,
+    now: int,
+) -> Select[Any]:
+    """The project's live stored rows of ``table`` within the request's model and time filters."""
+    query = select(table).where(
+        table.project_id == principal.project_id,
+        (table.expires_at.is_(None)) | (table.expires_at > now),
+    )
+    if request.model is not None:
+        query = query.where(table.model == request.model)
+    if request.created_after is not None:
+        query = query.where(table.created_at >= request.created_after)
+    if request.created_before is not None:
+        query = query.where(table.created_at < request.created_before)
+    return query

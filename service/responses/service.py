@@ -19,7 +19,7 @@ from service.db.models import StoredResponse
 from service.errors import InvalidRequestError, NotFoundError
 from service.gateway import ModelGateway
 from service.ids import new_response_id
-from service.pagination import Order
+from service.pagination import Order, page_in_memory
 from service.responses import repository
 from service.responses.request import ResponseRequest, parse_request
 from service.responses.stream import ResponseEvents, sse
@@ -186,23 +186,15 @@ class ResponsesService:
         """The chain's input items, newest first by default, paged with ``after``."""
         with self.db.read() as session:
             items = list(self._get(session, principal, response_id).input_items)
-        if order == "desc":
-            items.reverse()
-        if after is not None:
-            ids = [item["id"] for item in items]
-            if after not in ids:
-                raise NotFoundError(
-                    f"Item with id '{after}' not found in response '{response_id}'.", param="after"
-                )
-            items = items[ids.index(after) + 1 :]
-        page = items[:limit]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(items) > limit,
-        }
+        return page_in_memory(
+            items,
+            limit=limit,
+            order=order,
+            after=after,
+            unknown_after=lambda item_id: NotFoundError(
+                f"Item with id '{item_id}' not found in response '{response_id}'.", param="after"
+            ),
+        )
 
     def purge_expired(self) -> int:
         with self.db.write() as session:
