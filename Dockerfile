@@ -27,6 +27,11 @@ COPY inference/ inference/
 RUN scripts/install.sh image
 
 FROM ${PYTHON_IMAGE} AS cpu
+# bubblewrap: the sandbox that runs python graders. Unpinned, as the base image is pinned by its tag.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 openft \
     && useradd --system --uid 10001 --gid openft --home-dir /var/lib/openft --create-home openft
 COPY --from=build-cpu /opt/openft /opt/openft
@@ -44,11 +49,12 @@ CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---- CUDA --------------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS cuda-python
-# Ubuntu 24.04's Python 3.12; no compilers: every package comes as a wheel. The base image is
-# pinned by its tag; pinning apt versions too would break the build whenever Ubuntu updates them.
+# Ubuntu 24.04's Python 3.12; no compilers: every package comes as a wheel. bubblewrap runs python
+# graders. The base image is pinned by its tag; pinning apt versions too would break the build
+# whenever Ubuntu updates them.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 
 FROM cuda-python AS build-cuda

@@ -40,7 +40,8 @@ $(VENV)/.installed-ml-cuda: $(VENV)/.installed-core constraints.txt scripts/inst
 
 clients: .venv-clients/.installed
 
-# Prometheus and promtool from Debian, for the monitoring tests (a no-op when present).
+# Prometheus and promtool (monitoring tests) and bubblewrap (the python-grader sandbox) from
+# Debian (a no-op when present).
 system-deps:
 	scripts/install_system.sh
 

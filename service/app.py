@@ -27,6 +27,8 @@ from service.evals.runner import EvalRunner
 from service.files import router as files_router
 from service.files.service import FilesService
 from service.gateway import ModelGateway
+from service.graders import router as graders_router
+from service.graders.service import GradersService
 from service.http.body_limit import BodySizeLimitMiddleware
 from service.http.error_handlers import install_error_handlers
 from service.http.error_responses import RATE_LIMITED
@@ -71,6 +73,7 @@ class AppState:
     responses: ResponsesService
     stored_completions: ChatCompletionStore
     distiller: Distiller
+    graders: GradersService
 
     def provided(self) -> dict[object, object]:
         """The objects routes may depend on, by the type this class declares for each."""
@@ -106,6 +109,7 @@ def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
         responses=ResponsesService(db, gateway, settings),
         stored_completions=ChatCompletionStore(db, settings),
         distiller=Distiller(db, blobs, files),
+        graders=GradersService(gateway, limiter, settings),
     )
 
 
@@ -155,6 +159,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         responses_router,
         evals_router,
         distillation_router,
+        graders_router,
     )
     for feature in features:
         app.include_router(feature.router, prefix="/v1", responses=RATE_LIMITED)

@@ -4,6 +4,7 @@ checkpoints, each kept once per step so a resumed run never duplicates them."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -111,10 +112,11 @@ def job_checkpoints(session: Session, job_id: str) -> list[FineTuningJobCheckpoi
 
 
 def prune_checkpoints(
-    session: Session, job_id: str, keep: int, spare: int | None = None
+    session: Session, job_id: str, keep: int, spare: int | Collection[int] | None = None
 ) -> list[int]:
-    """Delete all but the ``keep`` newest checkpoints of a job, and the one at step ``spare``;
-    returns the steps removed."""
+    """Delete all but the ``keep`` newest checkpoints of a job and those at the ``spare``
+    step(s); returns the steps removed."""
+    spared = {spare} if isinstance(spare, int) else set(spare or ())
     steps = list(
         session.scalars(
             select(FineTuningJobCheckpoint.step)
@@ -122,7 +124,7 @@ def prune_checkpoints(
             .order_by(FineTuningJobCheckpoint.step.desc())
         )
     )
-    removed = [step for step in steps[keep:] if step != spare]
+    removed = [step for step in steps[keep:] if step not in spared]
     if removed:
         session.execute(
             delete(FineTuningJobCheckpoint).where(

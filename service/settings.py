@@ -302,6 +302,34 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(
         default=18, ge=1, description="Attempts before a webhook is given up (about 68 h)."
     )
+    grader_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Model name a grader gives (OpenAI's `o4-mini`, `gpt-4o-2024-08-06`) -> the "
+        "local base or `ft:` model that judges in its place (`score_model`, `label_model`). A "
+        "local model's own name needs no entry; any other name is a 400.",
+    )
+    grader_embeddings_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible server (`.../v1`) whose `/embeddings` the `cosine` "
+        "metric of `text_similarity` uses (a vLLM serving an embedding model); unset: `cosine` "
+        "is a 400.",
+    )
+    grader_embedding_model: str | None = Field(
+        default=None, description="The model asked for embeddings at `grader_embeddings_url`."
+    )
+    rft_max_completion_tokens: int = Field(
+        default=256, ge=1, description="Longest answer an RFT job samples per prompt."
+    )
+    grader_python_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Wall-clock limit of one python grader call (OpenAI's 2 min).",
+    )
+    grader_python_memory_mib: int = Field(
+        default=2048,
+        ge=64,
+        description="Address space of the python grader sandbox (OpenAI's 2 GB).",
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

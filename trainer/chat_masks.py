@@ -60,6 +60,22 @@ def tokenize_chat(
     return _example(input_ids, turns, max_length)
 
 
+def tokenize_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Messages,
+    *,
+    tools: list[dict[str, Any]] | None = None,
+) -> list[int]:
+    """A prompt as the model sees it before answering: rendered with the generation prompt
+    (the assistant turn's opening), token ids as vLLM would make them."""
+    if not tokenizer.chat_template:
+        raise UnsupportedChatTemplateError("the model's tokenizer has no chat template")
+    text = _render(tokenizer, messages, None if tools is None else [*tools], generation_prompt=True)
+    bos = tokenizer.bos_token
+    adds_special = not (isinstance(bos, str) and bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=adds_special)["input_ids"])
+
+
 def _require_chat_support(tokenizer: PreTrainedTokenizerBase) -> None:
     if not tokenizer.chat_template:
         raise UnsupportedChatTemplateError("the model's tokenizer has no chat template")

@@ -15,7 +15,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from service.datasets.checks import COMPLETION, format_of
-from service.datasets.validator import DatasetValidator, ValidationReport
+from service.datasets.validator import DatasetValidator, ItemCheck, ValidationReport
 from service.drift import message_texts
 from service.prices import cost_of
 from service.settings import BaseModelConfig
@@ -25,6 +25,7 @@ from trainer.chat_masks import (
     UnsupportedChatTemplateError,
     tokenize_chat,
     tokenize_completion,
+    tokenize_prompt,
 )
 
 
@@ -50,7 +51,17 @@ class PreferencePair:
         return self.chosen.n_tokens + self.rejected.n_tokens
 
 
-TrainingExample = TokenizedExample | PreferencePair
+@dataclass(frozen=True)
+class PromptExample:
+    """A reinforcement example: the prompt up to the answer's opening, the tools the model may
+    call, and the data row its grader reads (``item``: every key but ``messages``, ``tools``)."""
+
+    prompt_ids: list[int]
+    item: dict[str, Any]
+    n_tokens: int  # of the prompt, before truncation
+
+
+TrainingExample = TokenizedExample | PreferencePair | PromptExample
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,12 @@ def prepare_file(
     method: str,
     max_length: int,
     param: str = "training_file",
+    item_check: ItemCheck | None = None,
 ) -> PreparedFile:
-    """Validate and tokenize a training (or validation) file; a problem raises ``DatasetError``."""
+    """Validate and tokenize a training (or validation) file; a problem raises ``DatasetError``.
+
+    ``item_check``: a reinforcement job's check that its grader finds what it reads in each
+    example."""
     examples: list[TrainingExample] = []
     prompt_tokens: Counter[int] = Counter()
 
@@ -92,6 +107,11 @@ def prepare_file(
             examples.append(tokenized)
             count_texts(tokenizer, [example["prompt"]], prompt_tokens)
             return tokenized.n_tokens
+        if method == "reinforcement":
+            prompt = reinforcement_prompt(tokenizer, example, max_length, validator.line)
+            examples.append(prompt)
+            count_texts(tokenizer, message_texts(example["messages"]), prompt_tokens)
+            return prompt.n_tokens
         if method == "dpo":
             pair, messages = preference_pair(example, chat)
             examples.append(pair)
@@ -108,9 +128,29 @@ def prepare_file(
         method=method,
         count_tokens=tokenize,
         token_limit=max_length,
+        item_check=item_check,
     )
     report = _run(validator, chunks)
     return PreparedFile(examples, report, prompt_tokens)
+
+
+def reinforcement_prompt(
+    tokenizer: PreTrainedTokenizerBase, example: dict[str, Any], max_length: int, line: int
+) -> PromptExample:
+    """The prompt's tokens (its start cut when longer than ``max_length``: the last turns are
+    what the answer follows) and the grader's item."""
+    try:
+        ids = tokenize_prompt(
+            tokenizer, chat_messages(example["messages"]), tools=chat_tools(example)
+        )
+    except UnsupportedChatTemplateError as exc:
+        raise DatasetError("unsupported_chat_template", f"Example {line}: {exc}", None) from exc
+    return PromptExample(ids[-max_length:], item_of(example), len(ids))
+
+
+def item_of(example: dict[str, Any]) -> dict[str, Any]:
+    """What a reinforcement example's grader reads as ``item``: all but the prompt and tools."""
+    return {k: v for k, v in example.items() if k not in ("messages", "tools")}
 
 
 def preference_pair(
@@ -222,6 +262,9 @@ def prompt_lengths(examples: list[TrainingExample]) -> list[int]:
     (the rendered conversation so far plus the generation prompt)."""
     lengths = []
     for found in examples:
+        if isinstance(found, PromptExample):
+            lengths.append(len(found.prompt_ids))
+            continue
         example = found.chosen if isinstance(found, PreferencePair) else found
         trained_before = False
         for position, label in enumerate(example.labels):

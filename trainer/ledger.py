@@ -74,7 +74,8 @@ class JobLedger:
         with queue.held(self.db, self.claim, "queued") as (session, job):
             queue.transition(job, "running")
             kind = self.claim.method["type"]
-            job.method = {"type": kind, kind: {"hyperparameters": hp.as_dict()}}
+            # The method's other fields (an RFT job's grader) stay as the job was created.
+            job.method = {"type": kind, kind: {**job.method[kind], "hyperparameters": hp.as_dict()}}
             if resumed_at is not None:
                 message = f"Fine-tuning job resumed from step {resumed_at}"
             elif job_records.has_event(session, job.id, "Fine-tuning job started"):
@@ -93,7 +94,10 @@ class JobLedger:
             job.estimated_finish = (
                 pace.finish(metrics.step, metrics.total_steps) if job.status == "running" else None
             )
-            job_records.add_event(session, job, step_message(metrics), data=metrics_data(metrics))
+            method = self.claim.method["type"]
+            job_records.add_event(
+                session, job, step_message(metrics, method), data=metrics_data(metrics, method)
+            )
         fault_point("after_step")
 
     def record_signal(self, signal: Signal) -> None:
@@ -182,10 +186,16 @@ class JobLedger:
         flagged = job_records.has_event_starting(session, job.id, OVERFITTING_OPENING)
         found = checkpoint_metrics(metrics, self.claim.method["type"], overfitting=flagged)
         kept = job_records.add_checkpoint(session, job, metrics.step, name, found)
-        best = _best_checkpoint(job_records.job_checkpoints(session, job.id))
-        pruned = job_records.prune_checkpoints(
-            session, job.id, self.settings.checkpoints_kept, best.step if best else None
-        )
+        checkpoints = job_records.job_checkpoints(session, job.id)
+        keep = self.settings.checkpoints_kept
+        if self.claim.method["type"] == "reinforcement":
+            # As OpenAI does: the best by validation reward, and the newest (the final model).
+            pruned = job_records.prune_checkpoints(
+                session, job.id, 1, [c.step for c in _best_rewarded(checkpoints, keep)]
+            )
+            return kept, pruned
+        best = _best_checkpoint(checkpoints)
+        pruned = job_records.prune_checkpoints(session, job.id, keep, best.step if best else None)
         return kept, pruned
 
     def _results_row(self, results: ResultFile, now: int) -> File:
@@ -225,3 +235,12 @@ def _best_checkpoint(
     """The published checkpoint with the lowest full validation loss (the earliest of equals)."""
     measured = [c for c in checkpoints if c.metrics.get("full_valid_loss") is not None]
     return min(measured, key=lambda c: (c.metrics["full_valid_loss"], c.step), default=None)
+
+
+def _best_rewarded(
+    checkpoints: list[FineTuningJobCheckpoint], count: int
+) -> list[FineTuningJobCheckpoint]:
+    """The ``count`` checkpoints with the highest validation reward (the later of equals)."""
+    measured = [c for c in checkpoints if c.metrics.get("valid_reward_mean") is not None]
+    ranked = sorted(measured, key=lambda c: (c.metrics["valid_reward_mean"], c.step), reverse=True)
+    return ranked[:count]

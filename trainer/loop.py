@@ -24,7 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from service.settings import BaseModelConfig
 from trainer.data_parallel import Group
 from trainer.dataset import TrainingExample
-from trainer.objectives import Objective
+from trainer.objectives import Objective, TrainingFailed
 from trainer.placement import Accelerator, load_base, plan
 from trainer.run import TrainingRun
 from trainer.signals import Signal, new_signals
@@ -47,6 +47,8 @@ class StepMetrics:
     valid_mean_token_accuracy: float | None = None
     full_valid_loss: float | None = None
     full_valid_mean_token_accuracy: float | None = None
+    # What the objective found beyond these (RFT: per-grader scores, errors, sampled tokens).
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,6 @@ class TrainingStopped(Exception):
     def __init__(self, reason: str, step: int) -> None:
         super().__init__(f"stopped at step {step}: {reason}")
         self.reason, self.step = reason, step
-
-
-class TrainingFailed(Exception):
-    """Training cannot succeed (the loss diverged, memory ran out): fail the job at once."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 @dataclass
@@ -189,7 +183,10 @@ class _Training:
         progress.trained_tokens += sum(self.objective.tokens(e) for e in batch)
         epoch_ended = progress.step % self.per_epoch == 0
         validated = self._validate(epoch_ended)
-        progress.steps.append(StepMetrics(progress.step, self.total, loss, accuracy, **validated))
+        details = self.objective.step_details()
+        progress.steps.append(
+            StepMetrics(progress.step, self.total, loss, accuracy, **validated, details=details)
+        )
         return epoch_ended
 
     def report(self, epoch_ended: bool) -> None:
@@ -199,13 +196,20 @@ class _Training:
         hooks.on_step(progress.steps[-1])
         for signal in new_signals(progress.steps, self.run.hp.n_epochs):
             hooks.on_signal(signal)
-        if epoch_ended and progress.step < self.total:
+        if self._publishes(epoch_ended) and progress.step < self.total:
             folder = self.output_dir / f"step-{progress.step}"
             self.model.save_pretrained(str(folder))
             hooks.on_epoch_end(progress.steps[-1], folder)
         every = hooks.snapshot_every
         if epoch_ended or (every and progress.step % every == 0):
             self.snapshot()
+
+    def _publishes(self, epoch_ended: bool) -> bool:
+        """Whether the step just taken publishes a checkpoint: at epoch ends, or, when the run
+        fixes its validation steps (RFT), at each of those (OpenAI keeps the best of them)."""
+        if self.run.validate_every is None:
+            return epoch_ended
+        return self.progress.steps[-1].full_valid_mean_token_accuracy is not None
 
     def stop_if_asked(self, epoch_ended: bool) -> None:
         """Stop (every rank, as the leader's hooks say) after a snapshot where one is due."""
@@ -277,6 +281,16 @@ class _Training:
         validation, step, total = self.run.validation, self.progress.step, self.total
         if not validation:
             return {}
+        if self.run.validate_every is not None:  # the whole set, every so many steps
+            if step % self.run.validate_every and step != total:
+                return {}
+            loss, accuracy = self.objective.evaluate(self.model, validation)
+            return {
+                "valid_loss": loss,
+                "valid_mean_token_accuracy": accuracy,
+                "full_valid_loss": loss,
+                "full_valid_mean_token_accuracy": accuracy,
+            }
         found: dict[str, float] = {}
         every = max(1, total // VALIDATION_EVERY)
         if step % every == 0 or step == total:

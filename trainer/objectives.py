@@ -2,12 +2,13 @@
 
 An objective takes one optimizer step's examples, accumulates the gradient of the step's loss and
 returns the loss and an accuracy; it also measures validation examples without a gradient.
+GRPO's, for reinforcement fine-tuning, is in ``trainer.reinforcement``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from peft import PeftModel
@@ -17,6 +18,15 @@ from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
 from trainer.dataset import PreferencePair, TrainingExample
 
 DEFAULT_DPO_BETA = 0.1
+
+
+class TrainingFailed(Exception):
+    """Training cannot succeed (the loss diverged, memory ran out, the grader cannot run): fail
+    the job at once."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 class Objective(Protocol):
@@ -31,6 +41,9 @@ class Objective(Protocol):
 
     def weight(self, batch: list[TrainingExample]) -> float:
         """What ``step``'s mean loss is taken over (to combine shares of a step)."""
+
+    def step_details(self) -> dict[str, Any] | None:
+        """What the last step found beyond its loss and accuracy (RFT's per-grader scores)."""
 
 
 @dataclass
@@ -54,6 +67,9 @@ class SupervisedObjective:
 
     def weight(self, batch: list[TrainingExample]) -> float:
         return sum(loss_tokens(e) for e in _chats(batch))
+
+    def step_details(self) -> dict[str, Any] | None:
+        return None
 
 
 @dataclass
@@ -99,6 +115,9 @@ class PreferenceObjective:
 
     def weight(self, batch: list[TrainingExample]) -> float:
         return len(batch)
+
+    def step_details(self) -> dict[str, Any] | None:
+        return None
 
     def _loss(self, model: PeftModel, pair: PreferencePair) -> tuple[torch.Tensor, bool]:
         policy = answer_logps(model, pair)

@@ -25,6 +25,8 @@ from types import FrameType
 
 import torch
 
+from graders.config import parse_grader, walk
+from graders.python_grader import SandboxLimits
 from service import queue
 from service.blobstore import BlobStore, open_blob_store
 from service.blobstore.keys import checkpoint_variant
@@ -42,17 +44,19 @@ from trainer.forgetting import ForgettingCheck, forgetting_check
 from trainer.heartbeat import Heartbeat
 from trainer.hyperparameters import AUTO_DPO_BETA, Hyperparameters, resolve
 from trainer.job_files import JobFiles, prepare_job_files
+from trainer.judge import HttpJudge
 from trainer.ledger import JobLedger, Pace
 from trainer.loop import (
     StepMetrics,
-    TrainingFailed,
     TrainingHooks,
     TrainingResult,
     TrainingStopped,
     train_lora,
 )
+from trainer.objectives import TrainingFailed
+from trainer.reinforcement import ReinforcementSetup
 from trainer.results import ResultFile
-from trainer.run import TrainingRun
+from trainer.run import ReinforcementRun, TrainingRun
 
 log = logging.getLogger("openft.worker")
 LOST_STORE = "lost the database or the blob store"
@@ -216,8 +220,43 @@ class Worker:
             resume_from=snapshot.path if snapshot else None,
             start_from=parent,
             dpo_beta=(hp.beta or AUTO_DPO_BETA) if claim.method["type"] == "dpo" else None,
+            reinforcement=self._reinforcement(claim, hp),
         )
         return run, Pace(snapshot.step if snapshot else 0)
+
+    def _reinforcement(self, claim: Claim, hp: Hyperparameters) -> ReinforcementRun | None:
+        """An RFT job's grading: its grader, the sandbox's limits, and the judges its model
+        graders reach (base models served at ``OPENFT_VLLM_URLS``)."""
+        if claim.method["type"] != "reinforcement" or hp.reinforcement is None:
+            return None
+        given = claim.method["reinforcement"]
+        settings = self.settings
+        setup = ReinforcementSetup(
+            grader=given["grader"],
+            samples_per_prompt=hp.reinforcement.samples_per_prompt,
+            eval_samples=hp.reinforcement.eval_samples,
+            max_completion_tokens=settings.rft_max_completion_tokens,
+            response_format=given.get("response_format"),
+        )
+        judges = {}
+        for _, sub in walk(parse_grader(given["grader"])):
+            local = settings.grader_models.get(getattr(sub, "model", ""), getattr(sub, "model", ""))
+            if local in settings.vllm_urls:
+                judges[sub.model] = (f"{settings.vllm_urls[local].rstrip('/')}/v1", local)
+        embeddings = None
+        if settings.grader_embeddings_url and settings.grader_embedding_model:
+            embeddings = (
+                settings.grader_embeddings_url.rstrip("/"),
+                settings.grader_embedding_model,
+            )
+        return ReinforcementRun(
+            setup,
+            HttpJudge(judges, embeddings, settings.vllm_api_key),
+            SandboxLimits(
+                timeout_s=settings.grader_python_timeout_seconds,
+                memory_bytes=settings.grader_python_memory_mib * 1024 * 1024,
+            ),
+        )
 
     def _train(self, job: _Job, run: TrainingRun, pace: Pace, workdir: Path) -> TrainingResult:
         """Train the run (with followers, data-parallel), its hooks writing the job's ledger."""
@@ -259,7 +298,7 @@ class Worker:
     ) -> None:
         """Blobs first (adapter, result file), then one transaction makes the job succeed."""
         job.artifacts.put_adapter(adapter_dir)
-        results = ResultFile.of(result)
+        results = ResultFile.of(result, job.claim.method["type"])
         job.artifacts.put_result_file(results)
         fault_point("before_success")
         name, pruned = job.ledger.succeed(result, results, training_s, profile, forgetting)

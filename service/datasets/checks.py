@@ -16,6 +16,8 @@ Finding = tuple[int | None, str]
 CHAT = "fine-tune-chat"
 PREFERENCE = "fine-tune-preference"
 COMPLETION = "fine-tune-completion"
+REINFORCEMENT = "fine-tune-reinforcement"
+PROMPT_ROLES = ("user", "developer")
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _EXPECTED_ROLES = ", ".join(f"'{role}'" for role in ROLES)
 _JSON_KINDS = {
@@ -33,9 +35,16 @@ def json_kind(value: object) -> str:
     return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
-def format_of(example: dict[str, Any]) -> str | None:
-    """Which of OpenAI's training formats an example is written in, from its keys."""
+def format_of(example: dict[str, Any], method: str | None = None) -> str | None:
+    """Which of OpenAI's training formats an example is written in, from its keys: a
+    ``messages`` example is a reinforcement prompt in a reinforcement job, a chat example in
+    other jobs, and, in a file not yet bound to a job, a prompt when it ends with a user or
+    developer turn and has no assistant turn to train on."""
     if "messages" in example:
+        if method == "reinforcement":
+            return REINFORCEMENT
+        if method is None and _is_prompt(example["messages"]):
+            return REINFORCEMENT
         return CHAT
     if "input" in example or "preferred_output" in example or "non_preferred_output" in example:
         return PREFERENCE
@@ -60,6 +69,30 @@ def check_chat(example: dict[str, Any], accepts_images: bool) -> list[Finding]:
         findings.append(
             (None, "every assistant message has weight 0, so the example has nothing to train on")
         )
+    findings.extend(_check_tools_fields(example))
+    return findings
+
+
+def _is_prompt(messages: object) -> bool:
+    if type(messages) is not list or not messages or type(messages[-1]) is not dict:
+        return False
+    return messages[-1].get("role") in PROMPT_ROLES and not any(
+        type(m) is dict and m.get("role") == "assistant" for m in messages
+    )
+
+
+def check_reinforcement(example: dict[str, Any], accepts_images: bool) -> list[Finding]:
+    """A reinforcement prompt: ``messages`` ending with the user (or developer) turn the model
+    answers, optional ``tools``; every other key is the grader's ``item``."""
+    messages = example["messages"]
+    findings = _check_conversation(messages, accepts_images)
+    if type(messages) is list and messages and type(messages[-1]) is dict:
+        role = messages[-1].get("role")
+        if role not in PROMPT_ROLES:
+            findings.append(
+                (len(messages), f"the last message must be from the user or developer (the "
+                 f"prompt the model answers), not {role!r}")
+            )  # fmt: skip
     findings.extend(_check_tools_fields(example))
     return findings
 

@@ -20,10 +20,12 @@ from service.datasets.checks import (
     CHAT,
     COMPLETION,
     PREFERENCE,
+    REINFORCEMENT,
     Finding,
     check_chat,
     check_completion,
     check_preference,
+    check_reinforcement,
     format_of,
     json_kind,
 )
@@ -33,7 +35,13 @@ MIN_VALIDATION_EXAMPLES = 1
 LISTED_PROBLEMS = 10
 MIB = 1024 * 1024
 # The formats each method trains on; the first is the one its errors name.
-METHOD_FORMATS = {"supervised": (CHAT, COMPLETION), "dpo": (PREFERENCE,)}
+METHOD_FORMATS = {
+    "supervised": (CHAT, COMPLETION),
+    "dpo": (PREFERENCE,),
+    "reinforcement": (REINFORCEMENT,),
+}
+# Checks the grader's ``item`` of a valid reinforcement example; a problem's detail, or None.
+ItemCheck = Callable[[dict[str, Any]], str | None]
 _BOM = b"\xef\xbb\xbf"
 _BLANK = frozenset(b" \t\r\n\f\v")
 
@@ -143,12 +151,15 @@ class DatasetValidator:
         token_limit: int | None = None,
         accepts_images: bool = False,
         max_line_bytes: int = 64 * MIB,
+        item_check: ItemCheck | None = None,
     ) -> None:
         self.report = ValidationReport(param, file_id, method, token_limit=token_limit)
         self.line = 0  # number of the line being checked, 1-based
         self._count_tokens = count_tokens
         self._counted_formats = METHOD_FORMATS.get(method) if method else None
         self._accepts_images = accepts_images
+        self._method = method
+        self._item_check = item_check
         self._max_line_bytes = max_line_bytes
         self._format_line = 0
         self._pending: list[bytes] = []
@@ -206,7 +217,11 @@ class DatasetValidator:
             return
         report = self.report
         report.n_examples += 1
-        if report.format in (None, CHAT) and fast_chat.accepts(raw):
+        if (
+            report.format in (None, CHAT)
+            and self._method != "reinforcement"
+            and fast_chat.accepts(raw)
+        ):
             self._accept_chat()
             if self._counts(CHAT):
                 self._count(orjson.loads(raw))
@@ -222,7 +237,7 @@ class DatasetValidator:
         self._check_example(example)
 
     def _check_example(self, example: dict[str, Any]) -> None:
-        found = format_of(example)
+        found = format_of(example, self._method)
         if found is None:
             self._add(
                 Problem(
@@ -249,6 +264,11 @@ class DatasetValidator:
             findings = check_chat(example, self._accepts_images)
         elif found == PREFERENCE:
             findings = check_preference(example, self._accepts_images)
+        elif found == REINFORCEMENT:
+            findings = check_reinforcement(example, self._accepts_images)
+            if not findings and self._item_check is not None:
+                problem = self._item_check(example)
+                findings = [(None, problem)] if problem else []
         else:
             findings = check_completion(example)
         if findings:

@@ -13,14 +13,23 @@ RANGES: dict[str, tuple[bool, float, bool, float | None]] = {
     "n_epochs": (True, 1, False, 50),
 }
 DPO_RANGES = {"beta": (False, 0.0, True, 2.0), **RANGES}
+REINFORCEMENT_RANGES = {
+    **RANGES,
+    "compute_multiplier": (False, 0.00001, True, 10.0),
+    "eval_interval": (True, 1, False, None),
+    "eval_samples": (True, 1, False, None),
+}
+REASONING_EFFORTS = ("default", "low", "medium", "high")
 
 
 def checked_hyperparameters(
     values: dict[str, Any], prefix: str, method: str = "supervised"
 ) -> dict[str, Any]:
     """Every known hyperparameter, "auto" where not given; 400 in OpenAI's words otherwise."""
-    ranges = DPO_RANGES if method == "dpo" else RANGES
+    ranges = {"dpo": DPO_RANGES, "reinforcement": REINFORCEMENT_RANGES}.get(method, RANGES)
     for name in values:
+        if method == "reinforcement" and name == "reasoning_effort":
+            continue
         if name not in ranges:
             raise InvalidRequestError(
                 f"Unrecognized request argument supplied: {prefix}.{name}", param=f"{prefix}.{name}"
@@ -29,6 +38,14 @@ def checked_hyperparameters(
     for name, limits in ranges.items():
         value = values.get(name, "auto")
         checked[name] = value if value == "auto" else _in_range(value, f"{prefix}.{name}", *limits)
+    if method == "reinforcement":
+        effort = values.get("reasoning_effort", "default")
+        if effort not in REASONING_EFFORTS:
+            raise InvalidRequestError(
+                f"{effort!r} is not one of {list(REASONING_EFFORTS)} - '{prefix}.reasoning_effort'",
+                param=f"{prefix}.reasoning_effort",
+            )
+        checked["reasoning_effort"] = effort
     return checked
 
 

@@ -29,11 +29,24 @@ class SupervisedMethodIn(_Strict):
     hyperparameters: dict[str, Any] | None = None
 
 
+class ReinforcementMethodIn(_Strict):
+    grader: dict[str, Any] = Field(
+        description="One of OpenAI's graders (`string_check`, `text_similarity`, `python`, "
+        "`score_model`, `multi`): it scores each sampled answer."
+    )
+    hyperparameters: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description='`{"type": "json_schema", "json_schema": {...}}`: answers are '
+        "sampled as that JSON, and graders see `sample.output_json`.",
+    )
+
+
 class MethodIn(_Strict):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethodIn | None = None
     dpo: SupervisedMethodIn | None = None  # the same shape: {"hyperparameters": {...}}
-    reinforcement: dict[str, Any] | None = None
+    reinforcement: ReinforcementMethodIn | None = None
 
 
 class CreateJobRequest(_Strict):

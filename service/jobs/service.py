@@ -17,6 +17,7 @@ from service.db.models import FineTuningJobCheckpoint as CheckpointRow
 from service.db.models import FineTuningJobEvent as EventRow
 from service.errors import InvalidRequestError, no_such_object
 from service.files import repository as files_repository
+from service.graders.service import checked_grader
 from service.ids import new_job_id
 from service.jobs import repository
 from service.jobs.hyperparameters import checked_hyperparameters
@@ -78,7 +79,7 @@ class JobsService:
         _check_suffix(request.suffix)
         _check_metadata(request.metadata)
         _check_integrations(request.integrations)
-        method = _method(request)
+        method = _method(request, self.settings)
         now = int(time.time())
         with self.db.write() as session:
             limits.check_active_jobs(session, principal, self.settings)
@@ -266,18 +267,15 @@ def _validating_message(row: JobRow) -> str:
     )
 
 
-def _method(request: CreateJobRequest) -> dict[str, Any]:
+def _method(request: CreateJobRequest, settings: Settings) -> dict[str, Any]:
     """The normalised ``method`` object, with every hyperparameter present ("auto" if unset)."""
     legacy = request.hyperparameters
     if request.method is None:
         values = checked_hyperparameters(legacy or {}, "hyperparameters")
         return {"type": "supervised", "supervised": {"hyperparameters": values}}
     kind = request.method.type
-    if kind not in ("supervised", "dpo"):
-        raise InvalidRequestError(
-            f"Fine-tuning method '{kind}' is not supported yet; only 'supervised' and 'dpo' are.",
-            param="method.type",
-        )
+    if kind == "reinforcement":
+        return _reinforcement_method(request, settings)
     given = request.method.supervised if kind == "supervised" else request.method.dpo
     nested = given.hyperparameters if given else None
     if nested is not None and legacy is not None:
@@ -291,6 +289,63 @@ def _method(request: CreateJobRequest) -> dict[str, Any]:
     else:
         values = checked_hyperparameters(legacy or {}, "hyperparameters", kind)
     return {"type": kind, kind: {"hyperparameters": values}}
+
+
+def _reinforcement_method(request: CreateJobRequest, settings: Settings) -> dict[str, Any]:
+    """An RFT job: a grader this server can run, a validation file (OpenAI requires one: its
+    reward is what the job reports), and RFT's hyperparameters."""
+    assert request.method is not None
+    given = request.method.reinforcement
+    if given is None:
+        raise InvalidRequestError(
+            "Missing required parameter: 'method.reinforcement'.",
+            param="method.reinforcement",
+            code="missing_required_parameter",
+        )
+    if request.hyperparameters is not None:
+        raise InvalidRequestError(
+            "Reinforcement fine-tuning takes its hyperparameters in "
+            "'method.reinforcement.hyperparameters'.",
+            param="hyperparameters",
+        )
+    if request.validation_file is None:
+        raise InvalidRequestError(
+            "Reinforcement fine-tuning needs a validation_file: the job reports the grader's "
+            "mean reward on it.",
+            param="validation_file",
+            code="missing_required_parameter",
+        )
+    checked_grader(settings, given.grader, "method.reinforcement.grader")
+    _check_response_format(given.response_format)
+    values = checked_hyperparameters(
+        given.hyperparameters or {}, "method.reinforcement.hyperparameters", "reinforcement"
+    )
+    return {
+        "type": "reinforcement",
+        "reinforcement": {
+            "grader": given.grader,
+            "hyperparameters": values,
+            "response_format": given.response_format,
+        },
+    }
+
+
+def _check_response_format(response_format: dict[str, Any] | None) -> None:
+    if response_format is None:
+        return
+    param = "method.reinforcement.response_format"
+    schema = response_format.get("json_schema")
+    if response_format.get("type") != "json_schema" or not isinstance(schema, dict):
+        raise InvalidRequestError(
+            'response_format must be {"type": "json_schema", "json_schema": {"name": '
+            '..., "schema": {...}}}.',
+            param=param,
+        )
+    if not isinstance(schema.get("name"), str) or not isinstance(schema.get("schema"), dict):
+        raise InvalidRequestError(
+            "response_format.json_schema needs a 'name' and a 'schema' object.",
+            param=f"{param}.json_schema",
+        )
 
 
 def _check_suffix(suffix: str | None) -> None:

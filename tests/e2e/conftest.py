@@ -53,7 +53,12 @@ def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     """``openft serve`` with its training worker, vLLM and the demo model, on SQLite."""
     process = start_server(
         tmp_path_factory.mktemp("serve-training"),
-        {"OPENFT_LEASE_SECONDS": "15", "OPENFT_METRICS_TOKEN": METRICS_TOKEN},
+        {
+            "OPENFT_LEASE_SECONDS": "15",
+            "OPENFT_METRICS_TOKEN": METRICS_TOKEN,
+            # Graders that name OpenAI's o4-mini are judged by the demo model (test_graders).
+            "OPENFT_GRADER_MODELS": '{"o4-mini": "tiny-chat"}',
+        },
     )
     try:
         wait_until_models_ready(process)

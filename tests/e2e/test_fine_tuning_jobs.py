@@ -73,6 +73,15 @@ def test_legacy_and_method_hyperparameters(client: openai.OpenAI, training_file:
     assert method.method.supervised.hyperparameters.batch_size == 4  # type: ignore[union-attr]
 
 
+RFT_GRADER = {
+    "type": "string_check",
+    "name": "answer",
+    "input": "{{ sample.output_text }}",
+    "reference": "{{ item.answer }}",
+    "operation": "ilike",
+}
+
+
 @pytest.mark.parametrize(
     ("changes", "param", "fragment"),
     [
@@ -120,8 +129,13 @@ def test_legacy_and_method_hyperparameters(client: openai.OpenAI, training_file:
         ),
         (
             {"method": {"type": "reinforcement"}},
-            "method.type",
-            "'reinforcement' is not supported yet",
+            "method.reinforcement",
+            "Missing required parameter: 'method.reinforcement'",
+        ),
+        (
+            {"method": {"type": "reinforcement", "reinforcement": {"grader": RFT_GRADER}}},
+            "validation_file",
+            "Reinforcement fine-tuning needs a validation_file",
         ),
         ({"seed": -1}, "seed", "-1 is less than the minimum of 0"),
     ],
@@ -137,6 +151,97 @@ def test_create_is_refused_in_openai_words(
     assert error.value.param == param
     assert fragment in error.value.message
     assert client.fine_tuning.jobs.list().data == []
+
+
+@pytest.mark.parametrize(
+    ("reinforcement", "param", "fragment"),
+    [
+        (
+            {"grader": {**RFT_GRADER, "operation": "neq"}},
+            "method.reinforcement.grader.operation",
+            "'eq', 'ne', 'like' or 'ilike'",
+        ),
+        (
+            {"grader": {**RFT_GRADER, "type": "label_model"}},
+            "method.reinforcement.grader.type",
+            "only inside a multi grader",
+        ),
+        (
+            {"grader": RFT_GRADER, "hyperparameters": {"compute_multiplier": 11}},
+            "method.reinforcement.hyperparameters.compute_multiplier",
+            "greater than the maximum of 10",
+        ),
+        (
+            {"grader": RFT_GRADER, "hyperparameters": {"reasoning_effort": "extreme"}},
+            "method.reinforcement.hyperparameters.reasoning_effort",
+            "'extreme' is not one of",
+        ),
+        (
+            {"grader": RFT_GRADER, "hyperparameters": {"beta": 0.1}},
+            "method.reinforcement.hyperparameters.beta",
+            "Unrecognized request argument supplied",
+        ),
+        (
+            {"grader": RFT_GRADER, "response_format": {"type": "json_object"}},
+            "method.reinforcement.response_format",
+            "json_schema",
+        ),
+    ],
+)
+def test_a_reinforcement_job_is_refused_in_openai_words(
+    client: openai.OpenAI,
+    training_file: str,
+    reinforcement: dict[str, Any],
+    param: str,
+    fragment: str,
+) -> None:
+    with pytest.raises(openai.BadRequestError) as error:
+        client.fine_tuning.jobs.create(
+            model="tiny-chat",
+            training_file=training_file,
+            validation_file=training_file,
+            method={"type": "reinforcement", "reinforcement": reinforcement},  # type: ignore[typeddict-item]
+        )
+
+    assert error.value.param == param
+    assert fragment in error.value.message
+    assert client.fine_tuning.jobs.list().data == []
+
+
+def test_a_reinforcement_job_echoes_its_method_as_openai_does(
+    client: openai.OpenAI, training_file: str
+) -> None:
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "strict": True, "schema": {"type": "object"}},
+    }
+    job = client.fine_tuning.jobs.create(
+        model="tiny-chat",
+        training_file=training_file,
+        validation_file=training_file,
+        method={
+            "type": "reinforcement",
+            "reinforcement": {
+                "grader": RFT_GRADER,  # type: ignore[typeddict-item]
+                "hyperparameters": {"eval_interval": 3, "reasoning_effort": "low"},
+                "response_format": response_format,  # type: ignore[typeddict-unknown-key]
+            },
+        },
+    )
+    method = client.fine_tuning.jobs.retrieve(job.id).method.model_dump()
+    assert method["type"] == "reinforcement"
+    assert method["reinforcement"]["grader"] == RFT_GRADER
+    assert method["reinforcement"]["hyperparameters"] == {
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+        "n_epochs": "auto",
+        "compute_multiplier": "auto",
+        "eval_interval": 3,
+        "eval_samples": "auto",
+        "reasoning_effort": "low",
+    }
+    assert method["reinforcement"]["response_format"] == response_format
+    client.fine_tuning.jobs.cancel(job.id)
 
 
 def test_model_not_available_code(client: openai.OpenAI, training_file: str) -> None:

@@ -408,3 +408,113 @@ def processes_with(variable: str) -> list[int]:
             if entry in environ.read_bytes().split(b"\0"):
                 found.append(int(environ.parent.name))
     return found
+
+
+# Reinforcement fine-tuning: longer answers score higher (every group has a signal), graded in
+# the python sandbox. 12 prompts, 2 a step: 6 steps; validation (and a checkpoint) every 2.
+LENGTH_GRADER = {
+    "type": "python",
+    "name": "length",
+    "source": "def grade(sample, item):\n"
+    "    return min(len(sample['output_text']) / item['target'], 1.0)\n",
+}
+RFT = {"n_epochs": 1, "batch_size": 2, "eval_interval": 2, "compute_multiplier": 0.5}
+
+
+def prompt(i: int) -> bytes:
+    row = {"messages": [{"role": "user", "content": f"Describe door {i}."}], "target": 30}
+    return json.dumps(row).encode() + b"\n"
+
+
+def create_rft_job(queue: Queue) -> str:
+    files = []
+    for n in (12, 3):
+        blob = queue.state.blobs.stage()
+        blob.write(b"".join(prompt(i) for i in range(n)))
+        upload = ReceivedUpload(fields={"purpose": "fine-tune"}, filename="r.jsonl", blob=blob)
+        files.append(queue.state.files.create(queue.owner, upload).id)
+    request = CreateJobRequest.model_validate(
+        {
+            "model": "tiny-chat",
+            "training_file": files[0],
+            "validation_file": files[1],
+            "seed": 3,
+            "method": {
+                "type": "reinforcement",
+                "reinforcement": {"grader": LENGTH_GRADER, "hyperparameters": RFT},
+            },
+        }
+    )
+    return queue.state.jobs.create(queue.owner, request).id
+
+
+def rewards(queue: Queue, job_id: str) -> list[tuple[int, float, float | None]]:
+    metrics = [e.data for e in queue.events(job_id) if e.type == "metrics" and e.data]
+    return [(d["step"], d["train_mean_reward"], d.get("full_valid_mean_reward")) for d in metrics]
+
+
+@pytest.fixture(scope="module")
+def rft_reference(sqlite_queue: Queue) -> tuple[str, list[tuple[int, float, float | None]]]:
+    job_id = create_rft_job(sqlite_queue)
+    code, output = sqlite_queue.run_worker()
+    assert code == 0, output
+    job = sqlite_queue.job(job_id)
+    assert job.status == "succeeded", (job.error, output)
+    return job_id, rewards(sqlite_queue, job_id)
+
+
+def test_an_rft_job_reports_rewards_as_openai_does(
+    sqlite_queue: Queue, rft_reference: tuple[str, list[tuple[int, float, float | None]]]
+) -> None:
+    queue, (job_id, curve) = sqlite_queue, rft_reference
+    assert [step for step, _, _ in curve] == [1, 2, 3, 4, 5, 6]
+    assert [step for step, _, valid in curve if valid is not None] == [2, 4, 6]
+    events = queue.events(job_id)
+    step_two = next(e for e in events if e.type == "metrics" and e.data and e.data["step"] == 2)
+    assert step_two.message.startswith("Step 2/6 , train mean reward=")
+    assert ", full validation mean reward=" in step_two.message
+    data = step_two.data or {}
+    assert data["scores"]["graders"] == [
+        {"name": "length", "type": "python", "train_reward_mean": data["train_mean_reward"]}
+    ]
+    assert data["errors"]["graders"][0]["train_python_grader_runtime_error_mean"] == 0.0
+    job = queue.job(job_id)
+    method = job.method["reinforcement"]
+    assert method["grader"] == LENGTH_GRADER
+    assert method["hyperparameters"] == {
+        "batch_size": 2,
+        "learning_rate_multiplier": 2.0,  # the demo model's auto
+        "n_epochs": 1,
+        "compute_multiplier": 0.5,
+        "eval_interval": 2,
+        "eval_samples": 1,
+        "reasoning_effort": "default",
+    }
+    checkpoints = queue.state.jobs.checkpoints(queue.owner, job_id, after=None, limit=10).data
+    assert checkpoints[0].fine_tuned_model_checkpoint == job.fine_tuned_model
+    valid = {step: reward for step, _, reward in curve if reward is not None}
+    kept_before_final = sorted(c.step_number for c in checkpoints[1:])
+    best = sorted(sorted((2, 4), key=lambda s: (valid[s], s), reverse=True)[:3])
+    assert kept_before_final == best
+    for checkpoint in checkpoints:
+        assert checkpoint.metrics["valid_reward_mean"] == valid[checkpoint.step_number]
+
+
+def test_a_killed_rft_worker_is_resumed_with_the_same_rewards(
+    sqlite_queue: Queue, rft_reference: tuple[str, list[tuple[int, float, float | None]]]
+) -> None:
+    queue, (_, curve) = sqlite_queue, rft_reference
+    job_id = create_rft_job(queue)
+
+    code, output = queue.run_worker(fault="after_step:5")  # the snapshot is at step 4
+    assert code == -signal.SIGKILL, output
+    queue.expire_leases()
+    code, output = queue.run_worker()
+
+    assert code == 0, output
+    assert queue.job(job_id).status == "succeeded", output
+    resumed = rewards(queue, job_id)
+    assert [step for step, _, _ in resumed] == [1, 2, 3, 4, 5, 6]
+    for (_, train, valid), (_, expected_train, expected_valid) in zip(resumed, curve, strict=True):
+        assert train == pytest.approx(expected_train)
+        assert valid == pytest.approx(expected_valid)

@@ -93,12 +93,26 @@ def _stored_chat_message(error: jsonschema.ValidationError) -> bool:
     return no_calls or (in_list and (no_refusal or request_role))
 
 
+def _multi_grader_map(error: jsonschema.ValidationError) -> bool:
+    # OpenAI's guides send a multi grader's `graders` as an object by key (the keys its
+    # calculate_output names); the spec types the field as one grader (API-FACTS-SURFACES 1.8).
+    instance = error.instance
+    return (
+        error.validator == "oneOf"
+        and isinstance(instance, dict)
+        and instance.get("type") == "multi"
+        and isinstance(instance.get("graders"), dict)
+        and "type" not in instance["graders"]
+    )
+
+
 KNOWN_DIFFERENCES: tuple[Callable[[jsonschema.ValidationError], bool], ...] = (
     _null_in_reality,
     _evals_purpose,
     _empty_job_error,
     _paused_status,
     _stored_chat_message,
+    _multi_grader_map,
 )
 
 

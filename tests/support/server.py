@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -48,9 +49,9 @@ class ServerProcess:
     def settings(self) -> Settings:
         """The server's own settings (from the ``OPENFT_*`` variables it was started with)."""
         fields = {
-            name.removeprefix("OPENFT_").lower(): value
+            name.removeprefix("OPENFT_").lower(): json.loads(value) if value[:1] in "{[" else value
             for name, value in self.env.items()
-            if name.startswith("OPENFT_")
+            if name.startswith("OPENFT_") and value
         }
         return Settings(**fields)
 

@@ -1,0 +1,1 @@
+"""OpenAI's graders as pure functions: no HTTP, no training."""

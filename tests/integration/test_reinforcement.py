@@ -1,0 +1,176 @@
+"""Reinforcement fine-tuning in the training loop (``trainer.reinforcement``) on the random-weight
+demo model: reinforcement files through the one validator, GRPO steps with a python grader in its
+sandbox, validation rewards at ``eval_interval`` and resuming from a snapshot taking exactly the
+steps an uninterrupted run takes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from graders.config import item_problem, parse_grader
+from graders.python_grader import SandboxLimits
+from service.settings import BaseModelConfig
+from trainer.dataset import DatasetError, PromptExample, TrainingExample, item_of, prepare_file
+from trainer.demo_model import create_demo_model
+from trainer.hyperparameters import resolve
+from trainer.judge import HttpJudge
+from trainer.loop import TrainingHooks, TrainingStopped, train_lora
+from trainer.placement import load_tokenizer
+from trainer.reinforcement import ReinforcementSetup
+from trainer.run import ReinforcementRun, TrainingRun
+
+# Longer answers score higher: a reward every sample differs on, so every group has a signal.
+LENGTH_GRADER = {
+    "type": "python",
+    "name": "length",
+    "source": "def grade(sample, item):\n"
+    "    return min(len(sample['output_text']) / item['target'], 1.0)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelConfig:
+    folder = create_demo_model(tmp_path_factory.mktemp("models") / "tiny-chat")
+    return BaseModelConfig(name="tiny-chat", path=str(folder), learning_rate=1e-3, lora_rank=4)
+
+
+def lines(n: int, **extra: Any) -> bytes:
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"Tell me about thing {i}."}],
+            "target": 40,
+            **extra,
+        }
+        for i in range(n)
+    ]
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def prompts(
+    base: BaseModelConfig,
+    data: bytes,
+    grader: dict[str, Any] = LENGTH_GRADER,
+    param: str = "validation_file",  # at least 1 example (a training file: 10)
+) -> list[TrainingExample]:
+    parsed = parse_grader(grader)
+
+    def check(example: dict[str, Any]) -> str | None:
+        return item_problem(parsed, item_of(example))
+
+    prepared = prepare_file(
+        [data],
+        load_tokenizer(base),
+        file_id="file-rft",
+        method="reinforcement",
+        max_length=256,
+        param=param,
+        item_check=check,
+    )
+    return prepared.examples
+
+
+def run_of(base: BaseModelConfig, **options: Any) -> TrainingRun:
+    examples = prompts(base, lines(4))
+    requested = {"n_epochs": 2, "batch_size": 2, "compute_multiplier": 1.0, "eval_interval": 2}
+    hp = resolve(requested, len(examples), auto_learning_rate_multiplier=1.0)
+    setup = ReinforcementSetup(
+        grader=LENGTH_GRADER,
+        samples_per_prompt=hp.reinforcement.samples_per_prompt if hp.reinforcement else 0,
+        eval_samples=1,
+        max_completion_tokens=12,
+    )
+    grading = ReinforcementRun(setup, HttpJudge({}), SandboxLimits(timeout_s=10))
+    return TrainingRun(
+        base,
+        examples,
+        hp,
+        seed=5,
+        validation=prompts(base, lines(2)),
+        reinforcement=grading,
+        **options,
+    )
+
+
+def test_a_reinforcement_file_becomes_prompts_with_items(base: BaseModelConfig) -> None:
+    found = prompts(base, lines(3, answer={"city": "Oslo"}))
+    assert len(found) == 3 and all(isinstance(p, PromptExample) for p in found)
+    assert found[0].item == {"target": 40, "answer": {"city": "Oslo"}}
+    tokenizer = load_tokenizer(base)
+    assert tokenizer.decode(found[0].prompt_ids).rstrip().endswith("assistant")
+
+
+def test_a_file_without_what_the_grader_reads_fails_with_the_example_number(
+    base: BaseModelConfig,
+) -> None:
+    grader = {
+        "type": "string_check",
+        "name": "s",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer.city }}",
+        "operation": "eq",
+    }
+    data = lines(10, answer={"city": "Oslo"}).replace(b'"city"', b'"town"', 1)
+    with pytest.raises(DatasetError) as failed:
+        prompts(base, data, grader, "training_file")
+    assert failed.value.code == "invalid_training_file"
+    assert "Example 1: the grader's template '{{item.answer.city}}': item.answer has no 'city'" in (
+        failed.value.message
+    )
+    chat = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}
+    ).encode()
+    with pytest.raises(DatasetError) as failed:
+        prompts(base, (chat + b"\n") * 10, param="training_file")
+    assert "Example 1, message 2: the last message must be from the user or developer" in (
+        failed.value.message
+    )
+
+
+def test_grpo_steps_sample_grade_and_validate_at_the_eval_interval(
+    base: BaseModelConfig, tmp_path: Path
+) -> None:
+    result = train_lora(run_of(base), output_dir=tmp_path)
+    assert [m.step for m in result.steps] == [1, 2, 3, 4]
+    for metrics in result.steps:
+        assert 0.0 <= metrics.train_mean_token_accuracy <= 1.0
+        details = metrics.details or {}
+        assert details["errors"]["graders"][0]["train_python_grader_runtime_error_mean"] == 0.0
+        assert 0 < details["completion_tokens_mean"] <= 12
+        assert set(details["timing"]) == {"sampling", "grading", "training"}
+    validated = [m.step for m in result.steps if m.full_valid_mean_token_accuracy is not None]
+    assert validated == [2, 4]  # eval_interval 2
+    assert result.trained_tokens > 0
+    weights = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    assert any(not torch.equal(w, torch.zeros_like(w)) for w in weights.values())
+
+
+def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_takes(
+    base: BaseModelConfig, tmp_path: Path
+) -> None:
+    whole = train_lora(run_of(base), output_dir=tmp_path / "whole")
+    snapshots: dict[int, Path] = {}
+
+    def keep(step: int, path: Path) -> None:
+        snapshots[step] = tmp_path / f"kept-{step}.pt"
+        snapshots[step].write_bytes(path.read_bytes())
+
+    stopping = TrainingHooks(
+        stop_reason=lambda: "pause" if not snapshots else None, on_snapshot=keep
+    )
+    with pytest.raises(TrainingStopped):
+        train_lora(run_of(base), output_dir=tmp_path / "first", hooks=stopping)
+    assert list(snapshots) == [1]
+    resumed = train_lora(run_of(base, resume_from=snapshots[1]), output_dir=tmp_path / "second")
+    assert [m.step for m in resumed.steps] == [1, 2, 3, 4]
+    for mine, theirs in zip(resumed.steps, whole.steps, strict=True):
+        assert mine.train_loss == pytest.approx(theirs.train_loss, rel=1e-4, abs=1e-6)
+        assert mine.train_mean_token_accuracy == pytest.approx(theirs.train_mean_token_accuracy)
+        assert mine.full_valid_mean_token_accuracy == pytest.approx(
+            theirs.full_valid_mean_token_accuracy
+        )

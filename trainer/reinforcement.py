@@ -1,0 +1,303 @@
+"""Reinforcement fine-tuning's objective: GRPO on the LoRA adapter, rewards from OpenAI's graders.
+
+Each step samples several answers per prompt from the current policy (the adapter on), grades
+them all in one batch (one python-grader sandbox per step), and turns each group's rewards into
+advantages ``(r - mean) / (std + eps)``. The loss per answer token is ``-A * log p`` (the on-policy
+ratio is 1, so this is GRPO's clipped objective at its centre) plus ``beta`` times the k3 estimate
+of the KL divergence to the base model, which is the same model with its adapter switched off, as
+DPO's reference is. Validation answers are greedy when ``eval_samples`` is 1 (what a served model
+answers at temperature 0), sampled otherwise. Sampling draws on torch's generator, which the loop
+snapshots, so a resumed job samples what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from graders.config import Grader, parse_grader, walk
+from graders.grading import Grade, GradingServices, grade_batch
+from graders.samples import Sample
+from trainer.dataset import PromptExample, TrainingExample
+from trainer.objectives import TrainingFailed
+
+ADVANTAGE_EPS = 1e-4
+_HERMES_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+ERROR_FLAGS = (
+    "sample_parse_error",
+    "invalid_variable_error",
+    "other_error",
+    "python_grader_server_error",
+    "python_grader_runtime_error",
+    "model_grader_server_error",
+)
+
+
+@dataclass(frozen=True)
+class ReinforcementSetup:
+    """What an RFT run needs beyond the examples: its grader (as the job sent it), the answers'
+    format, how many answers per prompt, and the KL weight."""
+
+    grader: dict[str, Any]
+    samples_per_prompt: int
+    eval_samples: int
+    max_completion_tokens: int
+    response_format: dict[str, Any] | None = None
+    kl_beta: float = 0.04
+    temperature: float = 1.0
+
+
+@dataclass
+class Answer:
+    """One sampled answer: its tokens (the stop token included when it stopped) and its sample."""
+
+    prompt: PromptExample
+    tokens: list[int]
+    sample: Sample
+
+
+@dataclass
+class ReinforcementObjective:
+    setup: ReinforcementSetup
+    tokenizer: PreTrainedTokenizerBase
+    grading: GradingServices
+    grader: Grader = field(init=False)
+    _details: dict[str, Any] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.grader = parse_grader(self.setup.grader)
+
+    def step(self, model: PeftModel, batch: list[TrainingExample]) -> tuple[float, float]:
+        """Sample, grade, and accumulate the gradient of the step's mean loss; returns (loss,
+        mean reward)."""
+        prompts = _prompts(batch)
+        started = time.perf_counter()
+        groups = [
+            self._sample(model, p, self.setup.samples_per_prompt, greedy=False) for p in prompts
+        ]
+        sampled = time.perf_counter()
+        answers = [a for group in groups for a in group]
+        grades = grade_batch(
+            self.grader, [(a.sample, a.prompt.item) for a in answers], self.grading
+        )
+        graded = time.perf_counter()
+        _require_working_grader(grades)
+        loss_sum = 0.0
+        size = self.setup.samples_per_prompt
+        for index, group in enumerate(groups):
+            rewards = torch.tensor([g.reward for g in grades[index * size : (index + 1) * size]])
+            advantages = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + ADVANTAGE_EPS)
+            loss = self._group_loss(model, group, advantages)
+            (loss / len(groups)).backward()
+            loss_sum += float(loss.item())
+        finished = time.perf_counter()
+        self._details = self._describe(answers, grades)
+        self._details["timing"] = {
+            "sampling": sampled - started,
+            "grading": graded - sampled,
+            "training": finished - graded,
+        }
+        return loss_sum / len(groups), _mean(g.reward for g in grades)
+
+    def evaluate(self, model: PeftModel, examples: list[TrainingExample]) -> tuple[float, float]:
+        """(0, mean reward) over ``examples``' answers: greedy with one sample, else sampled."""
+        count = self.setup.eval_samples
+        answers = [
+            answer
+            for prompt in _prompts(examples)
+            for answer in self._sample(model, prompt, count, greedy=count == 1)
+        ]
+        grades = grade_batch(
+            self.grader, [(a.sample, a.prompt.item) for a in answers], self.grading
+        )
+        return 0.0, _mean(g.reward for g in grades)
+
+    def tokens(self, example: TrainingExample) -> int:
+        """The prompt's tokens once per sampled answer (what the forward passes read)."""
+        assert isinstance(example, PromptExample)
+        return len(example.prompt_ids) * self.setup.samples_per_prompt
+
+    def weight(self, batch: list[TrainingExample]) -> float:
+        return len(batch)
+
+    def step_details(self) -> dict[str, Any] | None:
+        return self._details
+
+    def _sample(
+        self, model: PeftModel, prompt: PromptExample, count: int, *, greedy: bool
+    ) -> list[Answer]:
+        device = next(model.parameters()).device
+        input_ids = torch.tensor([prompt.prompt_ids], device=device)
+        stop = self.tokenizer.eos_token_id
+        options: dict[str, Any] = (
+            {"do_sample": False}
+            if greedy
+            else {
+                "do_sample": True,
+                "temperature": self.setup.temperature,
+                "top_p": 1.0,
+                "top_k": 0,
+            }
+        )
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=self.setup.max_completion_tokens,
+                    num_return_sequences=count,
+                    pad_token_id=self.tokenizer.pad_token_id or stop,
+                    eos_token_id=stop,
+                    use_cache=True,
+                    **options,
+                )
+        finally:
+            model.train(was_training)
+        answers = []
+        for row in output[:, input_ids.shape[1] :].tolist():
+            tokens, finished = _until_stop(row, stop)
+            text = str(
+                self.tokenizer.decode(tokens[:-1] if finished else tokens, skip_special_tokens=True)
+            )
+            answers.append(Answer(prompt, tokens, self._sample_of(text, finished)))
+        return answers
+
+    def _sample_of(self, text: str, finished: bool) -> Sample:
+        calls = [
+            {"id": f"call_{n}", "type": "function", "function": _function(found.group(1))}
+            for n, found in enumerate(_HERMES_CALL.finditer(text))
+        ]
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        return Sample.from_message(
+            message,
+            "stop" if finished else "length",
+            parse_json=self.setup.response_format is not None,
+        )
+
+    def _group_loss(
+        self, model: PeftModel, group: Sequence[Answer], advantages: torch.Tensor
+    ) -> torch.Tensor:
+        """GRPO's loss over one prompt's answers: each answer's mean over its tokens, then the
+        mean over the group."""
+        device = next(model.parameters()).device
+        prompt = group[0].prompt.prompt_ids
+        width = len(prompt) + max(len(a.tokens) for a in group)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        taken = torch.zeros((len(group), width), dtype=torch.bool)
+        for row, answer in enumerate(group):
+            sequence = prompt + answer.tokens
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+            mask[row, : len(sequence)] = 1
+            taken[row, len(prompt) : len(sequence)] = True
+        ids, mask, taken = ids.to(device), mask.to(device), taken.to(device)
+        policy = _token_logps(model, ids, mask)
+        with torch.no_grad(), model.disable_adapter():
+            reference = _token_logps(model, ids, mask)
+        targets = taken[:, 1:].float()
+        delta = reference - policy
+        kl = torch.exp(delta) - delta - 1
+        per_token = -advantages.to(device).unsqueeze(1) * policy + self.setup.kl_beta * kl
+        per_answer = (per_token * targets).sum(1) / targets.sum(1).clamp(min=1)
+        return per_answer.mean()
+
+    def _describe(self, answers: list[Answer], grades: list[Grade]) -> dict[str, Any]:
+        """OpenAI's per-grader scores and error rates, and the sampled tokens, of one step."""
+        scores: dict[str, list[float]] = defaultdict(list)
+        for grade in grades:
+            for key, value in grade.sub_rewards.items():
+                scores[key].append(value)
+        graders = [
+            {
+                "name": sub.name,
+                "type": sub.type,
+                "train_reward_mean": _mean(scores[key]) if key else _mean(g.reward for g in grades),
+            }
+            for key, sub in ((_key(prefix), sub) for prefix, sub in walk(self.grader))
+        ]
+        errors = {
+            f"train_{flag}_mean": _mean(float(bool(getattr(g.errors, flag))) for g in grades)
+            for flag in ERROR_FLAGS
+        }
+        usage: dict[str, dict[str, int]] = {}
+        for grade in grades:
+            for model, tokens in grade.token_usage.items():
+                into = usage.setdefault(
+                    model, {"train_prompt_tokens": 0, "train_completion_tokens": 0}
+                )
+                into["train_prompt_tokens"] += tokens.prompt_tokens
+                into["train_completion_tokens"] += tokens.completion_tokens
+        return {
+            "scores": {"graders": graders},
+            "errors": {"graders": [{"name": self.grader.name, "type": self.grader.type, **errors}]},
+            "completion_tokens_mean": _mean(len(a.tokens) for a in answers),
+            "model_graders_token_usage": usage,
+        }
+
+
+def _require_working_grader(grades: list[Grade]) -> None:
+    """A step whose every answer met a grader that could not run (the sandbox, the judge) has
+    nothing to learn from, and neither will the next: the job fails with the grader's words."""
+    broken = [
+        g.errors
+        for g in grades
+        if g.errors.python_grader_server_error or g.errors.model_grader_server_error
+    ]
+    if grades and len(broken) == len(grades):
+        detail = (
+            broken[0].python_grader_server_error_type or broken[0].model_grader_server_error_details
+        )
+        raise TrainingFailed("grader_failed", f"The grader could not run: {detail}")
+
+
+def _key(prefix: str) -> str:
+    """A multi's sub-grader key from its path (``graders.accuracy.``); '' for the grader itself."""
+    return prefix.removeprefix("graders.").rstrip(".")
+
+
+def _until_stop(row: list[int], stop: int | None) -> tuple[list[int], bool]:
+    if stop is not None and stop in row:
+        end = row.index(stop)
+        return row[: end + 1], True
+    return row, False
+
+
+def _function(arguments_json: str) -> dict[str, Any]:
+    try:
+        call = json.loads(arguments_json)
+    except ValueError:
+        return {"name": "", "arguments": arguments_json}
+    if not isinstance(call, dict):
+        return {"name": "", "arguments": arguments_json}
+    return {"name": str(call.get("name", "")), "arguments": json.dumps(call.get("arguments", {}))}
+
+
+def _token_logps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p of each next token (positions 1..n), shape (batch, n - 1)."""
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    logps = torch.log_softmax(logits, dim=-1)
+    return logps.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def _prompts(examples: list[TrainingExample]) -> list[PromptExample]:
+    assert all(isinstance(e, PromptExample) for e in examples)
+    return examples  # type: ignore[return-value]
+
+
+def _mean(values: Any) -> float:
+    found = list(values)
+    return sum(found) / len(found) if found else 0.0
