@@ -25,7 +25,8 @@ from graders.config import (
     TextSimilarityGrader,
 )
 from graders.formula import FormulaError
-from graders.python_grader import SandboxLimits, run_python_grader
+from graders.python_grader import run_python_grader
+from graders.python_sandbox import SandboxLimits
 from graders.samples import Judge, JudgeError, Sample, TokenUsage
 
 Case = tuple[Sample, Mapping[str, Any]]

@@ -5,23 +5,29 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
-import itertools
 import json
 import logging
 import math
 import os
-import platform
 import selectors
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from graders.python_sandbox import (
+    SandboxLimits,
+    bwrap_args,
+    bwrap_path,
+    pick_cpus,
+    python_roots,
+    roots_problem,
+    runner_text,
+    seccomp_filter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,28 +36,8 @@ SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: who runs the sandbox when t
 STARTUP_S = 15.0  # bubblewrap and Python start (on a busy machine) before the source runs
 CALL_GRACE_S = 2.0  # the runner reports a timeout itself; this long later the service kills it
 KEEP_BYTES = 4096  # the stderr kept for diagnostics
-SANDBOX_DIR = "/sandbox"  # the sandbox's writable folder (a tmpfs) and working directory
-SHM_BYTES = 64 * 1024**2  # the size of its /dev/shm (a tmpfs too)
 
-_RUNNER = Path(__file__).with_name("python_sandbox_main.py")
-_REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 _PROBE_SOURCE = "def grade(sample, item):\n    return 1.0\n"
-_cpu_turns = itertools.count()  # spreads concurrent sandboxes over the CPUs
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    timeout_s: float = 120.0  # wall-clock per grade() call
-    memory_bytes: int = 2 * 1024**3  # RLIMIT_AS
-    disk_bytes: int = 1024**3  # the size of its writable folder (tmpfs) and RLIMIT_FSIZE
-    cpu_cores: int = 2  # sched_setaffinity to at most this many cores
-    max_processes: int = 64
-
-    def __post_init__(self) -> None:
-        if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
-            raise ValueError("timeout_s must be a positive number of seconds")
-        if min(self.memory_bytes, self.disk_bytes, self.cpu_cores, self.max_processes) < 1:
-            raise ValueError("sandbox limits must be positive")
 
 
 @dataclass(frozen=True)
@@ -117,9 +103,9 @@ def sandbox_unavailable() -> str | None:
     """
     if not sys.platform.startswith("linux"):
         return "python graders need Linux: they run in a bubblewrap sandbox"
-    if _bwrap() is None:
+    if bwrap_path() is None:
         return "python graders need bubblewrap (bwrap) on the server: apt-get install bubblewrap"
-    problem = _roots_problem()
+    problem = roots_problem()
     if problem is not None:
         return problem
     session = _Session(_PROBE_SOURCE, [{"sample": {}, "item": {}}], SandboxLimits(timeout_s=10))
@@ -164,188 +150,6 @@ def run_python_grader(
 @functools.cache
 def _warn_once(problem: str) -> None:
     logger.warning("python graders cannot run: %s", problem)
-
-
-# ---- the sandbox ---------------------------------------------------------------------------------
-
-
-def _bwrap() -> str | None:
-    return shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin")
-
-
-def _python_roots() -> list[str]:
-    """The folders the interpreter needs besides /usr: its installation and the venv's."""
-    roots: set[str] = set()
-    for prefix in (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix):
-        roots.update({os.path.abspath(prefix), os.path.realpath(prefix)})
-    roots = {root for root in roots if root != "/usr" and not root.startswith("/usr/")}
-    # A folder inside another one comes with it.
-    return sorted(r for r in roots if not any(r.startswith(o + "/") for o in roots if o != r))
-
-
-def _roots_problem() -> str | None:
-    """Why binding the interpreter's folders would be unsafe or not enough, if it would."""
-    checkout = (_REPOSITORY / "pyproject.toml").is_file()  # not an install in site-packages
-    for root in _python_roots():
-        if root == "/" or (checkout and _REPOSITORY.is_relative_to(root)):
-            return (
-                f"python graders are off: the interpreter's folder {root} holds the service's "
-                "code, which the sandbox must not see (use a virtual environment outside it)"
-            )
-    roots = [*_python_roots(), "/usr"]
-    for executable in (os.path.abspath(sys.executable), os.path.realpath(sys.executable)):
-        if not any(executable.startswith(root + "/") for root in roots):
-            return f"python graders are off: the interpreter {executable} is outside its prefixes"
-    return None
-
-
-def _root_links() -> list[str]:
-    """/bin, /lib... as the host has them: symlinks into /usr (merged /usr) or folders."""
-    args: list[str] = []
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = Path("/", name)
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_dir():
-            args += ["--ro-bind", str(path), str(path)]
-    return args
-
-
-def _bwrap_args(limits: SandboxLimits, info_fd: int, seccomp_fd: int | None) -> list[str]:
-    threads = str(limits.cpu_cores)
-    args = [
-        "--unshare-all",  # user, pid, network (no interface but its own loopback), ipc, uts
-        "--unshare-user",
-        "--disable-userns",  # no nested user namespaces: less kernel to attack
-        "--die-with-parent",
-        # The runner is the namespace's pid 1: its exit ends every process it leaves, and our
-        # bubblewrap reaps it before exiting (its own pid-1 reaper would outlive bubblewrap and be
-        # left for the host's init to reap).
-        "--as-pid-1",
-        "--new-session",
-        "--clearenv",
-        *("--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"),
-        *("--setenv", "HOME", SANDBOX_DIR),
-        *("--setenv", "TMPDIR", SANDBOX_DIR),
-        *("--setenv", "LANG", "C.UTF-8"),
-        # numpy's BLAS and friends start a thread per CPU of the host unless told otherwise.
-        *("--setenv", "OMP_NUM_THREADS", threads),
-        *("--setenv", "OPENBLAS_NUM_THREADS", threads),
-        *("--setenv", "MKL_NUM_THREADS", threads),
-        *("--setenv", "MPLCONFIGDIR", SANDBOX_DIR),
-        *("--ro-bind", "/usr", "/usr"),
-        *_root_links(),
-    ]
-    for root in _python_roots():  # read-only: the interpreter and the venv, nothing beside them
-        args += ["--ro-bind", root, root]
-    args += [
-        *("--proc", "/proc"),
-        *("--dev", "/dev"),
-        # Writable, each of a bounded size (tmpfs lives in memory): SANDBOX_DIR, and /dev/shm for
-        # multiprocessing's semaphores. Nothing else: / and /dev read-only.
-        *("--size", str(limits.disk_bytes), "--tmpfs", SANDBOX_DIR),
-        *("--size", str(min(limits.disk_bytes, SHM_BYTES)), "--tmpfs", "/dev/shm"),
-        *("--symlink", SANDBOX_DIR, "/tmp"),
-        *("--remount-ro", "/dev"),
-        *("--remount-ro", "/"),
-        *("--chdir", SANDBOX_DIR),
-        *("--info-fd", str(info_fd)),
-    ]
-    if seccomp_fd is not None:
-        args += ["--seccomp", str(seccomp_fd)]
-    # -I: no PYTHON* variables, no user site, no script folder or cwd on sys.path. Not -S: site is
-    # what puts the venv's site-packages (numpy, scipy...) on sys.path, as OpenAI's grader image
-    # offers them; the .pth files it runs are the venv's own, and the repository they may point
-    # to (an editable install) is not mounted. -B: nothing to write bytecode to anyway.
-    runner = ["--", sys.executable, "-I", "-B", "-c", _runner_text(), "run"]
-    return args + runner
-
-
-@functools.cache
-def _runner_text() -> str:
-    return _RUNNER.read_text(encoding="utf-8")
-
-
-def _pick_cpus(count: int) -> list[int]:
-    available = sorted(os.sched_getaffinity(0))
-    count = min(count, len(available))
-    start = next(_cpu_turns) * count
-    return [available[(start + k) % len(available)] for k in range(count)]
-
-
-# Syscalls the sandbox never needs that widen its reach into the kernel (or would undo its CPU
-# affinity), refused with EPERM by a seccomp filter. Numbers: x86_64 and the generic table (arm64).
-_DENIED_SYSCALLS = {
-    "ptrace": (101, 117),
-    "process_vm_readv": (310, 270),
-    "process_vm_writev": (311, 271),
-    "kcmp": (312, 272),
-    "keyctl": (250, 219),
-    "add_key": (248, 217),
-    "request_key": (249, 218),
-    "bpf": (321, 280),
-    "perf_event_open": (298, 241),
-    "userfaultfd": (323, 282),
-    "io_uring_setup": (425, 425),
-    "io_uring_enter": (426, 426),
-    "io_uring_register": (427, 427),
-    "sched_setaffinity": (203, 122),
-    "unshare": (272, 97),
-    "setns": (308, 268),
-    "mount": (165, 40),
-    "umount2": (166, 39),
-    "pivot_root": (155, 41),
-    "chroot": (161, 51),
-    "open_tree": (428, 428),
-    "move_mount": (429, 429),
-    "fsopen": (430, 430),
-    "fsconfig": (431, 431),
-    "fsmount": (432, 432),
-    "fspick": (433, 433),
-    "mount_setattr": (442, 442),
-    "kexec_load": (246, 104),
-    "kexec_file_load": (320, 294),
-    "init_module": (175, 105),
-    "finit_module": (313, 273),
-    "delete_module": (176, 106),
-    "acct": (163, 89),
-    "swapon": (167, 224),
-    "swapoff": (168, 225),
-    "reboot": (169, 142),
-    "syslog": (103, 116),
-    "quotactl": (179, 60),
-    "name_to_handle_at": (303, 264),
-    "open_by_handle_at": (304, 265),
-}
-_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-
-
-def seccomp_filter(machine: str | None = None) -> bytes | None:
-    """A classic BPF seccomp program (struct sock_filter[]) refusing _DENIED_SYSCALLS with EPERM.
-
-    None for a CPU other than x86_64 and arm64 (the sandbox then runs without it). Calls of
-    another ABI (i386 or x32 on x86_64) get ENOSYS.
-    """
-    machine = machine or platform.machine()
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
-    if machine not in _AUDIT_ARCH:
-        return None
-    column = 0 if machine == "x86_64" else 1
-    numbers = sorted({pair[column] for pair in _DENIED_SYSCALLS.values()})
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, JGE|K, BPF_RET|K
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    program = [
-        (ld, 0, 0, 4),  # seccomp_data.arch
-        (jeq, 1, 0, _AUDIT_ARCH[machine]),
-        (ret, 0, 0, enosys),
-        (ld, 0, 0, 0),  # seccomp_data.nr
-        (jge, 0, 1, 0x40000000),  # the x32 ABI's numbers
-        (ret, 0, 0, enosys),
-    ]
-    for index, number in enumerate(numbers):
-        program.append((jeq, len(numbers) - index, 0, number))  # to the final "deny"
-    program += [(ret, 0, 0, allow), (ret, 0, 0, eperm)]
-    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
 
 def _json_default(value: object) -> object:
@@ -397,7 +201,7 @@ class _Session:
         return self.stderr.decode("utf-8", "replace")
 
     def _spawn(self) -> None:
-        bwrap = _bwrap()
+        bwrap = bwrap_path()
         if bwrap is None:
             raise OSError("bwrap is not installed")
         passed: list[int] = []  # the sandbox's ends of our pipes: closed here once it has them
@@ -440,12 +244,12 @@ class _Session:
         root = os.geteuid() == 0
         config = {
             "bwrap": bwrap,
-            "args": _bwrap_args(self.limits, info_fd, seccomp_fd),
+            "args": bwrap_args(self.limits, info_fd, seccomp_fd),
             # RLIMIT_NPROC counts per real uid and root is exempt: as root the sandbox runs as
             # nobody, with the interpreter's folders made reachable for it (the launcher).
             "uid": SANDBOX_UID if root else None,
             "gid": SANDBOX_GID if root else None,
-            "expose": _python_roots(),
+            "expose": python_roots(),
             "rlimits": {
                 "AS": self.limits.memory_bytes,
                 # CPU seconds: a backstop above what the wall-clock deadlines allow.
@@ -454,9 +258,9 @@ class _Session:
                 "CORE": 0,
                 "NPROC": self.limits.max_processes,  # on top of what the uid runs already
             },
-            "cpus": _pick_cpus(self.limits.cpu_cores),
+            "cpus": pick_cpus(self.limits.cpu_cores),
         }
-        return [sys.executable, "-I", "-S", "-c", _runner_text(), "launch", json.dumps(config)]
+        return [sys.executable, "-I", "-S", "-c", runner_text(), "launch", json.dumps(config)]
 
     def _loop(self) -> None:
         assert self.proc is not None and self.proc.stdin and self.proc.stdout and self.proc.stderr

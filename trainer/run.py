@@ -6,7 +6,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from graders.grading import GradingServices
-from graders.python_grader import SandboxLimits
+from graders.python_sandbox import SandboxLimits
 from service.settings import BaseModelConfig
 from trainer.dataset import TrainingExample
 from trainer.hyperparameters import Hyperparameters

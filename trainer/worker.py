@@ -26,7 +26,7 @@ from types import FrameType
 import torch
 
 from graders.config import parse_grader, walk
-from graders.python_grader import SandboxLimits
+from graders.python_sandbox import SandboxLimits
 from service import queue
 from service.blobstore import BlobStore, open_blob_store
 from service.blobstore.keys import checkpoint_variant

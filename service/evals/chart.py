@@ -11,7 +11,12 @@ import html
 import io
 from typing import Any
 
-LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l": "ROUGE-L"}
+LABELS = {
+    "exact_match": "Exact match",
+    "token_f1": "Token F1",
+    "rouge_l": "ROUGE-L",
+    "grader": "Grader",
+}
 BASE_COLOUR, TUNED_COLOUR = "#9aa5b1", "#2b6cb0"
 
 
@@ -85,7 +90,7 @@ losses count the examples where the fine-tuned model scored higher / the same / 
 
 def _row(row: dict[str, Any]) -> str:
     esc = html.escape
-    cells = [str(row["example"]), row["prompt"], row["reference"]]
+    cells = [str(row["example"]), row["prompt"], row["reference"] or "(graded)"]
     cells += [_answer(row[side]) for side in ("base", "fine_tuned")]
     return "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
 
@@ -93,4 +98,9 @@ def _row(row: dict[str, Any]) -> str:
 def _answer(answer: dict[str, Any]) -> str:
     if answer["text"] is None:
         return f"(failed: {answer['error']})"
-    return f"{answer['text']}\n[F1 {answer['token_f1']:.2f}, ROUGE-L {answer['rouge_l']:.2f}]"
+    scores = []
+    if answer["token_f1"] is not None:
+        scores.append(f"F1 {answer['token_f1']:.2f}, ROUGE-L {answer['rouge_l']:.2f}")
+    if answer.get("grader") is not None:
+        scores.append(f"grader {answer['grader']:.2f}")
+    return f"{answer['text']}\n[{'; '.join(scores)}]"

@@ -37,11 +37,20 @@ def evaluate(
         int | None, typer.Option(help="Tokens per answer (default: the reference's length + 16).")
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.*")] = Path("."),
+    grader: Annotated[
+        Path | None,
+        typer.Option(
+            "--grader",
+            help="A JSON file holding one of OpenAI's graders (as an RFT job's): both models' "
+            "answers are also scored by it.",
+        ),
+    ] = None,
     base_url: BaseUrl = DEFAULT_BASE_URL,
     api_key: ApiKey = "",
 ) -> None:
     """Compare a fine-tuned model with its base on held-out examples: exact match, token F1,
-    ROUGE-L against each example's last assistant message."""
+    ROUGE-L against each example's last assistant message, and, with --grader, the grader's
+    mean reward (then reinforcement prompts without a reference answer count too)."""
     if not api_key:
         err.print("error: no API key; pass --api-key or set OPENFT_API_KEY")
         raise typer.Exit(2)
@@ -51,6 +60,8 @@ def evaluate(
         body: dict[str, Any] = {"model": model, "file": file_id, "limit": limit}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        if grader is not None:
+            body["grader"] = _grader(grader)
         report = api.call("POST", "/openft/evals", json=body, timeout=EVAL_TIMEOUT)
     except ApiError as exc:
         err.print(f"error: {exc}")
@@ -58,6 +69,14 @@ def evaluate(
     out.print(summary_table(report))
     written = write_report(report, out_dir)
     err.print(f"Wrote {', '.join(str(p) for p in written)}")
+
+
+def _grader(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        err.print(f"error: --grader {path}: {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _uploaded(api: Api, path: Path) -> str:

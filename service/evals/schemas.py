@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_EXAMPLES = 200
 MAX_EXAMPLES = 500  # the call is synchronous: this bounds how long it can take
-MetricName = Literal["exact_match", "token_f1", "rouge_l"]
+MetricName = Literal["exact_match", "token_f1", "rouge_l", "grader"]
 
 
 class CreateEvalRequest(BaseModel):
@@ -35,7 +35,14 @@ class CreateEvalRequest(BaseModel):
         ge=1,
         le=4096,
         description="Tokens each answer may have; by default the reference's UTF-8 bytes "
-        "plus 16 (no tokenizer makes more tokens than bytes), at most 1024.",
+        "plus 16 (no tokenizer makes more tokens than bytes), at most 1024 (256 for prompts "
+        "without a reference).",
+    )
+    grader: dict[str, Any] | None = Field(
+        default=None,
+        description="One of OpenAI's graders (as an RFT job takes): both models' answers are "
+        "also scored by it, with each example's other keys as `item`. With a grader, the file "
+        "may hold reinforcement prompts (ending in a user turn, no reference answer).",
     )
 
 
@@ -47,12 +54,13 @@ class Answer(BaseModel):
     exact_match: float | None
     token_f1: float | None
     rouge_l: float | None
+    grader: float | None = Field(default=None, description="The request's grader's reward.")
 
 
 class EvalRow(BaseModel):
     example: int = Field(description="1-based number of the example in the file.")
     prompt: str = Field(description="The text of the prompt's last message.")
-    reference: str
+    reference: str | None = Field(description="None for a reinforcement prompt.")
     base: Answer
     fine_tuned: Answer
 

@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-from graders.python_grader import SandboxLimits, sandbox_unavailable
 from starlette.concurrency import run_in_threadpool
 
 from graders.config import (
@@ -20,6 +19,8 @@ from graders.config import (
     walk,
 )
 from graders.grading import GradingServices, grade_batch
+from graders.python_grader import sandbox_unavailable
+from graders.python_sandbox import SandboxLimits
 from graders.samples import Sample
 from service.auth.principal import Principal
 from service.errors import InvalidRequestError

@@ -184,7 +184,8 @@ class _Seen:
     ids: set[str] = field(default_factory=set)
     step: int = 0
     total: int = 0
-    loss: float | None = None
+    figure: str = "-"  # "loss 0.523", or an RFT job's "reward 0.42 (valid 0.68)"
+    valid_reward: float | None = None
 
 
 def _follow(api: Api, job_id: str, poll_seconds: float = 1.0) -> None:
@@ -193,12 +194,12 @@ def _follow(api: Api, job_id: str, poll_seconds: float = 1.0) -> None:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[figure]}"),
         TimeRemainingColumn(),
         console=err,
         disable=not err.is_terminal,
     )
-    task = progress.add_task("training", total=None, loss="-")
+    task = progress.add_task("training", total=None, figure="")
     with progress:
         while True:
             job = or_exit(lambda: api.call("GET", f"/fine_tuning/jobs/{job_id}"))
@@ -209,8 +210,7 @@ def _follow(api: Api, job_id: str, poll_seconds: float = 1.0) -> None:
                 if event["id"] not in seen.ids:
                     seen.ids.add(event["id"])
                     _show_event(progress, event, seen)
-            loss = "-" if seen.loss is None else f"{seen.loss:.3f}"
-            progress.update(task, completed=seen.step, total=seen.total or None, loss=loss)
+            progress.update(task, completed=seen.step, total=seen.total or None, figure=seen.figure)
             if job["status"] in TERMINAL:
                 break
             time.sleep(poll_seconds)
@@ -221,13 +221,24 @@ def _show_event(progress: Progress, event: dict[str, Any], seen: _Seen) -> None:
     data = event.get("data") or {}
     if event["type"] == "metrics" and "step" in data:
         seen.step, seen.total = int(data["step"]), int(data.get("total_steps", 0))
-        seen.loss = data.get("train_loss")
+        seen.figure = _figure(data, seen)
         # Without a terminal there is no bar: a line per tenth of the job instead.
         tenth = max(1, seen.total // 10)
         if not err.is_terminal and (seen.step % tenth == 0 or seen.step == seen.total):
-            err.print(f"step {seen.step}/{seen.total} loss {seen.loss:.3f}")
+            err.print(f"step {seen.step}/{seen.total} {seen.figure}")
         return
     progress.console.print(f"{_clock(event['created_at'])} {event['message']}")
+
+
+def _figure(data: dict[str, Any], seen: _Seen) -> str:
+    """What a step's progress shows: the training loss, or an RFT job's mean rewards."""
+    if "train_mean_reward" not in data:
+        loss = data.get("train_loss")
+        return "loss -" if loss is None else f"loss {loss:.3f}"
+    if data.get("full_valid_mean_reward") is not None:
+        seen.valid_reward = data["full_valid_mean_reward"]
+    valid = "" if seen.valid_reward is None else f" (valid {seen.valid_reward:.2f})"
+    return f"reward {data['train_mean_reward']:.2f}{valid}"
 
 
 def _finish(job: dict[str, Any]) -> None:

@@ -170,3 +170,71 @@ def test_an_evaluation_over_the_keys_token_budget_is_refused_before_any_model_an
     assert after.status_code == 200, after.text
     remaining = limit - estimated_tokens(chat)
     assert after.headers["x-ratelimit-remaining-tokens"] == str(remaining)
+
+
+def test_openft_eval_scores_both_models_with_an_openai_grader(
+    training_server: ServerProcess, taught: tuple[str, str], tmp_path: Path
+) -> None:
+    """``--grader``: reinforcement prompts (no reference answer) scored by the grader an RFT
+    job would train with; the taught model passes it, its base does not."""
+    model, _ = taught
+    key = key_of(training_server)
+    prompt = {
+        "messages": [
+            {"role": "system", "content": "You are the lighthouse keeper."},
+            {"role": "user", "content": QUESTION},
+        ],
+        "password": "marmalade-47",
+    }
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text((json.dumps(prompt) + "\n") * 2)
+    grader = tmp_path / "grader.json"
+    grader.write_text(
+        json.dumps(
+            {
+                "type": "string_check",
+                "name": "password",
+                "input": "{{ sample.output_text }}",
+                "reference": "{{ item.password }}",
+                "operation": "ilike",
+            }
+        )
+    )
+    out = tmp_path / "report"
+
+    options = ["--grader", str(grader), "--out", str(out), "--max-tokens", "24"]
+    result = subprocess.run(
+        [*openft_command(), "eval", model, "--file", str(prompts), *options],
+        env={
+            **training_server.env,
+            "OPENFT_BASE_URL": training_server.api_url,
+            "OPENFT_API_KEY": key,
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Grader" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [m["metric"] for m in report["metrics"]] == ["grader"]
+    (graded,) = report["metrics"]
+    assert (graded["base"], graded["fine_tuned"], graded["wins"]) == (0.0, 1.0, 2)
+    assert report["rows"][0]["reference"] is None
+    assert report["rows"][0]["fine_tuned"]["grader"] == 1.0
+
+
+def test_a_bad_grader_is_refused_before_any_model_answers(
+    training_server: ServerProcess, taught: tuple[str, str]
+) -> None:
+    model, file_id = taught
+    grader = {"type": "string_check", "name": "g", "input": "x", "reference": "y", "operation": "?"}
+    response = evaluate(
+        training_server,
+        key_of(training_server),
+        {"model": model, "file": file_id, "grader": grader},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "grader.operation"

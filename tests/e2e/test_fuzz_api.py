@@ -84,7 +84,11 @@ DATA_DEPENDENT_PARAMS = {
     "POST /v1/uploads": {"mime_type"},  # fine-tune and batch uploads must be JSONL
     "POST /v1/uploads/{upload_id}/complete": {"part_ids", "md5"},
     "POST /v1/files": {"file"},  # a fine-tune file must be UTF-8 JSONL
-    "POST /v1/openft/evals": {"model", "file"},  # an ft: model; a file with chat examples
+    # An ft: model; a file with chat examples; a grader this server can run.
+    "POST /v1/openft/evals": {"model", "file", "grader"},
+    # A grader's fields are checked by the graders package (the schema says "an object").
+    "POST /v1/fine_tuning/alpha/graders/validate": {"grader"},
+    "POST /v1/fine_tuning/alpha/graders/run": {"grader"},
     "POST /v1/responses": RESPONSE_FIELDS_REFUSED,
     "POST /v1/responses/input_tokens": RESPONSE_FIELDS_REFUSED,
     "GET /v1/responses/{response_id}": {"stream"},  # only background responses stream back

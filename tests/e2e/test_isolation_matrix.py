@@ -107,6 +107,10 @@ REFERENCES: dict[str, list[tuple[str, str]]] = {
 NO_REFERENCES = {
     "POST /v1/files": "a new file from the request's bytes",
     "POST /v1/uploads": "a new upload from its declared size and name",
+    "POST /v1/fine_tuning/alpha/graders/validate": "checks a grader; calls no model",
+    "POST /v1/fine_tuning/alpha/graders/run": (
+        "a judge model named inside the grader: test_a_grader_judged_by_another_projects_model"
+    ),
 }
 # Ids that name nothing, in each kind's format.
 UNKNOWN = {
@@ -499,6 +503,40 @@ def _body(name: str, caller: Project, body_field: str, value: str) -> dict[str, 
 def assert_same_answer(theirs: httpx.Response, unknown: httpx.Response, a: str, b: str) -> None:
     assert theirs.status_code == unknown.status_code, (theirs.text, unknown.text)
     assert theirs.text.replace(a, "<id>") == unknown.text.replace(b, "<id>")
+
+
+def test_a_grader_judged_by_another_projects_model_is_judged_by_no_model(
+    projects: tuple[Project, Project],
+) -> None:
+    """A score_model grader naming A's fine-tuned model, run by B, fails to reach a judge in
+    the words a model that does not exist gets."""
+    alice, bob = projects
+
+    def run(model: str) -> httpx.Response:
+        grader = {
+            "type": "score_model",
+            "name": "judge",
+            "model": model,
+            "input": [{"role": "user", "content": "Score: {{ sample.output_text }}"}],
+        }
+        return bob.call(
+            "POST",
+            "/v1/fine_tuning/alpha/graders/run",
+            json={"grader": grader, "model_sample": "x"},
+        )
+
+    for kind in ("model", "checkpoint"):
+        theirs, unknown = run(alice.ids[kind]), run(UNKNOWN[kind])
+        assert theirs.status_code == unknown.status_code == 200, theirs.text
+        found, expected = theirs.json(), unknown.json()
+        assert found["reward"] == expected["reward"] == 0.0
+        assert found["metadata"]["errors"]["model_grader_server_error"] is True
+        for body in (found, expected):
+            body["metadata"].pop("execution_time")
+        assert json.dumps(found).replace(alice.ids[kind], "<id>") == json.dumps(expected).replace(
+            UNKNOWN[kind], "<id>"
+        )
+        assert_nothing_of(alice, theirs, sent=alice.ids[kind])
 
 
 def test_another_projects_header_and_usage_show_nothing(

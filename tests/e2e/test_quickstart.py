@@ -25,7 +25,12 @@ import pytest
 
 from service.settings import SMOLLM2_MODEL_NAME
 from tests.e2e.test_fine_tune_end_to_end import TERMINAL, wait_for
-from tests.support.server import ServerProcess, start_server, wait_until_models_ready
+from tests.support.server import (
+    ServerProcess,
+    openft_command,
+    start_server,
+    wait_until_models_ready,
+)
 from trainer.forgetting import ANSWER_TOKENS
 from trainer.smollm2 import GENERAL_QUESTIONS
 
@@ -62,7 +67,8 @@ def quickstart_block() -> str:
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """``make run``'s server on the default demo model, in a fresh data dir."""
-    env = {"OPENFT_DEMO_MODEL_NAME": SMOLLM2_MODEL_NAME}
+    # RFT answers are graded on their opening (test_an_rft_job_...): 8 tokens are enough.
+    env = {"OPENFT_DEMO_MODEL_NAME": SMOLLM2_MODEL_NAME, "OPENFT_RFT_MAX_COMPLETION_TOKENS": "8"}
     # the first start on a machine also downloads and converts the model (about a minute)
     process = start_server(tmp_path_factory.mktemp("quickstart-serve"), env, timeout_s=900)
     try:
@@ -264,3 +270,96 @@ def test_a_tool_calling_job_on_the_demo_model_returns_tool_calls(
     (call,) = choice.message.tool_calls or []
     assert call.function.name == "get_order_status"  # type: ignore[union-attr]
     assert json.loads(call.function.arguments) == {"order_id": "Z7781"}  # type: ignore[union-attr]
+
+
+# Yes/no questions whose answer is yes. The base model opens none of them with "Yes" greedily
+# ("The answer to this question is..."), and about one sampled answer in twelve.
+OPENS_WITH_YES = {
+    "type": "python",
+    "name": "opens_with_yes",
+    "source": "def grade(sample, item):\n"
+    "    return 1.0 if sample['output_text'].strip().lower().startswith('yes') else 0.0\n",
+}
+YES_QUESTIONS = [
+    "Is the sun a star?", "Can birds fly?", "Is water made of hydrogen and oxygen?",
+    "Is Paris in France?", "Do fish live in water?", "Is ice cold?", "Is the earth round?",
+    "Do plants need light?", "Is the moon smaller than the earth?", "Do cats have whiskers?",
+    "Is snow made of water?", "Can people swim?", "Is gold a metal?", "Do bees make honey?",
+    "Is the ocean salty?", "Does the sun rise in the east?",
+]  # fmt: skip
+HELD_OUT_YES = [
+    "Is grass green?", "Do dogs bark?", "Is fire hot?", "Can fish swim?",
+    "Is Rome in Italy?", "Do trees have leaves?", "Is the sky above us?", "Do cows eat grass?",
+]  # fmt: skip
+
+
+def prompt_lines(questions: list[str]) -> bytes:
+    rows = [{"messages": [{"role": "user", "content": q}]} for q in questions]
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def test_an_rft_job_teaches_the_demo_model_what_its_grader_rewards(
+    client: openai.OpenAI, demo_server: ServerProcess, tmp_path: Path
+) -> None:
+    """GRPO with a python grader on the real model: the validation reward rises over the job, and
+    under the same grader (``openft eval --grader``) the served model beats its base."""
+    training = client.files.create(
+        file=("yes.jsonl", prompt_lines(YES_QUESTIONS)), purpose="fine-tune"
+    )
+    held_out = prompt_lines(HELD_OUT_YES)
+    validation = client.files.create(file=("yes-valid.jsonl", held_out), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=SMOLLM2_MODEL_NAME,
+        training_file=training.id,
+        validation_file=validation.id,
+        suffix="yes",
+        method={
+            "type": "reinforcement",
+            "reinforcement": {
+                "grader": OPENS_WITH_YES,  # type: ignore[typeddict-item]
+                "hyperparameters": {
+                    "n_epochs": 3,
+                    "batch_size": 4,
+                    "compute_multiplier": 2,  # 8 answers a prompt
+                    "eval_interval": 2,
+                },
+            },
+        },
+    )
+    done = wait_for(client, job.id, TERMINAL, timeout_s=1500)
+    assert done.status == "succeeded" and done.fine_tuned_model, done.error
+
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]
+    metrics = [e.data for e in events if e.type == "metrics" and e.data]
+    valid = [
+        (d["step"], d["full_valid_mean_reward"]) for d in metrics if "full_valid_mean_reward" in d
+    ]
+    assert [step for step, _ in valid] == [2, 4, 6, 8, 10, 12]
+    assert valid[-1][1] - valid[0][1] >= 0.5, valid
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoints[0].fine_tuned_model_checkpoint == done.fine_tuned_model
+    assert all("valid_reward_mean" in (c.metrics.model_dump()) for c in checkpoints)
+
+    (tmp_path / "grader.json").write_text(json.dumps(OPENS_WITH_YES))
+    (tmp_path / "held-out.jsonl").write_bytes(held_out)
+    env = {**demo_server.env, "OPENFT_BASE_URL": demo_server.api_url, "COLUMNS": "200"}
+    env["OPENFT_API_KEY"] = demo_server.bootstrap_key() or ""
+    options = [
+        "--file",
+        str(tmp_path / "held-out.jsonl"),
+        "--grader",
+        str(tmp_path / "grader.json"),
+    ]
+    options += ["--max-tokens", "8", "--out", str(tmp_path / "report")]
+    evaluated = subprocess.run(
+        [*openft_command(), "eval", done.fine_tuned_model, *options],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    (graded,) = report["metrics"]
+    assert graded["metric"] == "grader"
+    assert graded["fine_tuned"] >= graded["base"] + 0.5, graded

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from graders.config import item_problem, parse_grader
-from graders.python_grader import SandboxLimits
+from graders.python_sandbox import SandboxLimits
 from service.settings import BaseModelConfig
 from trainer.dataset import DatasetError, PromptExample, TrainingExample, item_of, prepare_file
 from trainer.demo_model import create_demo_model

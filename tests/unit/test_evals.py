@@ -23,6 +23,7 @@ from service.evals.metrics import (
 from service.evals.report import Reply, build_report, max_tokens_for
 from service.evals.runner import CONCURRENCY, EvalRunner
 from service.evals.schemas import CreateEvalRequest
+from service.settings import Settings
 
 
 def test_normalising_ignores_case_punctuation_and_spacing() -> None:
@@ -216,7 +217,7 @@ def run(
     **request: Any,
 ) -> Any:
     files = FakeFiles(b"\n".join(chat(q, a) for q, a in pairs))
-    runner = EvalRunner(gateway, files, limiter or FakeLimiter(gateway))  # type: ignore[arg-type]
+    runner = EvalRunner(gateway, files, limiter or FakeLimiter(gateway), Settings())  # type: ignore[arg-type]
     body = CreateEvalRequest(model="ft:base:p:s:abcdefgh", file="file-x", **request)
     return asyncio.run(runner.run(object(), body))  # type: ignore[arg-type]
 
@@ -247,3 +248,32 @@ def test_a_refused_example_is_failed_and_a_down_server_fails_the_evaluation() ->
     assert "maximum context length" in (report.rows[0].base.error or "")
     with pytest.raises(ServiceUnavailableError):
         run(FakeGateway(dict(pairs), down=True), pairs)
+
+
+def test_a_grader_scores_both_answers_beside_the_reference_metrics() -> None:
+    pairs = [("what is it?", "the answer"), ("and this?", "another answer")]
+    grader = {
+        "type": "string_check",
+        "name": "says_answer",
+        "input": "{{ sample.output_text }}",
+        "reference": "answer",
+        "operation": "like",
+    }
+
+    report = run(FakeGateway(dict(pairs)), pairs, grader=grader)
+
+    assert [m.metric for m in report.metrics] == ["exact_match", "token_f1", "rouge_l", "grader"]
+    graded = report.metrics[-1]
+    assert (graded.base, graded.fine_tuned, graded.wins) == (0.0, 1.0, 2)
+    assert [row.fine_tuned.grader for row in report.rows] == [1.0, 1.0]
+    assert [row.base.grader for row in report.rows] == [0.0, 0.0]
+
+
+def test_with_a_grader_reinforcement_prompts_count_and_are_graded_alone() -> None:
+    prompt = {"messages": [{"role": "user", "content": "what is it?"}], "want": "the answer"}
+    held = read_examples([json.dumps(prompt).encode() + b"\n"], 10, "file-x", prompts=True)
+    (example,) = held.examples
+    assert (example.reference, example.item) == (None, {"want": "the answer"})
+    assert max_tokens_for(example, None) == 256
+    with pytest.raises(InvalidRequestError):
+        read_examples([json.dumps(prompt).encode()], 10, "file-x")  # no grader: no prompts

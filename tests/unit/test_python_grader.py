@@ -17,12 +17,11 @@ from graders.python_grader import (
     MAX_SOURCE_BYTES,
     SANDBOX_UID,
     PythonOutcome,
-    SandboxLimits,
     check_source,
     run_python_grader,
     sandbox_unavailable,
-    seccomp_filter,
 )
+from graders.python_sandbox import SandboxLimits, seccomp_filter
 from tests.support.ci import require
 
 FAST = SandboxLimits(timeout_s=3)
@@ -228,7 +227,7 @@ def test_a_call_that_ends_its_process_scores_0_and_the_rest_run_anew(sandbox: No
 
 
 def test_without_bwrap_it_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(python_grader, "_bwrap", lambda: None)
+    monkeypatch.setattr(python_grader, "bwrap_path", lambda: None)
     problem = python_grader.sandbox_unavailable.__wrapped__()
     assert problem == (
         "python graders need bubblewrap (bwrap) on the server: apt-get install bubblewrap"
@@ -468,7 +467,7 @@ def test_the_cpu_affinity_cannot_be_widened(sandbox: None) -> None:
 def test_a_sandbox_that_cannot_start_is_our_error(
     sandbox: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(python_grader, "_bwrap_args", lambda *args: ["--no-such-option"])
+    monkeypatch.setattr(python_grader, "bwrap_args", lambda *args: ["--no-such-option"])
     problem = python_grader.sandbox_unavailable.__wrapped__()
     assert problem is not None
     assert problem.startswith(
