@@ -194,7 +194,9 @@ class _Training:
         and a snapshot when one is due."""
         progress, hooks = self.progress, self.hooks
         hooks.on_step(progress.steps[-1])
-        for signal in new_signals(progress.steps, self.run.hp.n_epochs):
+        # The loss signals read supervised losses; GRPO's loss hovers near 0 by construction.
+        signals = new_signals(progress.steps, self.run.hp.n_epochs)
+        for signal in signals if self.run.reinforcement is None else []:
             hooks.on_signal(signal)
         if self._publishes(epoch_ended) and progress.step < self.total:
             folder = self.output_dir / f"step-{progress.step}"

@@ -313,6 +313,7 @@ def test_an_rft_job_teaches_the_demo_model_what_its_grader_rewards(
         training_file=training.id,
         validation_file=validation.id,
         suffix="yes",
+        seed=1,
         method={
             "type": "reinforcement",
             "reinforcement": {

@@ -426,9 +426,9 @@ def prompt(i: int) -> bytes:
     return json.dumps(row).encode() + b"\n"
 
 
-def create_rft_job(queue: Queue) -> str:
+def create_rft_job(queue: Queue, n_prompts: int = 12, **hyper: Any) -> str:
     files = []
-    for n in (12, 3):
+    for n in (n_prompts, 3):
         blob = queue.state.blobs.stage()
         blob.write(b"".join(prompt(i) for i in range(n)))
         upload = ReceivedUpload(fields={"purpose": "fine-tune"}, filename="r.jsonl", blob=blob)
@@ -441,7 +441,7 @@ def create_rft_job(queue: Queue) -> str:
             "seed": 3,
             "method": {
                 "type": "reinforcement",
-                "reinforcement": {"grader": LENGTH_GRADER, "hyperparameters": RFT},
+                "reinforcement": {"grader": LENGTH_GRADER, "hyperparameters": {**RFT, **hyper}},
             },
         }
     )
@@ -518,3 +518,29 @@ def test_a_killed_rft_worker_is_resumed_with_the_same_rewards(
     for (_, train, valid), (_, expected_train, expected_valid) in zip(resumed, curve, strict=True):
         assert train == pytest.approx(expected_train)
         assert valid == pytest.approx(expected_valid)
+
+
+def test_an_rft_job_is_paused_resumed_and_cancelled_like_any_job(sqlite_queue: Queue) -> None:
+    queue = sqlite_queue
+    job_id = create_rft_job(queue, n_prompts=30, batch_size=1, eval_interval=10)
+    worker = queue.worker()
+    try:
+        queue.wait_until(lambda: len(rewards(queue, job_id)) >= 3, "three steps")
+        assert queue.state.jobs.pause(queue.owner, job_id).status == "paused"
+        queue.wait_until(lambda: queue.job(job_id).lease_owner is None, "the worker to let go")
+        paused_at = len(rewards(queue, job_id))
+        queue.state.jobs.resume(queue.owner, job_id)
+        queue.wait_until(lambda: queue.job(job_id).status == "succeeded", "success")
+        messages = [e.message for e in queue.events(job_id)]
+        assert f"Fine-tuning job resumed from step {paused_at}" in messages
+        assert [step for step, _, _ in rewards(queue, job_id)] == list(range(1, 31))
+
+        cancelled = create_rft_job(queue, n_prompts=30, batch_size=1, eval_interval=10)
+        queue.wait_until(lambda: len(rewards(queue, cancelled)) >= 2, "two steps")
+        queue.state.jobs.cancel(queue.owner, cancelled)
+        queue.wait_until(lambda: queue.job(cancelled).lease_owner is None, "the worker to let go")
+        assert queue.job(cancelled).status == "cancelled"
+        assert len(rewards(queue, cancelled)) < 30
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=WORKER_TIMEOUT_S)
