@@ -79,6 +79,7 @@ bench: install-ml system-deps
 	$(BIN)/python bench/validation_throughput.py --mb 100
 	$(BIN)/python bench/upload.py --mb 200
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/rft_throughput.py --steps 6 --prompts-per-step 2 --samples 8
 	$(BIN)/python bench/soak.py --minutes 10
 
 lint: install-ml
