@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from graders.config import item_problem, parse_grader
 from graders.python_sandbox import SandboxLimits
 from service.settings import BaseModelConfig
+from tests.integration.test_data_parallel import in_two_processes
 from trainer.dataset import DatasetError, PromptExample, TrainingExample, item_of, prepare_file
 from trainer.demo_model import create_demo_model
 from trainer.hyperparameters import resolve
@@ -174,3 +175,16 @@ def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_takes(
         assert mine.full_valid_mean_token_accuracy == pytest.approx(
             theirs.full_valid_mean_token_accuracy
         )
+
+
+def test_two_processes_share_each_steps_prompts(base: BaseModelConfig, tmp_path: Path) -> None:
+    """Data-parallel RFT: each process samples and grades its share of a step's prompts (with its
+    own generator, so the figures are not a single process's), the gradients are averaged, and
+    the follower exits cleanly."""
+    result, exit_codes = in_two_processes(run_of(base), tmp_path / "two")
+    assert exit_codes == [0]
+    assert [m.step for m in result.steps] == [1, 2, 3, 4]
+    assert all(0.0 <= m.train_mean_token_accuracy <= 1.0 for m in result.steps)
+    assert [m.step for m in result.steps if m.full_valid_mean_token_accuracy is not None] == [2, 4]
+    weights = load_file(tmp_path / "two" / "final" / "adapter_model.safetensors")
+    assert any(not torch.equal(w, torch.zeros_like(w)) for w in weights.values())
