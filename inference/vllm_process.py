@@ -82,6 +82,8 @@ class VLLMProcess:
             # between tokens a small model can spend max_tokens on it and never close the JSON.
             "--structured-outputs-config", STRUCTURED_OUTPUTS,
         ]  # fmt: skip
+        if s.vllm_priority_scheduling:  # batch lines go after interactive requests
+            command += ["--scheduling-policy", "priority"]
         if _on_gpu():
             command += ["--gpu-memory-utilization", str(s.vllm_gpu_memory_utilization)]
         if s.vllm_api_key:

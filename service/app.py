@@ -16,6 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from inference.gateway import Gateway
 from service import health, idempotency
 from service.auth.service import AccessService
+from service.batches import router as batches_router
+from service.batches.runner import BatchRunner
+from service.batches.service import BatchesService
 from service.blobstore import BlobStore, open_blob_store
 from service.completions import router as completions_router
 from service.completions.stored import ChatCompletionStore
@@ -74,6 +77,8 @@ class AppState:
     stored_completions: ChatCompletionStore
     distiller: Distiller
     graders: GradersService
+    batches: BatchesService
+    batch_runner: BatchRunner
 
     def provided(self) -> dict[object, object]:
         """The objects routes may depend on, by the type this class declares for each."""
@@ -93,6 +98,8 @@ def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
     gateway = Gateway.open(settings, db, blobs, metrics, limiter, spawn_vllm=serve_models)
     metrics.registry.register(AdaptersCollector(gateway.status))
     files = FilesService(db, blobs, settings)
+    responses = ResponsesService(db, gateway, settings)
+    stored_completions = ChatCompletionStore(db, settings)
     return AppState(
         settings=settings,
         db=db,
@@ -106,10 +113,14 @@ def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
         jobs=JobsService(db, settings),
         models=ModelsService(db, settings, blobs),
         evals=EvalRunner(gateway, files, limiter, settings),
-        responses=ResponsesService(db, gateway, settings),
-        stored_completions=ChatCompletionStore(db, settings),
+        responses=responses,
+        stored_completions=stored_completions,
         distiller=Distiller(db, blobs, files),
         graders=GradersService(gateway, limiter, settings),
+        batches=BatchesService(db),
+        batch_runner=BatchRunner(
+            db, blobs, gateway, limiter, responses, stored_completions, metrics, settings
+        ),
     )
 
 
@@ -126,9 +137,14 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         webhooks = WebhookSender(state.db, settings, state.metrics)
         sending = asyncio.create_task(webhooks.run())
         await state.gateway.start()
+        batches = asyncio.create_task(state.batch_runner.run())
         try:
             yield
         finally:
+            batches.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await batches
+            await state.batch_runner.aclose()
             for task in (housekeeping, sending):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -160,6 +176,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         evals_router,
         distillation_router,
         graders_router,
+        batches_router,
     )
     for feature in features:
         app.include_router(feature.router, prefix="/v1", responses=RATE_LIMITED)

@@ -98,3 +98,18 @@ def new_response_id() -> str:
 def new_output_item_id(prefix: str) -> str:
     """An output or input item's id: ``msg_``, ``fc_`` (function call) or ``fco_`` (its output)."""
     return f"{prefix}_" + secrets.token_hex(25)
+
+
+def new_batch_id() -> str:
+    """``batch_`` and 32 hex digits, as api.openai.com forms a batch's id."""
+    return "batch_" + secrets.token_hex(16)
+
+
+def new_batch_request_id() -> str:
+    """An output line's ``id``: ``batch_req_`` and 32 hex digits."""
+    return "batch_req_" + secrets.token_hex(16)
+
+
+def new_batch_line_request_id() -> str:
+    """An output line's ``response.request_id``: 32 hex digits, no prefix (as api.openai.com)."""
+    return secrets.token_hex(16)

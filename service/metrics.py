@@ -67,6 +67,11 @@ class Metrics:
             "openft_webhook_deliveries", "Webhook delivery attempts, by result "
             "(delivered, retrying, failed: given up).", ["result"], registry=r,
         )  # fmt: skip
+        self.batch_lines = Counter(
+            "openft_batch_lines", "Batch lines answered, by endpoint and outcome (completed: "
+            "status 200, in the output file; failed: in the error file).",
+            ["endpoint", "outcome"], registry=r,
+        )  # fmt: skip
 
     def _define_http(self, r: CollectorRegistry) -> None:
         self.http_requests = Counter(

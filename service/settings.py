@@ -330,6 +330,39 @@ class Settings(BaseSettings):
         ge=64,
         description="Address space of the python grader sandbox (OpenAI's 2 GB).",
     )
+    batch_runs_per_process: int = Field(
+        default=4,
+        ge=0,
+        description="Batches (`/v1/batches`) one API process runs at once; 0: this process "
+        "runs none (another does).",
+    )
+    batch_concurrency_per_model: int = Field(
+        default=2,
+        ge=1,
+        description="Batch lines one API process has in flight at once per base model (its "
+        "`ft:` models included); interactive requests are never held back by it.",
+    )
+    batch_lease_seconds: int = Field(
+        default=30,
+        ge=5,
+        description="A batch runner's lease on its batch, renewed every third of it; a batch "
+        "whose runner died is taken over after this long.",
+    )
+    batch_max_requests: int = Field(
+        default=50_000, ge=1, description="Most lines a batch input file may have (OpenAI's)."
+    )
+    batch_retry_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a batch line waits for a model server that is down before it "
+        "goes to the error file with the 503.",
+    )
+    vllm_priority_scheduling: bool = Field(
+        default=True,
+        description="vLLM schedules interactive requests before batch lines "
+        "(`--scheduling-policy priority` on the servers OpenFT starts); an external server at "
+        "`vllm_urls` needs the same flag, or set this false.",
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

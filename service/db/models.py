@@ -354,3 +354,63 @@ class StoredChatCompletion(Base):
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     completion: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Batch(Base):
+    """A batch of requests from a ``batch`` file; the lease columns are the batch runner's, and
+    each line's outcome is a ``BatchLine`` row (what a resumed run skips)."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_project_id_seq", "project_id", "seq"),
+        Index("ix_batches_status_seq", "status", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(String(64))  # the key that created it
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(300))
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON(none_as_null=True))
+    output_expires_after: Mapped[int | None] = mapped_column(BigInteger)  # seconds
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    in_progress_at: Mapped[int | None] = mapped_column(BigInteger)
+    finalizing_at: Mapped[int | None] = mapped_column(BigInteger)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger)
+    expired_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelling_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BatchLine(Base):
+    """One input line's outcome, written once: its output-file line (``ok``) or error-file line."""
+
+    __tablename__ = "batch_lines"
+    __table_args__ = (
+        Index("uq_batch_lines_batch_id_line", "batch_id", "line", unique=True),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    line: Mapped[int] = mapped_column(Integer)  # 1-based, in the input file
+    ok: Mapped[bool] = mapped_column(Boolean)
+    output: Mapped[dict[str, Any]] = mapped_column(JSON)

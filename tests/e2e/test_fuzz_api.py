@@ -92,6 +92,9 @@ DATA_DEPENDENT_PARAMS = {
     "POST /v1/responses": RESPONSE_FIELDS_REFUSED,
     "POST /v1/responses/input_tokens": RESPONSE_FIELDS_REFUSED,
     "GET /v1/responses/{response_id}": {"stream"},  # only background responses stream back
+    # An existing file of purpose batch; an endpoint OpenFT batches (the schema says "a string").
+    "POST /v1/batches": {"input_file_id", "endpoint", "metadata"},
+    "POST /v1/batches/{batch_id}/cancel": {"batch_id"},  # a finished batch cannot be cancelled
     # Some stored completion or response must match the filters (the first given is named).
     "POST /v1/openft/distillations": {
         "model",

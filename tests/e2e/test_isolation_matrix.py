@@ -63,6 +63,7 @@ OBJECTS_BY_PATH_PARAMETER = {
     "model": ("model", "checkpoint"),
     "response_id": ("response",),
     "completion_id": ("chat_completion",),
+    "batch_id": ("batch",),
 }
 # Request bodies of operations on an object (other operations send none).
 BODIES: dict[str, Callable[[Project], dict[str, Any]]] = {
@@ -79,6 +80,7 @@ AFTER_KIND = {
     "/v1/responses/{response_id}/input_items": "response_item",
     "/v1/chat/completions": "chat_completion",
     "/v1/chat/completions/{completion_id}/messages": "chat_message",
+    "/v1/batches": "batch",
 }
 # Create calls whose body names other objects: (body field, object kind, body for B).
 REFERENCES: dict[str, list[tuple[str, str]]] = {
@@ -102,6 +104,7 @@ REFERENCES: dict[str, list[tuple[str, str]]] = {
         ("model", "checkpoint"),
         ("previous_response_id", "response"),
     ],
+    "POST /v1/batches": [("input_file_id", "batch_file")],
 }
 # Create calls that name no other object, and why.
 NO_REFERENCES = {
@@ -127,6 +130,8 @@ UNKNOWN = {
     "response_item": "msg_" + "0" * 50,
     "chat_completion": "chatcmpl-" + "0" * 32,
     "chat_message": "chatcmpl-" + "0" * 32 + "-0",
+    "batch": "batch_" + "0" * 32,
+    "batch_file": "file-" + "X" * 22,
 }
 
 
@@ -233,6 +238,24 @@ def _fill(owner: Project, db: Database, name: str) -> None:
     done = _ok(owner.call("POST", "/v1/fine_tuning/jobs", json=job_body))
     model = f"ft:{BASE_MODEL}:{owner.issued.project_slug}:{suffix}:{token[:8]}"
     checkpoint = _succeed(db, owner, done["id"], model, event=f"{name}-event-{token}")
+    # A batch whose line calls another URL than its endpoint: it fails validation at once.
+    line = {"custom_id": f"{name}-line-{token}", "method": "POST", "url": "/v1/completions",
+            "body": {"model": BASE_MODEL, "prompt": "hi"}}  # fmt: skip
+    batch_file = _ok(
+        owner.call(
+            "POST",
+            "/v1/files",
+            files={"file": (f"{name}-batch-{token}.jsonl", json.dumps(line).encode())},
+            data={"purpose": "batch"},
+        )
+    )
+    batch_body = {
+        "input_file_id": batch_file["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        "metadata": {"owner": label_value},
+    }
+    batch = _ok(owner.call("POST", "/v1/batches", json=batch_body))
     owner.ids.update(
         file=file["id"],
         upload=upload["id"],
@@ -240,6 +263,8 @@ def _fill(owner: Project, db: Database, name: str) -> None:
         job=job["id"],
         succeeded_job=done["id"],
         model=model,
+        batch=batch["id"],
+        batch_file=batch_file["id"],
         **checkpoint,
     )
     owner.secrets |= {*owner.ids.values(), filename, upload_name, suffix, label_value, token}
@@ -431,6 +456,8 @@ def _assert_untouched(alice: Project) -> None:
         )
     )
     assert completed["status"] == "completed" and completed["file"]["bytes"] == 3
+    batch = _ok(alice.call("GET", f"/v1/batches/{ids['batch']}"))
+    assert batch["status"] in ("validating", "failed") and batch["cancelling_at"] is None
 
 
 def test_nothing_of_another_project_in_any_list(projects: tuple[Project, Project]) -> None:
@@ -457,6 +484,7 @@ def _own_objects(path: str, owner: Project) -> dict[str, str]:
         "fine_tuning_job_id": "succeeded_job",
         "response_id": "response",
         "completion_id": "chat_completion",
+        "batch_id": "batch",
     }
     names = {p: owner.ids[own[p]] for p in PATH_PARAMETER.findall(path) if p in own}
     if "{model}" in path:
@@ -496,6 +524,7 @@ def _body(name: str, caller: Project, body_field: str, value: str) -> dict[str, 
         "POST /v1/responses": {"model": BASE_MODEL, "input": "hi"},
         "POST /v1/openft/distillations": {},
         "POST /v1/responses/input_tokens": {"model": BASE_MODEL, "input": "hi"},
+        "POST /v1/batches": {"endpoint": "/v1/chat/completions", "completion_window": "24h"},
     }
     return {**bodies[name], body_field: value}
 
