@@ -94,5 +94,10 @@ def join(rank: int, size: int, rendezvous: Path) -> Group:
 
 
 def leave() -> None:
+    """Leave the job's group. After a join that failed, reset the count torch names groups by
+    (a failed join took a number and nothing gives it back), or the process's next job would
+    wait for its followers under another group name than theirs, until JOIN_TIMEOUT."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    else:
+        dist.distributed_c10d._world.group_count = 0

@@ -233,6 +233,8 @@ def _with_placeholder(body: Any, data: st.DataObject) -> tuple[Any, tuple[int | 
     if not places:
         return PLACEHOLDER, ()
     how, path = data.draw(st.sampled_from(places), label="place")
+    if how == "replace" and not path:  # the body is itself a number
+        return PLACEHOLDER, ()
     body = copy.deepcopy(body)
     parent: Any = body
     for part in path[:-1] if how == "replace" else path:

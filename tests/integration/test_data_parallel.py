@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.multiprocessing.spawn import start_processes
 
 from service.settings import BaseModelConfig
 from tests.unit.test_batching import examples, tiny_llama
@@ -91,3 +92,23 @@ def test_a_leader_whose_follower_never_joins_gives_up_instead_of_waiting_forever
             data_parallel.join(0, 2, tmp_path / "rendezvous")
         finally:
             data_parallel.leave()
+
+    # The same process leads its next job: it and its follower meet (a failed join must not
+    # leave the leader waiting under another group name than the follower's).
+    monkeypatch.setattr(data_parallel, "JOIN_TIMEOUT", timedelta(seconds=60))
+    follower = start_processes(
+        join_and_leave, args=(tmp_path / "next",), nprocs=1, join=False, start_method="spawn"
+    )
+    try:
+        group = data_parallel.join(0, 2, tmp_path / "next")
+        assert group.agree("go") == "go"
+    finally:
+        data_parallel.leave()
+        assert follower.join(60)  # raises with the follower's error if it had one
+
+
+def join_and_leave(index: int, rendezvous: Path) -> None:
+    """A follower that only meets its leader (in a spawned process)."""
+    group = data_parallel.join(index + 1, 2, rendezvous)
+    assert group.agree(None) == "go"
+    data_parallel.leave()
