@@ -220,7 +220,7 @@ class Gateway:
     def _owned_job(self, principal: Principal, model: str) -> AdapterRef | None:
         """The project's fine-tuned model or checkpoint called ``model``, if any."""
         with self.db.read() as session:
-            found = repository.adapter_of(session, principal.project_id, model)
+            found = repository.usable_adapter(session, principal.project_id, model)
         if found is None:
             return None
         return AdapterRef(model, found.job_id, found.base_model, found.variant)

@@ -20,6 +20,8 @@ from service.batches import router as batches_router
 from service.batches.runner import BatchRunner
 from service.batches.service import BatchesService
 from service.blobstore import BlobStore, open_blob_store
+from service.checkpoint_permissions import router as checkpoint_permissions_router
+from service.checkpoint_permissions.service import CheckpointPermissionsService
 from service.completions import router as completions_router
 from service.completions.stored import ChatCompletionStore
 from service.db.database import Database
@@ -79,6 +81,7 @@ class AppState:
     graders: GradersService
     batches: BatchesService
     batch_runner: BatchRunner
+    checkpoint_permissions: CheckpointPermissionsService
 
     def provided(self) -> dict[object, object]:
         """The objects routes may depend on, by the type this class declares for each."""
@@ -118,6 +121,7 @@ def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
         distiller=Distiller(db, blobs, files),
         graders=GradersService(gateway, limiter, settings),
         batches=BatchesService(db),
+        checkpoint_permissions=CheckpointPermissionsService(db),
         batch_runner=BatchRunner(
             db, blobs, gateway, limiter, responses, stored_completions, metrics, settings
         ),
@@ -177,6 +181,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
         distillation_router,
         graders_router,
         batches_router,
+        checkpoint_permissions_router,
     )
     for feature in features:
         app.include_router(feature.router, prefix="/v1", responses=RATE_LIMITED)

@@ -186,11 +186,30 @@ def _create_demo_model(settings: Settings) -> None:
 
 @keys_app.command("create")
 def keys_create(
-    project: Annotated[str, typer.Option(help="Project slug; created if it does not exist.")],
+    project: Annotated[
+        str | None, typer.Option(help="Project slug; created if it does not exist.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A note saying what the key is for.")] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin",
+            help="An admin key instead: it calls the admin routes (checkpoint permissions) "
+            "and no project's.",
+        ),
+    ] = False,
 ) -> None:
     """Create an API key and print it on a line of its own (it is stored only as a hash)."""
+    if admin == (project is not None):
+        err.print("Give either --project SLUG (a project key) or --admin (an admin key).")
+        raise typer.Exit(2)
     with exit_on_error():
+        if admin:
+            issued_admin = _access(Settings()).issue_admin_key(name)
+            err.print(f"Admin key {issued_admin.key_id}:")
+            print(issued_admin.key, flush=True)
+            return
+        assert project is not None
         issued = _access(Settings()).issue_key(project, name)
     if issued.project_created:
         err.print(f"Created project '{issued.project_slug}' ({issued.project_id}).")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.auth.principal import Principal
+from service.auth.principal import Admin, Principal
 from service.auth.service import AccessService
 from service.gateway import ModelGateway
 from service.limits import RateLimiter
@@ -63,3 +63,17 @@ async def admit_tokens(
     headers = await limiter.admit_tokens(principal, [body])
     if headers:
         request.state.rate_limit_headers = {**request.state.rate_limit_headers, **headers}
+
+
+def authenticate_admin(
+    access: Access,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Admin:
+    """An admin route's caller: an operator's admin key (``openft keys create --admin``)."""
+    authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    admin = access.authenticate_admin(authorization)
+    add_log_ids(admin_key_id=admin.key_id)
+    return admin
+
+
+CurrentAdmin = Annotated[Admin, Depends(authenticate_admin)]

@@ -113,3 +113,12 @@ def new_batch_request_id() -> str:
 def new_batch_line_request_id() -> str:
     """An output line's ``response.request_id``: 32 hex digits, no prefix (as api.openai.com)."""
     return secrets.token_hex(16)
+
+
+def new_admin_key_id() -> str:
+    return "key_" + base62(24)
+
+
+def new_checkpoint_permission_id() -> str:
+    """``cp_`` and 24 base62 characters, as api.openai.com forms a checkpoint permission's id."""
+    return "cp_" + base62(24)

@@ -6,10 +6,15 @@ import hashlib
 import secrets
 
 KEY_PREFIX = "sk-openft-"
+ADMIN_KEY_PREFIX = "sk-openft-admin-"
 
 
 def generate_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_admin_key() -> str:
+    return ADMIN_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def hash_api_key(key: str) -> str:
@@ -19,7 +24,8 @@ def hash_api_key(key: str) -> str:
 
 def redact_api_key(key: str) -> str:
     """The form listed by ``openft keys list``: ``sk-openft-Ab...wxyz``."""
-    return f"{key[: len(KEY_PREFIX) + 2]}...{key[-4:]}"
+    prefix = ADMIN_KEY_PREFIX if key.startswith(ADMIN_KEY_PREFIX) else KEY_PREFIX
+    return f"{key[: len(prefix) + 2]}...{key[-4:]}"
 
 
 def mask_api_key(key: str) -> str:

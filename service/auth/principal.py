@@ -17,3 +17,10 @@ class Principal:
     tokens_per_minute: int | None = None
     max_active_jobs: int | None = None
     storage_quota_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Admin:
+    """An operator calling an admin route with an admin key: it acts on no project of its own."""
+
+    key_id: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import ApiKey, Project
+from service.db.models import AdminKey, ApiKey, Project
 
 
 def project_by_slug(session: Session, slug: str) -> Project | None:
@@ -34,3 +34,17 @@ def keys_with_projects(session: Session, project_slug: str | None) -> list[tuple
 
 def key_by_id(session: Session, key_id: str) -> ApiKey | None:
     return session.scalars(select(ApiKey).where(ApiKey.id == key_id)).one_or_none()
+
+
+def active_admin_key(session: Session, key_hash: str) -> AdminKey | None:
+    return session.scalars(
+        select(AdminKey).where(AdminKey.key_hash == key_hash, AdminKey.revoked_at.is_(None))
+    ).one_or_none()
+
+
+def admin_keys(session: Session) -> list[AdminKey]:
+    return list(session.scalars(select(AdminKey).order_by(AdminKey.seq)))
+
+
+def admin_key_by_id(session: Session, key_id: str) -> AdminKey | None:
+    return session.scalars(select(AdminKey).where(AdminKey.id == key_id)).one_or_none()

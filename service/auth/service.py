@@ -7,12 +7,18 @@ import time
 from dataclasses import dataclass
 
 from service.auth import repository
-from service.auth.keys import generate_api_key, hash_api_key, mask_api_key, redact_api_key
-from service.auth.principal import Principal
+from service.auth.keys import (
+    generate_admin_key,
+    generate_api_key,
+    hash_api_key,
+    mask_api_key,
+    redact_api_key,
+)
+from service.auth.principal import Admin, Principal
 from service.db.database import Database
-from service.db.models import ApiKey, Project
+from service.db.models import AdminKey, ApiKey, Project
 from service.errors import AuthenticationError, InvalidRequestError, NotFoundError
-from service.ids import new_api_key_id, new_project_id
+from service.ids import new_admin_key_id, new_api_key_id, new_project_id
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
@@ -30,6 +36,18 @@ class IssuedKey:
     project_id: str
     project_slug: str
     project_created: bool
+
+
+INSUFFICIENT_PERMISSIONS = (
+    "You have insufficient permissions for this operation: it needs an admin key, and project "
+    "keys are not admin keys. An operator can create one with `openft keys create --admin`."
+)
+
+
+@dataclass(frozen=True)
+class IssuedAdminKey:
+    key: str
+    key_id: str
 
 
 @dataclass(frozen=True)
@@ -78,12 +96,34 @@ class AccessService:
         with self._db.read() as session:
             return repository.any_project(session)
 
+    def issue_admin_key(self, name: str | None = None) -> IssuedAdminKey:
+        """A new admin key: it may call the admin routes, and no project's."""
+        key = generate_admin_key()
+        with self._db.write() as session:
+            row = AdminKey(
+                id=new_admin_key_id(),
+                key_hash=hash_api_key(key),
+                redacted=redact_api_key(key),
+                name=name,
+                created_at=int(time.time()),
+            )
+            session.add(row)
+        return IssuedAdminKey(key, row.id)
+
     def list_keys(self, project_slug: str | None = None) -> list[KeyListing]:
+        """Project keys (of ``project_slug`` only, when given), then admin keys (as project
+        ``(admin)``) when no project is asked for."""
         with self._db.read() as session:
-            return [
+            listed = [
                 KeyListing(k.id, p.slug, k.redacted, k.name, k.created_at, k.revoked_at)
                 for k, p in repository.keys_with_projects(session, project_slug)
             ]
+            if project_slug is None:
+                listed += [
+                    KeyListing(k.id, "(admin)", k.redacted, k.name, k.created_at, k.revoked_at)
+                    for k in repository.admin_keys(session)
+                ]
+            return listed
 
     def set_key_limits(
         self, key_id: str, *, requests_per_minute: int | None, tokens_per_minute: int | None
@@ -114,12 +154,33 @@ class AccessService:
                 )
 
     def revoke_key(self, key_id: str) -> None:
+        """Revoke a project key or an admin key; it fails on its next request."""
         with self._db.write() as session:
-            row = repository.key_by_id(session, key_id)
+            row: ApiKey | AdminKey | None = repository.key_by_id(session, key_id)
+            if row is None:
+                row = repository.admin_key_by_id(session, key_id)
             if row is None:
                 raise NotFoundError(f"No such API key: {key_id}", param="key_id")
             if row.revoked_at is None:
                 row.revoked_at = int(time.time())
+
+    def authenticate_admin(self, authorization: str | None) -> Admin:
+        """Check a bearer admin key; a project key gets OpenAI's insufficient-permissions 401."""
+        key = _bearer_token(authorization)
+        with self._db.read() as session:
+            admin = repository.active_admin_key(session, hash_api_key(key))
+            project_key = admin is None and repository.active_key_with_project(
+                session, hash_api_key(key)
+            )
+        if admin is not None:
+            return Admin(admin.id)
+        if project_key:
+            raise AuthenticationError(INSUFFICIENT_PERMISSIONS)
+        raise AuthenticationError(
+            f"Incorrect API key provided: {mask_api_key(key)}. An operator can create an admin "
+            "key with `openft keys create --admin`.",
+            code="invalid_api_key",
+        )
 
     def authenticate(self, authorization: str | None, project_header: str | None) -> Principal:
         """Check a bearer key (and the optional ``OpenAI-Project`` header) against the database."""

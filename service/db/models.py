@@ -414,3 +414,37 @@ class BatchLine(Base):
     line: Mapped[int] = mapped_column(Integer)  # 1-based, in the input file
     ok: Mapped[bool] = mapped_column(Boolean)
     output: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AdminKey(Base):
+    """An operator's admin key (hash only): it may call the admin routes (checkpoint
+    permissions) and nothing that belongs to a project."""
+
+    __tablename__ = "admin_keys"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    redacted: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CheckpointPermission(Base):
+    """Another project may call (and train from) a fine-tuned model or checkpoint."""
+
+    __tablename__ = "checkpoint_permissions"
+    __table_args__ = (
+        Index("uq_checkpoint_permissions_checkpoint_project_id", "checkpoint", "project_id",
+              unique=True),
+        {"sqlite_autoincrement": True},
+    )  # fmt: skip
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    checkpoint: Mapped[str] = mapped_column(String(300))  # the model or checkpoint name
+    owner_project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)

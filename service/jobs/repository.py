@@ -10,7 +10,12 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from service.blobstore.keys import FINAL, checkpoint_variant
-from service.db.models import FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
+from service.db.models import (
+    CheckpointPermission,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+)
 from service.pagination import Cursor, after_cursor
 
 
@@ -112,6 +117,26 @@ def adapter_of(session: Session, project_id: str, name: str) -> OwnedAdapter | N
     return OwnedAdapter(owner.id, checkpoint_variant(checkpoint.step), owner.model)
 
 
+def shared_by(session: Session, project_id: str, name: str) -> str | None:
+    """The project that shared its model or checkpoint ``name`` with ``project_id`` (a
+    checkpoint permission), if one did; read on every request, so a revoke is seen at once."""
+    return session.scalar(
+        select(CheckpointPermission.owner_project_id).where(
+            CheckpointPermission.checkpoint == name, CheckpointPermission.project_id == project_id
+        )
+    )
+
+
+def usable_adapter(session: Session, project_id: str, name: str) -> OwnedAdapter | None:
+    """The adapter behind ``name`` if the project may call it or train from it: its own model
+    or checkpoint, or one another project shared with it."""
+    found = adapter_of(session, project_id, name)
+    if found is not None:
+        return found
+    owner = shared_by(session, project_id, name)
+    return None if owner is None else adapter_of(session, owner, name)
+
+
 def project_checkpoints(session: Session, project_id: str) -> list[FineTuningJobCheckpoint]:
     """The project's checkpoints that are not the final model of their job, oldest first."""
     return list(
@@ -132,7 +157,9 @@ def project_checkpoints(session: Session, project_id: str) -> list[FineTuningJob
 
 
 def prompt_profile_of(session: Session, project_id: str, model: str) -> dict[str, Any] | None:
-    """The training prompt profile behind a project's fine-tuned model or checkpoint."""
+    """The training prompt profile behind a fine-tuned model or checkpoint the project may call
+    (its own, or one shared with it: the profile is the model's, whoever calls it)."""
+    project_id = shared_by(session, project_id, model) or project_id
     job = succeeded_with_model(session, project_id, model)
     if job is None:
         found = servable_checkpoint(session, project_id, model)

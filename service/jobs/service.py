@@ -108,7 +108,7 @@ class JobsService:
         base, parent = model, None
         if model.startswith("ft:"):
             with self.db.read() as session:
-                parent = repository.adapter_of(session, principal.project_id, model)
+                parent = repository.usable_adapter(session, principal.project_id, model)
             if parent is None:
                 raise unavailable
             base = parent.base_model

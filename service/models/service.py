@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from service.auth.principal import Principal
 from service.blobstore import BlobStore
 from service.db.database import Database
-from service.db.models import FineTuningJob, FineTuningJobCheckpoint
+from service.db.models import CheckpointPermission, FineTuningJob, FineTuningJobCheckpoint
 from service.errors import NotFoundError, PermissionDeniedError
 from service.gateway import DeletedModel
 from service.jobs import repository as jobs_repository
@@ -59,6 +59,12 @@ class ModelsService:
                 select(FineTuningJobCheckpoint.name).where(FineTuningJobCheckpoint.job_id == job.id)
             ).all()
             deleted = DeletedModel(model_id, job.id, job.model, tuple(checkpoints))
+            session.execute(  # its grants to other projects end with it
+                delete(CheckpointPermission).where(
+                    CheckpointPermission.owner_project_id == principal.project_id,
+                    CheckpointPermission.checkpoint.in_([model_id, *checkpoints]),
+                )
+            )
         for key in list(self.blobs.keys(f"adapters/{deleted.job_id}")):
             self.blobs.delete(key)
         return deleted

@@ -1,0 +1,1 @@
+"""Checkpoint permissions: an operator shares a fine-tuned model with other projects."""
