@@ -80,6 +80,7 @@ bench: install-ml system-deps
 	$(BIN)/python bench/upload.py --mb 200
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/rft_throughput.py --steps 6 --prompts-per-step 2 --samples 8
+	$(BIN)/python bench/batch_interactive.py
 	$(BIN)/python bench/soak.py --minutes 10
 
 lint: install-ml

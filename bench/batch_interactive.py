@@ -12,7 +12,7 @@ as the batch runner keeps (`OPENFT_BATCH_CONCURRENCY_PER_MODEL`). Bar: interacti
 batch at most 2x the baseline. `--fcfs` runs vLLM first-come-first-served instead of with
 priority scheduling, to see what the priority is worth.
 Run: `.venv/bin/python bench/batch_interactive.py [--lines 1000] [--interactive 60]
-[--tokens 16] [--fcfs] [--base-model PATH] [--label gpu]`.
+[--tokens 16] [--batch-concurrency 1] [--fcfs] [--base-model PATH] [--label gpu]`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from results import percentile, print_table, write_result
 from serving import ServedBase, add_serving_arguments, result_name, start_openft, stop
 
 PROMPT = [{"role": "user", "content": "Tell me about the lighthouse and its keeper."}]
-CONCURRENCY = 2  # OPENFT_BATCH_CONCURRENCY_PER_MODEL's default
 
 
 def chat_body(model: str, tokens: int) -> dict[str, Any]:
@@ -87,8 +86,8 @@ def wait_batch(base: str, key: str, batch_id: str, statuses: tuple[str, ...]) ->
         time.sleep(0.1)
 
 
-async def direct(url: str, model: str, count: int, tokens: int) -> float:
-    """Seconds to send ``count`` requests straight to vLLM, ``CONCURRENCY`` at a time."""
+async def direct(url: str, model: str, count: int, tokens: int, concurrency: int) -> float:
+    """Seconds to send ``count`` requests straight to vLLM, ``concurrency`` at a time."""
     remaining = count
     async with httpx.AsyncClient(timeout=300) as client:
 
@@ -102,7 +101,7 @@ async def direct(url: str, model: str, count: int, tokens: int) -> float:
                 assert answer.status_code == 200, answer.text
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - started
 
 
@@ -120,10 +119,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--throughput-lines", type=int, default=200)
     parser.add_argument("--fcfs", action="store_true", help="vLLM without priority scheduling")
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=1, help="OPENFT_BATCH_CONCURRENCY_PER_MODEL"
+    )
     add_serving_arguments(parser)
     args = parser.parse_args()
     served = ServedBase.of(args.base_model)
-    env = {**served.env, "OPENFT_VLLM_PRIORITY_SCHEDULING": "false" if args.fcfs else "true"}
+    env = {
+        **served.env,
+        "OPENFT_VLLM_PRIORITY_SCHEDULING": "false" if args.fcfs else "true",
+        "OPENFT_BATCH_CONCURRENCY_PER_MODEL": str(args.batch_concurrency),
+    }
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-batch-"))
     server, base, key = start_openft(workdir, "--workers", "0", env=env)
     model, tokens = served.name, args.tokens
@@ -143,7 +149,7 @@ def main() -> None:
         batch_s = time.perf_counter() - started
         assert finished["request_counts"]["completed"] == args.throughput_lines, finished
         direct_s = asyncio.run(direct(vllm_url(workdir, model), model, args.throughput_lines,
-                                      tokens))  # fmt: skip
+                                      tokens, args.batch_concurrency))  # fmt: skip
     finally:
         stop(server)
     without, within = summary(alone), summary(beside)
@@ -151,7 +157,8 @@ def main() -> None:
     batch_rate, direct_rate = args.throughput_lines / batch_s, args.throughput_lines / direct_s
     scheduling = "first come, first served" if args.fcfs else "priority"
     print(f"base model {served.describe()}; vLLM scheduling: {scheduling}; {args.interactive} "
-          f"interactive requests, {tokens} tokens each; a {args.lines}-line batch")  # fmt: skip
+          f"interactive requests, {tokens} tokens each; a {args.lines}-line batch, "
+          f"{args.batch_concurrency} lines in flight")  # fmt: skip
     print_table(
         ("interactive chat", "p50 ms", "p99 ms"),
         [("alone (baseline)", f"{without['p50_ms']:.1f}", f"{without['p99_ms']:.1f}"),
@@ -160,15 +167,19 @@ def main() -> None:
     print(f"interactive p50 beside the batch / alone: {ratio:.2f}x (bar: <= 2x)")
     print_table(
         ("requests", "lines/s"),
-        [(f"straight to vLLM, {CONCURRENCY} in flight (baseline)", f"{direct_rate:.2f}"),
+        [(f"straight to vLLM, {args.batch_concurrency} in flight (baseline)", f"{direct_rate:.2f}"),
          (f"a {args.throughput_lines}-line batch, create to completed", f"{batch_rate:.2f}")],
     )  # fmt: skip
     print(f"batch vs direct: {batch_rate / direct_rate:.2f}x")
     write_result(
-        result_name("batch_interactive" + ("_fcfs" if args.fcfs else ""), args.label),
+        result_name(
+            f"batch_interactive_c{args.batch_concurrency}" + ("_fcfs" if args.fcfs else ""),
+            args.label,
+        ),
         {
             "base_model": served.describe(), "scheduling": scheduling, "tokens": tokens,
             "interactive_requests": args.interactive, "batch_lines": args.lines,
+            "batch_concurrency": args.batch_concurrency,
             "alone": {k: round(v, 1) for k, v in without.items()},
             "beside_batch": {k: round(v, 1) for k, v in within.items()},
             "p50_ratio": round(ratio, 3),

@@ -135,7 +135,7 @@ class BaseModelConfig(BaseModel):
 class Settings(BaseSettings):
     """Everything a process of OpenFT needs to know about its deployment."""
 
-    model_config = SettingsConfigDict(env_prefix="OPENFT_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="OPENFT_", frozen=True, populate_by_name=True)
 
     data_dir: Path = Field(default=Path("data"), description="Root folder for local state.")
     database_url: str = Field(
@@ -317,6 +317,25 @@ class Settings(BaseSettings):
     grader_embedding_model: str | None = Field(
         default=None, description="The model asked for embeddings at `grader_embeddings_url`."
     )
+    wandb_api_key: str | None = Field(
+        default=None,
+        validation_alias="WANDB_API_KEY",
+        description="W&B's own variable: the key jobs' `wandb` integrations log with.",
+    )
+    wandb_mode: Literal["online", "offline"] = Field(
+        default="online",
+        validation_alias="WANDB_MODE",
+        description="W&B's own variable; `offline` writes run files under `wandb_dir`.",
+    )
+    wandb_dir: Path | None = Field(
+        default=None,
+        validation_alias="WANDB_DIR",
+        description="W&B's own variable: where run files go (default `<data dir>/wandb`).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI for jobs' `openft_mlflow` integrations; unset: refused.",
+    )
     rft_max_completion_tokens: int = Field(
         default=256, ge=1, description="Longest answer an RFT job samples per prompt."
     )
@@ -337,7 +356,7 @@ class Settings(BaseSettings):
         "runs none (another does).",
     )
     batch_concurrency_per_model: int = Field(
-        default=2,
+        default=1,
         ge=1,
         description="Batch lines one API process has in flight at once per base model (its "
         "`ft:` models included); interactive requests are never held back by it.",
@@ -434,6 +453,12 @@ class Settings(BaseSettings):
     def blob_root(self) -> Path:
         assert self.blob_dir is not None  # filled by the validator
         return self.blob_dir
+
+    @property
+    def integrations(self) -> tuple[str, ...]:
+        """The job integration types this deployment can send to."""
+        wandb = self.wandb_api_key is not None or self.wandb_mode == "offline"
+        return ("wandb",) * wandb + ("openft_mlflow",) * (self.mlflow_tracking_uri is not None)
 
     @property
     def is_sqlite(self) -> bool:
