@@ -65,6 +65,7 @@ class Claim:
     attempt: int
     parent_job_id: str | None = None  # continued training: the adapter the job starts from
     parent_variant: str | None = None
+    integrations: tuple[dict[str, Any], ...] = ()  # where else its metrics go (W&B, MLflow)
 
 
 def transition(job: FineTuningJob, status: str) -> None:
@@ -120,6 +121,7 @@ def claim(db: Database, owner: str, lease_s: int) -> Claim | None:
             job.attempt,
             job.parent_job_id,
             job.parent_variant,
+            tuple(job.integrations or ()),
         )
 
 

@@ -330,7 +330,7 @@ class Settings(BaseSettings):
     wandb_dir: Path | None = Field(
         default=None,
         validation_alias="WANDB_DIR",
-        description="W&B's own variable: where run files go (default `<data dir>/wandb`).",
+        description="W&B's own variable: run files go in its `wandb/` (default: the data dir's).",
     )
     mlflow_tracking_uri: str | None = Field(
         default=None,
@@ -457,8 +457,11 @@ class Settings(BaseSettings):
     @property
     def integrations(self) -> tuple[str, ...]:
         """The job integration types this deployment can send to."""
-        wandb = self.wandb_api_key is not None or self.wandb_mode == "offline"
-        return ("wandb",) * wandb + ("openft_mlflow",) * (self.mlflow_tracking_uri is not None)
+        configured = {
+            "wandb": self.wandb_api_key is not None or self.wandb_mode == "offline",
+            "openft_mlflow": self.mlflow_tracking_uri is not None,
+        }
+        return tuple(kind for kind, ready in configured.items() if ready)
 
     @property
     def is_sqlite(self) -> bool:

@@ -115,6 +115,13 @@ class JobLedger:
             job_records.add_event(session, job, message, level="warn")
         fault_point("after_signal")
 
+    def record_warning(self, opening: str, message: str) -> None:
+        """A warn event about the job's surroundings (an integration that failed), once a job:
+        a resumed run that meets the same trouble does not repeat it."""
+        with queue.held(self.db, self.claim, *TRAINING) as (session, job):
+            if not job_records.has_event_starting(session, job.id, opening):
+                job_records.add_event(session, job, message, level="warn")
+
     def record_checkpoint(self, metrics: StepMetrics) -> list[int]:
         """An epoch's checkpoint row (once) and its event; returns the steps pruned."""
         claim = self.claim

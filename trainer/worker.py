@@ -43,6 +43,7 @@ from trainer.followers import data_parallel
 from trainer.forgetting import ForgettingCheck, forgetting_check
 from trainer.heartbeat import Heartbeat
 from trainer.hyperparameters import AUTO_DPO_BETA, Hyperparameters, resolve
+from trainer.integrations import JobTrackers
 from trainer.job_files import JobFiles, prepare_job_files
 from trainer.judge import HttpJudge
 from trainer.ledger import JobLedger, Pace
@@ -186,13 +187,22 @@ class Worker:
         with tempfile.TemporaryDirectory(prefix=f"openft-{job.claim.job_id}-") as scratch:
             workdir = Path(scratch)
             run, pace = self._start(job, base, files, hp, workdir)
-            result = self._train(job, run, pace, workdir)
-            profile = build_profile(prompt_lengths(run.examples), files.training.prompt_tokens)
-            training_s = time.monotonic() - pace.started  # the check below is not billed
-            forgetting = forgetting_check(
-                base, result.model, self.settings.train_tokens_per_forward
+            trackers = JobTrackers(
+                job.claim, hp.as_dict(), self.settings, job.ledger.record_warning
             )
-            self._publish(job, workdir / "final", result, training_s, profile, forgetting)
+            name = None
+            try:
+                result = self._train(job, run, pace, workdir, trackers)
+                profile = build_profile(prompt_lengths(run.examples), files.training.prompt_tokens)
+                training_s = time.monotonic() - pace.started  # the check below is not billed
+                forgetting = forgetting_check(
+                    base, result.model, self.settings.train_tokens_per_forward
+                )
+                name = self._publish(
+                    job, workdir / "final", result, training_s, profile, forgetting
+                )
+            finally:
+                trackers.finish(name)
 
     def _base_model(self, claim: Claim) -> BaseModelConfig:
         base = self.models.get(claim.model)
@@ -258,10 +268,18 @@ class Worker:
             ),
         )
 
-    def _train(self, job: _Job, run: TrainingRun, pace: Pace, workdir: Path) -> TrainingResult:
-        """Train the run (with followers, data-parallel), its hooks writing the job's ledger."""
+    def _train(
+        self, job: _Job, run: TrainingRun, pace: Pace, workdir: Path, trackers: JobTrackers
+    ) -> TrainingResult:
+        """Train the run (with followers, data-parallel), its hooks writing the job's ledger
+        (and its integrations' runs)."""
+
+        def on_step(metrics: StepMetrics) -> None:
+            job.ledger.record_step(metrics, pace)
+            trackers.log(metrics)
+
         hooks = TrainingHooks(
-            on_step=lambda m: job.ledger.record_step(m, pace),
+            on_step=on_step,
             on_signal=job.ledger.record_signal,
             stop_reason=lambda: self._stop_reason(job),
             on_snapshot=job.artifacts.store_snapshot,
@@ -295,8 +313,9 @@ class Worker:
         training_s: float,
         profile: PromptProfile | None,
         forgetting: ForgettingCheck | None,
-    ) -> None:
-        """Blobs first (adapter, result file), then one transaction makes the job succeed."""
+    ) -> str:
+        """Blobs first (adapter, result file), then one transaction makes the job succeed;
+        returns the fine-tuned model's name."""
         job.artifacts.put_adapter(adapter_dir)
         results = ResultFile.of(result, job.claim.method["type"])
         job.artifacts.put_result_file(results)
@@ -305,6 +324,7 @@ class Worker:
         job.artifacts.drop_checkpoints(pruned)
         job.artifacts.drop_snapshots()
         log.info("%s succeeded: %s", job.claim.job_id, name)
+        return name
 
 
 def main(argv: list[str] | None = None) -> int:

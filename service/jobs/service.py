@@ -21,6 +21,7 @@ from service.graders.service import checked_grader
 from service.ids import new_job_id
 from service.jobs import repository
 from service.jobs.hyperparameters import checked_hyperparameters
+from service.jobs.integrations import checked_integrations, with_run_ids
 from service.jobs.schemas import (
     TERMINAL,
     CreateJobRequest,
@@ -78,7 +79,7 @@ class JobsService:
         base, parent = self._base_and_parent(principal, request.model)
         _check_suffix(request.suffix)
         _check_metadata(request.metadata)
-        _check_integrations(request.integrations)
+        integrations = checked_integrations(request.integrations, self.settings.integrations)
         method = _method(request, self.settings)
         now = int(time.time())
         with self.db.write() as session:
@@ -86,7 +87,7 @@ class JobsService:
             self._check_file(session, principal, request.training_file, "training_file")
             if request.validation_file is not None:
                 self._check_file(session, principal, request.validation_file, "validation_file")
-            row = _new_job(principal, request, base, parent, method, now)
+            row = _new_job(principal, request, base, parent, method, now, integrations)
             session.add(row)
             session.flush()
             job_records.add_event(session, row, f"Created fine-tuning job: {row.id}")
@@ -236,9 +237,11 @@ def _new_job(
     parent: repository.OwnedAdapter | None,
     method: dict[str, Any],
     now: int,
+    integrations: list[dict[str, Any]],
 ) -> JobRow:
+    job_id = new_job_id()
     return JobRow(
-        id=new_job_id(),
+        id=job_id,
         project_id=principal.project_id,
         model=base,
         parent_model=request.model if parent is not None else None,
@@ -250,7 +253,7 @@ def _new_job(
         seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
         method=method,
         job_metadata=request.metadata,
-        integrations=request.integrations or [],
+        integrations=with_run_ids(integrations, job_id),
         status="validating_files",
         result_files=[],
         created_at=now,
@@ -371,23 +374,6 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
                 f"Invalid 'metadata': key '{key[:64]}' must be at most 64 characters and its "
                 "value at most 512 characters.",
                 param="metadata",
-            )
-
-
-def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
-    for index, integration in enumerate(integrations or []):
-        wandb = integration.get("wandb")
-        param = f"integrations[{index}]"
-        if integration.get("type") != "wandb" or not isinstance(wandb, dict):
-            kind = integration.get("type")
-            raise InvalidRequestError(
-                f"{kind!r} is not one of ['wandb'] - '{param}.type'", param=f"{param}.type"
-            )
-        if not wandb.get("project"):
-            raise InvalidRequestError(
-                f"Missing required parameter: '{param}.wandb.project'.",
-                param=f"{param}.wandb.project",
-                code="missing_required_parameter",
             )
 
 
