@@ -58,6 +58,8 @@ def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
             "OPENFT_METRICS_TOKEN": METRICS_TOKEN,
             # Graders that name OpenAI's o4-mini are judged by the demo model (test_graders).
             "OPENFT_GRADER_MODELS": '{"o4-mini": "tiny-chat"}',
+            # `wandb` integrations write run files (test_job_integrations); MLflow stays off.
+            "WANDB_MODE": "offline",
         },
     )
     try:
