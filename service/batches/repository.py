@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from service.db.clock import database_now
 from service.db.database import Database
-from service.db.models import Batch, BatchLine, Project
+from service.db.models import Batch, BatchLine, File, Project
+from service.ids import new_file_id
 from service.pagination import Cursor, after_cursor, cursor_page
 
 KIND = "Batch"
@@ -171,3 +172,17 @@ def line_outputs(session: Session, batch_id: str) -> Iterator[BatchLine]:
         if len(rows) < 500:
             return
         after = rows[-1].line
+
+
+def output_file(claim: BatchClaim, name: str, size: int, now: int, expires_at: int) -> File:
+    """The row of a finished batch's output or error file (purpose ``batch_output``)."""
+    return File(
+        id=new_file_id(),
+        project_id=claim.project_id,
+        purpose="batch_output",
+        filename=f"{claim.batch_id}_{name}.jsonl",
+        bytes=size,
+        created_at=now,
+        expires_at=expires_at,
+        status="processed",
+    )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import repository as keys
@@ -41,7 +42,6 @@ from service.gateway import ModelGateway
 from service.ids import (
     new_batch_line_request_id,
     new_batch_request_id,
-    new_file_id,
     new_request_id,
     parse_fine_tuned_model_name,
 )
@@ -49,6 +49,7 @@ from service.limits import RateLimiter, RateLimitError
 from service.metrics import Metrics
 from service.responses.service import ResponsesService
 from service.settings import Settings
+from service.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ class BatchRunner:
                     else [problem.as_dict() for problem in check.problems]
                 )
                 batch.lease_owner = batch.lease_expires_at = None
+                outbox.enqueue_batch_event(session, batch)
                 return "failed"
             batch.status, batch.in_progress_at = "in_progress", now
             batch.total, batch.model = check.total, check.model
@@ -404,14 +406,14 @@ class BatchRunner:
                 if writer.size == 0:
                     writer.abort()
                     continue
-                row = _output_file(claim, name, writer.size, now, expires_at)
+                row = repository.output_file(claim, name, writer.size, now, expires_at)
                 writer.commit(file_key(row.id))
                 rows[name] = row
             with repository.held(self.db, claim) as (session, batch):
                 session.add_all(rows.values())
                 batch.output_file_id = rows["output"].id if "output" in rows else None
                 batch.error_file_id = rows["error"].id if "error" in rows else None
-                _end(batch, outcome, database_now(session))
+                _end(session, batch, outcome)
         except BaseException:
             for writer in (output, errors):
                 with contextlib.suppress(Exception):
@@ -437,20 +439,9 @@ class BatchRunner:
                 errors.write(orjson.dumps(_not_run(request, code, message)) + b"\n")
 
 
-def _output_file(claim: BatchClaim, name: str, size: int, now: int, expires_at: int) -> File:
-    return File(
-        id=new_file_id(),
-        project_id=claim.project_id,
-        purpose="batch_output",
-        filename=f"{claim.batch_id}_{name}.jsonl",
-        bytes=size,
-        created_at=now,
-        expires_at=expires_at,
-        status="processed",
-    )
-
-
-def _end(batch: Batch, outcome: str, now: int) -> None:
+def _end(session: Session, batch: Batch, outcome: str) -> None:
+    """The batch's end, and its webhook event in the same transaction."""
+    now = database_now(session)
     batch.status = outcome
     if outcome == "completed":
         batch.completed_at = now
@@ -459,6 +450,7 @@ def _end(batch: Batch, outcome: str, now: int) -> None:
     else:
         batch.expired_at = now
     batch.lease_owner = batch.lease_expires_at = None
+    outbox.enqueue_batch_event(session, batch)
 
 
 def _take(lines: Any, count: int) -> list[BatchRequest]:

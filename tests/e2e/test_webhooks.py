@@ -274,3 +274,34 @@ def test_two_api_processes_send_each_event_once(
             server.stop()
     assert sorted(r.headers["webhook-id"] for r in received) == sorted(r.id for r in rows)
     assert len(receiver.received) == len(jobs) and all(r.attempts == 1 for r in rows)
+
+
+def test_batches_that_end_reach_the_endpoints_that_asked_for_them(
+    server: ServerProcess,
+    new_project: Callable[[], IssuedKey],
+    client_for: Callable[[IssuedKey], openai.OpenAI],
+) -> None:
+    project = new_project()
+    client = client_for(project)
+    line = {
+        "custom_id": "only", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
+    }  # fmt: skip
+    with running_receiver() as receiver, running_receiver() as jobs_only:
+        secret = add_endpoint(server, project, receiver.url, "batch.completed", "batch.failed")
+        add_endpoint(server, project, jobs_only.url, "fine_tuning.job.succeeded")
+        unreadable = client.files.create(file=("bad.jsonl", b"not json\n"), purpose="batch")
+        readable = client.files.create(
+            file=("one.jsonl", (json.dumps(line) + "\n").encode()), purpose="batch"
+        )
+        failing, completing = (
+            client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ).id
+            for file in (unreadable, readable)
+        )
+        got = sorted(verified(r, secret) for r in receiver.wait_for(2))
+    # A batch whose every line failed (a 404 in its error file) still completed, as on OpenAI.
+    assert got == sorted([("batch.failed", failing), ("batch.completed", completing)])
+    assert client.batches.retrieve(completing).request_counts.failed == 1
+    assert jobs_only.received == []

@@ -86,7 +86,16 @@ def test_payload_is_openais_event_object() -> None:
         "fine_tuning.job.succeeded",
         "fine_tuning.job.failed",
         "fine_tuning.job.cancelled",
+        "batch.completed",
+        "batch.failed",
+        "batch.cancelled",
+        "batch.expired",
     )
+    secret = new_secret()
+    for kind in EVENT_TYPES:  # each is an event type the SDK's unwrap knows
+        payload = event_payload("evt_1", kind, int(time.time()), "x-1")
+        typed = SDK.webhooks.unwrap(payload, signed(payload, secret), secret=secret)
+        assert (typed.type, typed.data.id) == (kind, "x-1")
 
 
 def test_backoff_grows_fourfold_with_jitter_up_to_a_cap() -> None:
