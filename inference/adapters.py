@@ -38,18 +38,40 @@ class AdapterRef:
     variant: str = FINAL
 
 
+def publish_adapter(blobs: BlobStore, root: Path, job_id: str, variant: str) -> Path:
+    """Copy a job's adapter blobs into ``root/<job id>/<variant>/<version>`` once (atomic
+    rename; the folder never changes after)."""
+    target = root / job_id / variant / ADAPTER_VERSION
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=target.parent))
+    download_folder(blobs, adapter_prefix(job_id, variant), staging)
+    os.chmod(staging, 0o755)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another request published it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 class AdapterLoader:
-    def __init__(self, blobs: BlobStore, root: Path, vllm: VLLMClient) -> None:
+    def __init__(
+        self, blobs: BlobStore, root: Path, vllm: VLLMClient, *, pulled_by_vllm: bool = False
+    ) -> None:
+        """``pulled_by_vllm``: the vLLM servers fetch adapters from the blob store themselves
+        (``inference.lora_resolver``), so nothing is published here or loaded by path."""
         self.blobs = blobs
         self.root = root
         self.vllm = vllm
+        self.pulled_by_vllm = pulled_by_vllm
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def ensure(
         self, upstream: Upstream, adapter: AdapterRef, *, refresh: bool = False
     ) -> None:
         """Make sure vLLM serves ``adapter``; ``refresh`` re-reads vLLM's list first."""
-        if adapter.name in upstream.loaded and not refresh:
+        if self.pulled_by_vllm or (adapter.name in upstream.loaded and not refresh):
             return
         async with self._locks[adapter.name]:
             if refresh:
@@ -62,19 +84,7 @@ class AdapterLoader:
             upstream.loaded.add(adapter.name)
 
     def publish(self, adapter: AdapterRef) -> Path:
-        """Copy the blobs into ``root/<job id>/<variant>/<version>`` once (atomic rename)."""
-        target = self.root / adapter.job_id / adapter.variant / ADAPTER_VERSION
-        if target.is_dir():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=target.parent))
-        download_folder(self.blobs, adapter_prefix(adapter.job_id, adapter.variant), staging)
-        os.chmod(staging, 0o755)
-        try:
-            os.rename(staging, target)
-        except OSError:  # another request published it first
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return publish_adapter(self.blobs, self.root, adapter.job_id, adapter.variant)
 
     def forget(self, model: str) -> None:
         """Drop a deleted model's load lock (unless a load holds it)."""

@@ -100,8 +100,11 @@ class Gateway:
         """The gateway of an API process over its database, blob store and accounting;
         ``spawn_vllm`` runs a vLLM child per base model without an external URL."""
         vllm = VLLMClient.open(settings)
-        upstreams = Upstreams(settings, vllm, spawn=spawn_vllm)
-        adapters = AdapterLoader(blobs, settings.data_dir / "adapters", vllm)
+        upstreams = Upstreams(settings, vllm, spawn=spawn_vllm, metrics=metrics)
+        adapters = AdapterLoader(
+            blobs, settings.data_dir / "adapters", vllm,
+            pulled_by_vllm=settings.vllm_adapters_from_blobs,
+        )  # fmt: skip
         token_drift = TokenDriftCounter(metrics) if settings.drift_enabled else None
         return cls(db, upstreams, adapters, vllm, metrics, token_drift, limiter)
 
@@ -127,11 +130,17 @@ class Gateway:
                 code="missing_required_parameter",
             )
         target = await self._target(principal, model)
+        upstream = target.upstream
+        self.metrics.upstream_requests.labels(upstream.model.name, upstream.base_url).inc()
+        upstream.in_flight += 1
+        streaming = False
         try:
             if target.adapter is not None:
                 await self._ensure_loaded(target)
             if body.get("stream"):
-                return await self._stream(target, principal, path, body, model)
+                response = await self._stream(target, principal, path, body, model)
+                streaming = True  # the stream's end counts it out
+                return response
             return await self._complete(target, principal, path, body, model)
         except OpenFTError as exc:
             base = target.upstream.model.name
@@ -139,6 +148,9 @@ class Gateway:
                 model=model, base_model=base, project=principal.project_slug, status=exc.status_code
             )
             raise
+        finally:
+            if not streaming:
+                target.upstream.in_flight -= 1
 
     async def completion(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         response = await self.forward(principal, "/v1/chat/completions", {**body, "stream": False})
@@ -195,8 +207,9 @@ class Gateway:
     async def unload(self, model: DeletedModel) -> None:
         """A deleted model: drop it and its checkpoints from vLLM (best effort), remove its
         published folder, and forget it here (metrics, cached profile, load locks)."""
-        upstream = self.upstreams.get(model.base_model)
-        if upstream is not None and upstream.ready:
+        for upstream in self.upstreams.replicas(model.base_model):
+            if not upstream.ready:
+                continue
             for name in model.names:
                 with contextlib.suppress(httpx.TransportError):
                     await self.adapters.unload(upstream, name)
@@ -208,12 +221,12 @@ class Gateway:
 
     async def _target(self, principal: Principal, model: str) -> Target:
         if not model.startswith("ft:"):
-            upstream = self.upstreams.get(model)
+            upstream = self.upstreams.pick(model, model)
             if upstream is None:
                 raise model_not_found(model)
             return self._ready(Target(upstream, None))
         job = await run_in_threadpool(self._owned_job, principal, model)
-        if job is None or (upstream := self.upstreams.get(job.base_model)) is None:
+        if job is None or (upstream := self.upstreams.pick(job.base_model, model)) is None:
             raise model_not_found(model)
         return self._ready(Target(upstream, job))
 
@@ -246,14 +259,14 @@ class Gateway:
             await self.adapters.ensure(target.upstream, target.adapter, refresh=refresh)
         except httpx.TransportError as exc:
             log.error("loading %s into vLLM failed: %r", target.adapter.name, exc)
-            raise _unavailable(target) from exc
+            raise _unavailable(target, exc) from exc
 
     async def _send(self, target: Target, path: str, body: dict[str, Any]) -> httpx.Response:
         try:
             return await self.vllm.send(target.upstream.base_url, path, body)
         except httpx.TransportError as exc:
             log.error("forwarding to vLLM for %s failed: %r", target.upstream.model.name, exc)
-            raise _unavailable(target) from exc
+            raise _unavailable(target, exc) from exc
 
     async def _send_loaded(self, target: Target, path: str, body: dict[str, Any]) -> httpx.Response:
         """Send; if vLLM lost the adapter (restart, eviction), load it again and retry once."""
@@ -360,6 +373,7 @@ class Gateway:
                 async for chunk in relay:
                     yield chunk
             finally:  # also on client disconnect: closing aborts the upstream request
+                target.upstream.in_flight -= 1
                 await response.aclose()
                 total = time.perf_counter() - started
                 first = relay.first_chunk_at - started if relay.first_chunk_at else total
@@ -385,9 +399,12 @@ async def _chunks(events: AsyncIterable[str | bytes | memoryview]) -> AsyncItera
             await close()
 
 
-def _unavailable(target: Target) -> ServiceUnavailableError:
+def _unavailable(target: Target, exc: httpx.TransportError) -> ServiceUnavailableError:
     process = target.upstream.process
-    if process is not None and not process.alive():
+    refused = process is None and isinstance(exc, httpx.ConnectError)
+    # A dead child, or an external replica that refuses connections: out of the routing until
+    # its watcher sees it answer again (seconds).
+    if refused or (process is not None and not process.alive()):
         target.upstream.reset()
     return ServiceUnavailableError(
         f"The model server for {target.upstream.model.name} is not reachable; retry shortly.",

@@ -1,11 +1,19 @@
-"""The vLLM server behind each base model: a managed child process or an external URL, brought up
-in the background and watched (a dead child is restarted; what each server holds is noted)."""
+"""The vLLM servers behind each base model: a managed child process, or one or more external
+replicas, brought up in the background and watched (a dead child is restarted; a replica that
+stops answering leaves the routing until it answers again; what each server holds is noted).
+
+Requests pick a replica by rendezvous hashing on the model they name, so each ``ft:`` model stays
+on one replica (its adapter loaded once, warm), with bounded load: a replica holding more than
+``LOAD_FACTOR`` times its share of the requests in flight spills the next one to the model's
+second choice."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -15,11 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from inference.vllm_client import VLLMClient
 from inference.vllm_process import VLLMProcess
 from service.gateway import ServerStatus
+from service.metrics import Metrics
 from service.settings import BaseModelConfig, Settings
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 2.0
 READY_POLL_S = 0.5
+LOAD_FACTOR = 1.25  # bounded load: at most this times a replica's share of the requests in flight
 
 
 @dataclass
@@ -30,6 +40,7 @@ class Upstream:
     ready: bool = False
     loaded: set[str] = field(default_factory=set)  # adapters this process knows it loaded
     listed_adapters: int | None = None  # adapters the server listed at the watcher's last look
+    in_flight: int = 0  # requests this API process has at this server now
 
     def reset(self) -> None:
         self.ready = False
@@ -40,31 +51,65 @@ class Upstream:
 class Upstreams:
     """Starts, watches and restarts the vLLM servers; never blocks the API while they boot."""
 
-    def __init__(self, settings: Settings, vllm: VLLMClient, *, spawn: bool) -> None:
-        """``spawn``: run a vLLM child for each model without an external URL (else not served)."""
+    def __init__(
+        self, settings: Settings, vllm: VLLMClient, *, spawn: bool, metrics: Metrics | None = None
+    ) -> None:
+        """``spawn``: run a vLLM child for each model without an external URL (else not served);
+        ``metrics``: where each replica's readiness is published."""
         self.settings = settings
         self.vllm = vllm
-        self._upstreams: dict[str, Upstream] = {}
+        self.metrics = metrics
+        self._replicas: dict[str, list[Upstream]] = {}
         for model in settings.fine_tunable_models:
-            url = settings.vllm_urls.get(model.name)
-            process = VLLMProcess(model, settings) if spawn and not url else None
-            self._upstreams[model.name] = Upstream(model, url or "", process)
+            urls = settings.vllm_replicas(model.name)
+            if urls:
+                self._replicas[model.name] = [Upstream(model, url) for url in urls]
+            else:
+                process = VLLMProcess(model, settings) if spawn else None
+                self._replicas[model.name] = [Upstream(model, "", process)]
         self._tasks: list[asyncio.Task[None]] = []
 
-    def get(self, name: str) -> Upstream | None:
-        return self._upstreams.get(name)
+    def serves(self, name: str) -> bool:
+        return name in self._replicas
+
+    def replicas(self, name: str) -> list[Upstream]:
+        """Every server of base model ``name`` (ready or not)."""
+        return list(self._replicas.get(name, ()))
+
+    def pick(self, name: str, key: str) -> Upstream | None:
+        """The server of base model ``name`` for a request naming model ``key``: the ready
+        replica that ranks ``key`` highest and is under its bounded load; with none ready, the
+        first (whose state then says why it cannot answer); None for an unknown model."""
+        replicas = self._replicas.get(name)
+        if not replicas:
+            return None
+        ready = [upstream for upstream in replicas if upstream.ready]
+        if len(ready) <= 1:
+            return ready[0] if ready else replicas[0]
+        ranked = sorted(ready, key=lambda upstream: _rank(key, upstream.base_url), reverse=True)
+        total = sum(upstream.in_flight for upstream in ready) + 1
+        bound = math.ceil(LOAD_FACTOR * total / len(ready))
+        return next((u for u in ranked if u.in_flight < bound), ranked[0])
 
     def status(self) -> dict[str, ServerStatus]:
-        return {
-            name: ServerStatus(upstream.ready, upstream.listed_adapters if upstream.ready else None)
-            for name, upstream in self._upstreams.items()
-        }
+        """Per base model: ready while any replica is; the adapters the ready ones listed."""
+        statuses = {}
+        for name, replicas in self._replicas.items():
+            ready = [upstream for upstream in replicas if upstream.ready]
+            listed = [u.listed_adapters for u in ready if u.listed_adapters is not None]
+            statuses[name] = ServerStatus(
+                bool(ready),
+                sum(listed) if listed else None,
+                replicas=tuple((u.base_url, u.ready) for u in replicas if u.base_url),
+            )
+        return statuses
 
     async def start(self) -> None:
-        for upstream in self._upstreams.values():
-            if upstream.process is None and not upstream.base_url:
-                continue  # not served by this node
-            self._tasks.append(asyncio.create_task(self._keep_serving(upstream)))
+        for replicas in self._replicas.values():
+            for upstream in replicas:
+                if upstream.process is None and not upstream.base_url:
+                    continue  # not served by this node
+                self._tasks.append(asyncio.create_task(self._keep_serving(upstream)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -72,15 +117,19 @@ class Upstreams:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for upstream in self._upstreams.values():
-            if upstream.process is not None:
-                await run_in_threadpool(upstream.process.stop)
+        for replicas in self._replicas.values():
+            for upstream in replicas:
+                if upstream.process is not None:
+                    await run_in_threadpool(upstream.process.stop)
 
     async def _keep_serving(self, upstream: Upstream) -> None:
         """Bring the upstream up, then watch it; a dead child is restarted."""
         while True:
             if not upstream.ready:
                 await self._bring_up(upstream)
+            if self.metrics is not None and upstream.base_url:
+                gauge = self.metrics.upstream_ready.labels(upstream.model.name, upstream.base_url)
+                gauge.set(1 if upstream.ready else 0)
             await asyncio.sleep(WATCH_INTERVAL_S)
             if upstream.process is not None and not upstream.process.alive():
                 log.error("vLLM for %s died; restarting it", upstream.model.name)
@@ -126,3 +175,8 @@ class Upstreams:
                 return True
             await asyncio.sleep(READY_POLL_S)
         return False
+
+
+def _rank(key: str, url: str) -> int:
+    """Rendezvous hashing: each (model, replica) pair's score; the model goes to the highest."""
+    return int.from_bytes(hashlib.blake2b(f"{key}\0{url}".encode(), digest_size=8).digest())

@@ -39,6 +39,8 @@ class ServerStatus:
     ready: bool
     # Adapters the server listed at its last look; None until it has been looked at.
     adapters: int | None = None
+    # Each external replica's URL and whether it answers (empty for a managed child).
+    replicas: tuple[tuple[str, bool], ...] = ()
 
 
 class ModelGateway(Protocol):

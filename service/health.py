@@ -36,6 +36,12 @@ async def readyz(db: Annotated[Database, provided(Database)], gateway: Gateway) 
     return {
         "status": "ready",
         "models": {n: "ready" if s.ready else "starting" for n, s in servers.items()},
+        # For base models served by external replicas: how many answer (no addresses here).
+        "replicas": {
+            n: {"ready": sum(up for _, up in s.replicas), "total": len(s.replicas)}
+            for n, s in servers.items()
+            if s.replicas
+        },
     }
 
 

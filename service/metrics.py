@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -108,6 +108,15 @@ class Metrics:
         self.cost = Counter(
             "openft_cost_usd", "Cost of what was served, at the base model's prices.",
             ["kind", *model_labels], registry=r,
+        )  # fmt: skip
+        self.upstream_requests = Counter(
+            "openft_upstream_requests", "Chat and completion requests sent to each vLLM "
+            "replica of a base model.", ["base_model", "replica"], registry=r,
+        )  # fmt: skip
+        self.upstream_ready = Gauge(
+            "openft_upstream_ready", "1 while a vLLM replica answers its health checks (as every "
+            "live API process sees it), else 0.", ["base_model", "replica"], registry=r,
+            multiprocess_mode="livemin",
         )  # fmt: skip
 
     def _define_drift(self, r: CollectorRegistry) -> None:

@@ -217,11 +217,22 @@ class Settings(BaseSettings):
         description="Downloads and built models shared by data dirs (the SmolLM2 demo model).",
     )
     worker_poll_seconds: float = Field(default=1.0, gt=0)
-    vllm_urls: dict[str, str] = Field(
+    vllm_urls: dict[str, str | list[str]] = Field(
         default_factory=dict,
-        description="Base model name -> URL of an external vLLM server; others run as children.",
+        description="Base model name -> URL of an external vLLM server, or a list of replicas' "
+        "URLs; others run as children.",
     )
     vllm_api_key: str | None = Field(default=None, description="vLLM's --api-key (both ways).")
+    vllm_adapters_from_blobs: bool = Field(
+        default=False,
+        description="The vLLM servers pull adapters from the blob store themselves (OpenFT's "
+        "resolver plugin; set it in their environment too): no shared adapters folder.",
+    )
+    vllm_adapter_cache_dir: Path | None = Field(
+        default=None,
+        description="Where a vLLM server's resolver keeps the adapters it pulled "
+        "(default `<data dir>/adapter-cache`).",
+    )
     vllm_max_loras: int = Field(default=8, ge=1)
     vllm_max_cpu_loras: int = Field(default=16, ge=1)
     vllm_max_lora_rank: int = Field(default=64, ge=1)
@@ -453,6 +464,11 @@ class Settings(BaseSettings):
     def blob_root(self) -> Path:
         assert self.blob_dir is not None  # filled by the validator
         return self.blob_dir
+
+    def vllm_replicas(self, model: str) -> list[str]:
+        """The URLs of the external vLLM replicas serving base model ``model`` (none: a child)."""
+        urls = self.vllm_urls.get(model) or []
+        return [urls] if isinstance(urls, str) else list(urls)
 
     @property
     def integrations(self) -> tuple[str, ...]:

@@ -251,8 +251,8 @@ class Worker:
         judges = {}
         for _, sub in walk(parse_grader(given["grader"])):
             local = settings.grader_models.get(getattr(sub, "model", ""), getattr(sub, "model", ""))
-            if local in settings.vllm_urls:
-                judges[sub.model] = (f"{settings.vllm_urls[local].rstrip('/')}/v1", local)
+            if replicas := settings.vllm_replicas(local):
+                judges[sub.model] = (f"{replicas[0].rstrip('/')}/v1", local)
         embeddings = None
         if settings.grader_embeddings_url and settings.grader_embedding_model:
             embeddings = (

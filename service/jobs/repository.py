@@ -117,6 +117,17 @@ def adapter_of(session: Session, project_id: str, name: str) -> OwnedAdapter | N
     return OwnedAdapter(owner.id, checkpoint_variant(checkpoint.step), owner.model)
 
 
+def adapter_named(session: Session, name: str) -> OwnedAdapter | None:
+    """The adapter behind fine-tuned model or checkpoint ``name``, whichever project owns it:
+    for the model servers, which the gateway only asks for models the caller may use."""
+    owner = session.scalar(
+        select(FineTuningJob.project_id).where(FineTuningJob.fine_tuned_model == name)
+    ) or session.scalar(
+        select(FineTuningJobCheckpoint.project_id).where(FineTuningJobCheckpoint.name == name)
+    )
+    return None if owner is None else adapter_of(session, owner, name)
+
+
 def shared_by(session: Session, project_id: str, name: str) -> str | None:
     """The project that shared its model or checkpoint ``name`` with ``project_id`` (a
     checkpoint permission), if one did; read on every request, so a revoke is seen at once."""

@@ -4,6 +4,7 @@ them (no Docker engine or cluster here): hadolint, the compose specification's J
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -88,10 +89,14 @@ def test_the_compose_stack_has_every_part_and_takes_its_secrets_from_one_env_fil
     text = (DEPLOY / "compose.yaml").read_text()
     compose = yaml.safe_load(text)
     services = compose["services"]
-    assert {"api", "worker", "vllm", "postgres", "minio", "prometheus", "grafana"} <= set(services)
+    parts = {"api", "worker", "vllm-0", "vllm-1", "postgres", "minio", "prometheus", "grafana"}
+    assert parts <= set(services)
     assert services["api"]["command"][0] == "api" and services["worker"]["command"] == ["worker"]
-    assert any(arg.startswith("--api-key=") for arg in services["vllm"]["command"])
-    assert "http://vllm:8001" in services["api"]["environment"]["OPENFT_VLLM_URLS"]
+    for replica in ("vllm-0", "vllm-1"):  # two replicas, no shared adapters folder
+        assert any(arg.startswith("--api-key=") for arg in services[replica]["command"])
+        assert "openft-data:/var/lib/openft:ro" in services[replica]["volumes"]
+    urls = json.loads(services["api"]["environment"]["OPENFT_VLLM_URLS"])["tiny-chat"]
+    assert urls == ["http://vllm-0:8001", "http://vllm-1:8001"]
 
     example = (DEPLOY / ".env.example").read_text()
     defined = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, flags=re.MULTILINE))
@@ -100,7 +105,7 @@ def test_the_compose_stack_has_every_part_and_takes_its_secrets_from_one_env_fil
     assert used and used <= defined, used - defined
     for service in services.values():
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
             if source.startswith("."):
                 assert (DEPLOY / source).exists(), source
     config = services["prometheus"]["command"][0].split("=", 1)[1]
@@ -127,17 +132,28 @@ def test_the_kubernetes_overlays_render_and_validate(overlay: str) -> None:
 
     skipped = {(d["apiVersion"], d["kind"]) for d in docs if not validate(d)}
     by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-    assert {("Deployment", n) for n in ("openft-api", "openft-worker", "openft-vllm")} <= set(
-        by_name
-    )
+    assert {("Deployment", n) for n in ("openft-api", "openft-worker")} <= set(by_name)
+    assert ("StatefulSet", "openft-vllm") in by_name
     assert {("HorizontalPodAutoscaler", "openft-api"), ("NetworkPolicy", "openft-vllm")} <= set(
         by_name
     )
     assert ("ServiceMonitor", "openft-api") in by_name
     policy = by_name[("NetworkPolicy", "openft-vllm")]["spec"]["ingress"][0]["from"]
     assert policy[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
-    vllm = by_name[("Deployment", "openft-vllm")]["spec"]["template"]["spec"]["containers"][0]
+    replicas = by_name[("StatefulSet", "openft-vllm")]["spec"]
+    vllm = replicas["template"]["spec"]["containers"][0]
     assert "--api-key=$(OPENFT_VLLM_API_KEY)" in vllm["args"]
+    # Two replicas, listed one by one, each pulling adapters into a volume of its own.
+    assert (
+        replicas["replicas"] == 2
+        and by_name[("Service", "openft-vllm")]["spec"]["clusterIP"] == "None"
+    )
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    urls = json.loads(config["OPENFT_VLLM_URLS"])["tiny-chat"]
+    assert urls == [f"http://openft-vllm-{i}.openft-vllm:8001" for i in range(2)]
+    assert config["OPENFT_VLLM_ADAPTERS_FROM_BLOBS"] == "true"
+    mounts = {m["mountPath"]: m for m in vllm["volumeMounts"]}
+    assert mounts["/var/lib/openft"].get("readOnly") is True
     worker = by_name[("Deployment", "openft-worker")]["spec"]["template"]["spec"]["containers"][0]
     gpus = worker["resources"].get("limits", {}).get("nvidia.com/gpu")
     if overlay == "gpu":

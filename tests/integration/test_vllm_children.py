@@ -56,8 +56,7 @@ def test_the_manager_starts_vllm_on_the_event_loops_thread(
     async def scenario() -> threading.Thread:
         async with httpx.AsyncClient(transport=healthy) as client:
             upstreams = Upstreams(Settings(data_dir=tmp_path), VLLMClient(client), spawn=True)
-            upstream = upstreams.get("tiny-chat")
-            assert upstream is not None
+            (upstream,) = upstreams.replicas("tiny-chat")
             await upstreams._bring_up(upstream)
             assert upstream.ready
             return threading.current_thread()

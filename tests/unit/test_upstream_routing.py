@@ -1,0 +1,80 @@
+"""Routing over a base model's vLLM replicas (``inference.upstreams``): each model stays on one
+replica (rendezvous hashing), models spread over the replicas, a replica that is down is skipped,
+and a replica over its bounded load spills to the model's next choice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from inference.upstreams import Upstream, Upstreams
+from inference.vllm_client import VLLMClient
+from service.settings import Settings
+
+URLS = ["http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"]
+
+
+def replicas(tmp_path: Path, urls: list[str] = URLS) -> Upstreams:
+    settings = Settings(data_dir=tmp_path, vllm_urls={"tiny-chat": urls})
+    upstreams = Upstreams(settings, VLLMClient(httpx.AsyncClient()), spawn=False)
+    for upstream in upstreams.replicas("tiny-chat"):
+        upstream.ready = True
+    return upstreams
+
+
+def chosen(upstreams: Upstreams, model: str) -> Upstream:
+    picked = upstreams.pick("tiny-chat", model)
+    assert picked is not None
+    return picked
+
+
+def test_a_model_stays_on_one_replica_and_models_spread(tmp_path: Path) -> None:
+    upstreams = replicas(tmp_path)
+    models = [f"ft:tiny-chat:acme::{i:08d}" for i in range(300)]
+    first = {m: chosen(upstreams, m).base_url for m in models}
+    assert all(chosen(upstreams, m).base_url == first[m] for m in models)  # stable
+    spread = Counter(first.values())
+    assert set(spread) == set(URLS) and min(spread.values()) > 60  # each ~100 of 300
+    again = replicas(tmp_path)  # another API process ranks them the same way
+    assert all(chosen(again, m).base_url == first[m] for m in models)
+
+
+def test_a_replica_that_is_down_moves_only_its_own_models(tmp_path: Path) -> None:
+    upstreams = replicas(tmp_path)
+    models = [f"ft:tiny-chat:acme::{i:08d}" for i in range(300)]
+    before = {m: chosen(upstreams, m).base_url for m in models}
+    down = upstreams.replicas("tiny-chat")[0]
+    down.ready = False
+    after = {m: chosen(upstreams, m).base_url for m in models}
+    assert down.base_url not in after.values()
+    assert all(after[m] == before[m] for m in models if before[m] != down.base_url)
+
+
+def test_a_hot_model_spills_to_its_second_choice_under_bounded_load(tmp_path: Path) -> None:
+    upstreams = replicas(tmp_path, URLS[:2])
+    home = chosen(upstreams, "ft:hot")
+    other = next(u for u in upstreams.replicas("tiny-chat") if u is not home)
+    home.in_flight = 3  # bound: ceil(1.25 * 4 / 2) = 3, so home is full
+    assert chosen(upstreams, "ft:hot") is other
+    home.in_flight = 1  # bound: ceil(1.25 * 2 / 2) = 2
+    assert chosen(upstreams, "ft:hot") is home
+
+
+def test_with_no_replica_ready_the_first_says_why_and_unknown_models_get_none(
+    tmp_path: Path,
+) -> None:
+    upstreams = replicas(tmp_path)
+    for upstream in upstreams.replicas("tiny-chat"):
+        upstream.ready = False
+    assert chosen(upstreams, "ft:x").base_url == URLS[0]
+    assert upstreams.pick("no-such-base", "ft:x") is None
+    status = upstreams.status()["tiny-chat"]
+    assert not status.ready and status.replicas == tuple((u, False) for u in URLS)
+
+
+def test_one_url_is_still_accepted_as_a_string(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, vllm_urls={"tiny-chat": URLS[0]})
+    assert settings.vllm_replicas("tiny-chat") == [URLS[0]]
+    assert settings.vllm_replicas("other") == []
