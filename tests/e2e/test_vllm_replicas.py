@@ -123,7 +123,12 @@ def test_one_model_one_replica_failover_and_deletion(
     server, replicas = fleet
     key = server.bootstrap_key()
     client = sdk(server.api_url, key)
-    ready = httpx.get(server.base_url + "/readyz").json()
+    # /readyz says "ready" once one replica answers; each replica's watcher looks every 2 s.
+    deadline = time.monotonic() + 30
+    while (ready := httpx.get(server.base_url + "/readyz").json())["replicas"] != {
+        "tiny-chat": {"ready": 2, "total": 2}
+    } and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert ready["replicas"] == {"tiny-chat": {"ready": 2, "total": 2}}
     training = client.files.create(file=("train.jsonl", fact_lines()), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
