@@ -86,20 +86,20 @@ def flat_figures(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             figures.update(flat_figures(value, f"{name}/"))
-        elif isinstance(value, int | float) and not isinstance(value, bool | None):
+        elif isinstance(value, int | float) and not isinstance(value, bool):
             figures[name] = float(value)
     for name in NOT_FIGURES:
         figures.pop(name, None)
     return figures
 
 
-def job_config(claim: Claim, hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """What OpenAI puts in a W&B run's config, and the method."""
+def job_fields(claim: Claim) -> dict[str, Any]:
+    """The job's fields a run records beside its hyperparameters (OpenAI's W&B config, and the
+    method)."""
     return {
         "model": claim.model,
         "training_file": claim.training_file,
         "validation_file": claim.validation_file,
-        "hyperparameters": hyperparameters,
         "seed": claim.seed,
         "method": claim.method["type"],
         "suffix": claim.suffix,
@@ -129,7 +129,7 @@ class WandbRun:
             resume="allow",
             reinit="create_new",
             tags=[*tags, *spec.get("tags", [])],
-            config=job_config(claim, hyperparameters),
+            config={**job_fields(claim), "hyperparameters": hyperparameters},
             dir=str(folder),
             mode=settings.wandb_mode,
             settings=wandb.Settings(
@@ -188,8 +188,7 @@ class MlflowRun:
             experiment_id, run_name=spec.get("run_name") or claim.job_id, tags=tags
         )
         self.run_id = run.info.run_id
-        config = job_config(claim, {})
-        params = {**{k: v for k, v in config.items() if k != "hyperparameters"}, **hyperparameters}
+        params = {**job_fields(claim), **hyperparameters}
         self._batch(params=params)
 
     def log(self, step: int, figures: dict[str, float]) -> None:

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 from service.auth.principal import Admin
 from service.db.clock import database_now
 from service.db.database import Database
-from service.db.models import CheckpointPermission, FineTuningJob, FineTuningJobCheckpoint, Project
+from service.db.models import CheckpointPermission, Project
 from service.errors import InvalidRequestError, NotFoundError, no_such_object
 from service.ids import new_checkpoint_permission_id
+from service.jobs import repository as jobs_repository
 from service.pagination import Cursor, after_cursor, cursor_page, list_envelope, split_page
 
 KIND = "checkpoint permission"
@@ -136,27 +137,12 @@ class CheckpointPermissionsService:
 
 def _owner_of(session: Session, checkpoint: str) -> str:
     """The project that owns the fine-tuned model or checkpoint ``checkpoint`` (any project's:
-    admins act for the whole deployment); 404 for a name no model has."""
-    owner = session.scalar(
-        select(FineTuningJob.project_id).where(
-            FineTuningJob.fine_tuned_model == checkpoint,
-            FineTuningJob.status == "succeeded",
-            FineTuningJob.model_deleted_at.is_(None),
-        )
-    )
-    if owner is None:
-        owner = session.scalar(
-            select(FineTuningJob.project_id)
-            .join(FineTuningJobCheckpoint, FineTuningJobCheckpoint.job_id == FineTuningJob.id)
-            .where(
-                FineTuningJobCheckpoint.name == checkpoint,
-                FineTuningJob.model_deleted_at.is_(None),
-            )
-        )
-    if owner is None:
+    admins act for the whole deployment); 404 for a name no servable model has."""
+    found = jobs_repository.servable_owner(session, checkpoint)
+    if found is None:
         raise NotFoundError(
             f"The model `{checkpoint}` does not exist.",
             param="fine_tuned_model_checkpoint",
             code="model_not_found",
         )
-    return str(owner)
+    return found[0]

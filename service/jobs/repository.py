@@ -117,15 +117,23 @@ def adapter_of(session: Session, project_id: str, name: str) -> OwnedAdapter | N
     return OwnedAdapter(owner.id, checkpoint_variant(checkpoint.step), owner.model)
 
 
-def adapter_named(session: Session, name: str) -> OwnedAdapter | None:
-    """The adapter behind fine-tuned model or checkpoint ``name``, whichever project owns it:
-    for the model servers, which the gateway only asks for models the caller may use."""
+def servable_owner(session: Session, name: str) -> tuple[str, OwnedAdapter] | None:
+    """The project that owns fine-tuned model or checkpoint ``name``, with its adapter, while
+    it can be served (not deleted); any project's: for admins and the model servers."""
     owner = session.scalar(
         select(FineTuningJob.project_id).where(FineTuningJob.fine_tuned_model == name)
     ) or session.scalar(
         select(FineTuningJobCheckpoint.project_id).where(FineTuningJobCheckpoint.name == name)
     )
-    return None if owner is None else adapter_of(session, owner, name)
+    found = None if owner is None else adapter_of(session, owner, name)
+    return None if owner is None or found is None else (owner, found)
+
+
+def adapter_named(session: Session, name: str) -> OwnedAdapter | None:
+    """The adapter behind fine-tuned model or checkpoint ``name``, whichever project owns it:
+    for the model servers, which the gateway only asks for models the caller may use."""
+    found = servable_owner(session, name)
+    return None if found is None else found[1]
 
 
 def shared_by(session: Session, project_id: str, name: str) -> str | None:
