@@ -1,10 +1,11 @@
-"""What the gateway costs on top of vLLM: the same streamed chat requests, direct and through it.
+"""What the gateway costs on top of vLLM: the same chat requests, direct and through it.
 
 `openft serve` with its vLLM child and the demo model; the baseline sends the requests straight
 to that vLLM server, the other run through `POST /v1/chat/completions` of the API (key check,
 model routing, usage and metrics). Fixed prompt, exactly `--tokens` output tokens (`ignore_eos`),
-`--concurrency` clients, alternating rounds. Bars: throughput >= 0.95x; < 5 ms added to the
-median latency and to the median time to first token. `--base-model PATH` serves that model
+`--concurrency` clients, alternating rounds, streamed and not. Bars: throughput >= 0.95x; < 5 ms
+added to the median latency and to the median time to first token; <= 1 ms of the API process's
+CPU per request. `--base-model PATH` serves that model
 instead of the demo model; `--label` suffixes the results.
 Run: `.venv/bin/python bench/gateway_overhead.py [--requests 64] [--concurrency 4]
 [--base-model PATH] [--label gpu]`.
@@ -40,13 +41,20 @@ def vllm_url(workdir: Path, model: str) -> str:
     return f"http://127.0.0.1:{args[args.index('--port') + 1]}"
 
 
-async def one(client: httpx.AsyncClient, url: str, tokens: int, model: str) -> tuple[float, float]:
-    """(time to first token, total time) of one streamed request."""
+async def one(
+    client: httpx.AsyncClient, url: str, tokens: int, model: str, stream: bool
+) -> tuple[float, float]:
+    """(time to first token, total time) of one request (not streamed: both the total)."""
     body = {
         "model": model, "messages": PROMPT, "max_tokens": tokens, "min_tokens": tokens,
-        "ignore_eos": True, "temperature": 0, "stream": True,
+        "ignore_eos": True, "temperature": 0, "stream": stream,
     }  # fmt: skip
     started = time.perf_counter()
+    if not stream:
+        response = await client.post(url + "/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        total = time.perf_counter() - started
+        return total, total
     first = 0.0
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200, await response.aread()
@@ -63,6 +71,7 @@ async def round_of(
     concurrency: int,
     tokens: int,
     models: tuple[str, ...],
+    stream: bool = True,
 ) -> tuple[float, list[float], list[float]]:
     """Output tokens per second, and each request's TTFT and latency (``models`` in turn)."""
     queue = [models[i % len(models)] for i in range(requests)]
@@ -73,7 +82,7 @@ async def round_of(
         async def worker() -> None:
             while queue:
                 model = queue.pop()
-                first, total = await one(client, url, tokens, model)
+                first, total = await one(client, url, tokens, model, stream)
                 firsts.append(first)
                 totals.append(total)
 
@@ -96,63 +105,72 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-gateway-"))
     server, base, key = start_openft(workdir, "--workers", "0", env=served.env)
     try:
-        paths = {"vLLM direct (baseline)": (vllm_url(workdir, served.name), {}),
-                 "through the gateway": (base, {"authorization": f"Bearer {key}"})}  # fmt: skip
-        for url, headers in paths.values():  # warm up both
+        direct: tuple[str, dict[str, str]] = (vllm_url(workdir, served.name), {})
+        via = (base, {"authorization": f"Bearer {key}"})
+        for url, headers in (direct, via):  # warm up both
             asyncio.run(round_of(url, headers, 8, args.concurrency, args.tokens, models))
-        seen: dict[str, dict[str, list[float]]] = {
-            label: {"rate": [], "first": [], "total": []} for label in paths
+        runs = {(stream, path): (stream, *target) for stream in (True, False)
+                for path, target in (("direct", direct), ("gateway", via))}  # fmt: skip
+        seen: dict[tuple[bool, str], dict[str, list[float]]] = {
+            run: {"rate": [], "first": [], "total": [], "cpu": []} for run in runs
         }
-        api_cpu = 0.0
         for _ in range(args.rounds):
-            for label, (url, headers) in paths.items():
+            for run, (stream, url, headers) in runs.items():
                 before = cpu_seconds(server.pid)
                 rate, firsts, totals = asyncio.run(
-                    round_of(url, headers, args.requests, args.concurrency, args.tokens, models)
-                )
-                if label == "through the gateway":
-                    api_cpu += cpu_seconds(server.pid) - before
-                seen[label]["rate"].append(rate)
-                seen[label]["first"] += firsts
-                seen[label]["total"] += totals
+                    round_of(url, headers, args.requests, args.concurrency, args.tokens, models,
+                             stream)
+                )  # fmt: skip
+                seen[run]["cpu"].append((cpu_seconds(server.pid) - before) / args.requests)
+                seen[run]["rate"].append(rate)
+                seen[run]["first"] += firsts
+                seen[run]["total"] += totals
     finally:
         stop(server)
-    figures = {
-        label: {
-            "tokens_per_second": statistics.median(values["rate"]),
-            "median_ttft_ms": statistics.median(values["first"]) * 1e3,
-            "median_latency_ms": statistics.median(values["total"]) * 1e3,
-        }
-        for label, values in seen.items()
-    }
-    direct, gateway = figures["vLLM direct (baseline)"], figures["through the gateway"]
     print(f"base model {served.describe()}; "
           f"{args.requests} requests x {args.rounds} rounds, {args.concurrency} concurrent, "
-          f"{args.tokens} output tokens each")  # fmt: skip
-    print_table(
-        ("path", "tokens/s", "median TTFT ms", "median latency ms"),
-        [(label, f"{f['tokens_per_second']:.1f}", f"{f['median_ttft_ms']:.1f}",
-          f"{f['median_latency_ms']:.1f}") for label, f in figures.items()],
-    )  # fmt: skip
-    ratio = gateway["tokens_per_second"] / direct["tokens_per_second"]
-    added_ttft = gateway["median_ttft_ms"] - direct["median_ttft_ms"]
-    added_latency = gateway["median_latency_ms"] - direct["median_latency_ms"]
-    print(f"throughput {ratio:.3f}x (bar >= 0.95x); added TTFT {added_ttft:+.1f} ms, "
-          f"latency {added_latency:+.1f} ms (bar < 5 ms)")  # fmt: skip
-    per_request_ms = api_cpu / (args.rounds * args.requests) * 1e3
-    print(f"the API process used {per_request_ms:.1f} ms of CPU per request, on the same "
+          f"{args.tokens} output tokens each; the API process on the same "
           f"{os.cpu_count()} cores as vLLM")  # fmt: skip
-    write_result(
-        result_name("gateway_overhead", args.label),
-        {
-            "base_model": served.describe(),
-            "requests": args.requests, "concurrency": args.concurrency, "tokens": args.tokens,
-            "paths": {k: {n: round(v, 2) for n, v in f.items()} for k, f in figures.items()},
-            "throughput_ratio": round(ratio, 3),
-            "added_ttft_ms": round(added_ttft, 2), "added_latency_ms": round(added_latency, 2),
-            "api_cpu_ms_per_request": round(per_request_ms, 2),
-        },
-    )  # fmt: skip
+    results: dict[str, object] = {
+        "base_model": served.describe(),
+        "requests": args.requests, "concurrency": args.concurrency, "tokens": args.tokens,
+    }  # fmt: skip
+    rows = []
+    for stream in (True, False):
+        mode = "streamed" if stream else "not streamed"
+        figures = {path: _figures(seen[stream, path]) for path in ("direct", "gateway")}
+        direct_f, gateway_f = figures["direct"], figures["gateway"]
+        compared = {
+            "throughput_ratio": round(
+                gateway_f["tokens_per_second"] / direct_f["tokens_per_second"], 3
+            ),
+            "added_ttft_ms": round(gateway_f["median_ttft_ms"] - direct_f["median_ttft_ms"], 2),
+            "added_latency_ms": round(
+                gateway_f["median_latency_ms"] - direct_f["median_latency_ms"], 2
+            ),
+            "api_cpu_ms_per_request": round(gateway_f["api_cpu_ms"], 2),
+        }
+        results[mode.replace(" ", "_")] = {"paths": figures, **compared}
+        for path, f in figures.items():
+            label = "vLLM direct (baseline)" if path == "direct" else "through the gateway"
+            rows.append((mode, label, f"{f['tokens_per_second']:.1f}", f"{f['median_ttft_ms']:.1f}",
+                         f"{f['median_latency_ms']:.1f}", f"{f['api_cpu_ms']:.2f}"))  # fmt: skip
+        print(f"{mode}: throughput {compared['throughput_ratio']:.3f}x (bar >= 0.95x); added TTFT "
+              f"{compared['added_ttft_ms']:+.1f} ms, latency {compared['added_latency_ms']:+.1f} "
+              f"ms (bar < 5 ms); API CPU {compared['api_cpu_ms_per_request']:.2f} ms/request "
+              "(bar <= 1 ms)")  # fmt: skip
+    print_table(("mode", "path", "tokens/s", "median TTFT ms", "median latency ms",
+                 "API CPU ms/req"), rows)  # fmt: skip
+    write_result(result_name("gateway_overhead", args.label), results)
+
+
+def _figures(values: dict[str, list[float]]) -> dict[str, float]:
+    return {
+        "tokens_per_second": round(statistics.median(values["rate"]), 2),
+        "median_ttft_ms": round(statistics.median(values["first"]) * 1e3, 2),
+        "median_latency_ms": round(statistics.median(values["total"]) * 1e3, 2),
+        "api_cpu_ms": round(statistics.median(values["cpu"]) * 1e3, 3),
+    }
 
 
 if __name__ == "__main__":

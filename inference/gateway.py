@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import orjson
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from inference.adapters import AdapterLoader, AdapterRef
@@ -43,7 +42,7 @@ from service.jobs import repository
 from service.limits import RateLimiter, estimated_tokens
 from service.metrics import Metrics
 from service.settings import Settings
-from service.usage import add_usage
+from service.usage import UsageWriter
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
@@ -83,6 +82,7 @@ class Gateway:
         self.metrics = metrics
         self.token_drift = token_drift
         self.limiter = limiter
+        self.usage = UsageWriter(db)
         self._profiles: dict[str, PromptProfile | None] = {}
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -113,6 +113,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.drain()
+        await self.usage.aclose()
         await self.upstreams.stop()
         if self.token_drift is not None:
             await run_in_threadpool(self.token_drift.stop)
@@ -154,8 +155,6 @@ class Gateway:
 
     async def completion(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         response = await self.forward(principal, "/v1/chat/completions", {**body, "stream": False})
-        if response.background is not None:
-            self._in_background(response.background())
         answer: dict[str, Any] = orjson.loads(response.body)
         return answer
 
@@ -203,6 +202,9 @@ class Gateway:
         """Wait for the bookkeeping still running (at shutdown)."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def usage_written(self) -> None:
+        await self.usage.flush()
 
     async def unload(self, model: DeletedModel) -> None:
         """A deleted model: drop it and its checkpoints from vLLM (best effort), remove its
@@ -290,14 +292,10 @@ class Gateway:
         await response.aclose()
         payload = normalise(orjson.loads(content))
         elapsed = time.perf_counter() - started
-        usage = payload.get("usage")
-        # The durable usage row is written after the answer has gone out, not before.
-        after = BackgroundTask(
-            self._record, target, principal, body, model, usage, elapsed, elapsed
-        )
-        return JSONResponse(payload, status_code=response.status_code, background=after)
+        self._record(target, principal, body, model, payload.get("usage"), elapsed, elapsed)
+        return JSONResponse(payload, status_code=response.status_code)
 
-    async def _record(
+    def _record(
         self,
         target: Target,
         principal: Principal,
@@ -307,21 +305,50 @@ class Gateway:
         first_token_s: float,
         total_s: float,
     ) -> None:
-        """Count a served request: Prometheus at once, the durable hourly usage row after,
-        then (for ``ft:`` models) its prompt against the training data's profile."""
-        prompt, completion = self.metrics.served(
-            model=model,
-            base=target.upstream.model,
-            project=principal.project_slug,
-            usage=usage,
-            first_token_s=first_token_s,
-            total_s=total_s,
-        )
+        """Count a served request without I/O on its path: Prometheus at once, the durable
+        hourly usage row queued for ``UsageWriter``; a tokens-per-minute key's correction and
+        (for ``ft:`` models) the prompt's drift follow in the background."""
         try:
-            await run_in_threadpool(self._add_usage, target, principal, model, prompt, completion)
-            if self.limiter is not None and usage is not None:
-                # The estimate was charged up front; now the tokens really used are known.
-                correction = prompt + completion - estimated_tokens(body)
+            prompt, completion = self.metrics.served(
+                model=model,
+                base=target.upstream.model,
+                project=principal.project_slug,
+                usage=usage,
+                first_token_s=first_token_s,
+                total_s=total_s,
+            )
+            self.usage.add(
+                project_id=principal.project_id,
+                model=model,
+                base_model=target.upstream.model.name,
+                prompt=prompt,
+                completion=completion,
+            )
+        except Exception:  # the answer is on its way; never fail it over bookkeeping
+            log.exception("could not count a request to %s", model)
+            return
+        # The estimate was charged up front; now the tokens really used are known.
+        limited = self.limiter is not None and self.limiter.limits_of(principal).tokens is not None
+        correction = prompt + completion - estimated_tokens(body) if limited and usage else 0
+        drift = target.adapter is not None and self.token_drift is not None
+        if correction or drift:
+            self._in_background(
+                self._record_after(target, principal, body, model, prompt, correction)
+            )
+
+    async def _record_after(
+        self,
+        target: Target,
+        principal: Principal,
+        body: dict[str, Any],
+        model: str,
+        prompt: int,
+        correction: int,
+    ) -> None:
+        """A request's bookkeeping that reads or writes the database: the key's token
+        correction, and the prompt against the training data's profile."""
+        try:
+            if self.limiter is not None and correction:
                 await run_in_threadpool(self.limiter.charge, principal, correction)
             if target.adapter is not None and self.token_drift is not None:
                 profile = await self._profile(principal, model)
@@ -344,20 +371,6 @@ class Gateway:
             data = repository.prompt_profile_of(session, principal.project_id, model)
         return PromptProfile.from_dict(data) if data else None
 
-    def _add_usage(
-        self, target: Target, principal: Principal, model: str, prompt: int, completion: int
-    ) -> None:
-        with self.db.write() as session:
-            add_usage(
-                session,
-                project_id=principal.project_id,
-                model=model,
-                base_model=target.upstream.model.name,
-                requests=1,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-            )
-
     async def _stream(
         self, target: Target, principal: Principal, path: str, body: dict[str, Any], model: str
     ) -> Response:
@@ -377,10 +390,7 @@ class Gateway:
                 await response.aclose()
                 total = time.perf_counter() - started
                 first = relay.first_chunk_at - started if relay.first_chunk_at else total
-                # Not awaited: the end of the stream must not wait for the usage row.
-                self._in_background(
-                    self._record(target, principal, body, model, relay.usage, first, total)
-                )
+                self._record(target, principal, body, model, relay.usage, first, total)
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 

@@ -1,5 +1,7 @@
-"""Relays vLLM's server-sent events to the client as they come, untouched except for the usage-only
-chunk the client did not ask for (the gateway always asks vLLM for it, to count tokens)."""
+"""Relays vLLM's server-sent events to the client as they come, byte for byte, except the
+usage-only chunk the client did not ask for (the gateway always asks vLLM for it, to count
+tokens): what arrives is passed on in the reads it arrived in, each cut after its last complete
+event, and only a read that mentions ``usage`` is looked into."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from typing import Any
 import httpx
 import orjson
 
+EVENT_END = b"\n\n"
+USAGE = b'"usage"'
+
 
 class SSERelay:
-    """Passes SSE events through untouched, except the usage-only chunk nobody asked for."""
+    """Passes SSE bytes through untouched, except the usage-only chunk nobody asked for."""
 
     def __init__(self, response: httpx.Response, keep_usage_chunk: bool) -> None:
         self.response = response
@@ -21,21 +26,35 @@ class SSERelay:
         self.first_chunk_at: float | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        buffer = b""
-        async for data in self.response.aiter_bytes():
-            buffer += data
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                if self._keep(event):
-                    if self.first_chunk_at is None:
-                        self.first_chunk_at = time.perf_counter()
-                    yield event + b"\n\n"
-        if buffer.strip():
-            yield buffer
+        partial = b""  # an event cut by the end of a read: held until it is complete
+        async for data in self.response.aiter_raw():
+            data = partial + data if partial else data
+            end = data.rfind(EVENT_END) + len(EVENT_END)
+            if end < len(EVENT_END):
+                partial = data
+                continue
+            complete, partial = data[:end], data[end:]
+            if USAGE in complete:
+                complete = self._without_unasked_usage(complete)
+            if complete:
+                if self.first_chunk_at is None:
+                    self.first_chunk_at = time.perf_counter()
+                yield complete
+        if partial.strip():
+            yield partial
+
+    def _without_unasked_usage(self, complete: bytes) -> bytes:
+        """The events of ``complete``, noting the usage chunk's figures and leaving it out
+        unless the client asked for it."""
+        kept = []
+        for event in complete.split(EVENT_END)[:-1]:
+            if self._keep(event):
+                kept.append(event + EVENT_END)
+        return b"".join(kept)
 
     def _keep(self, event: bytes) -> bool:
         payload = event.removeprefix(b"data: ").strip()
-        if not payload.startswith(b"{") or b'"usage"' not in payload:
+        if not payload.startswith(b"{") or USAGE not in payload:
             return True
         chunk = orjson.loads(payload)
         if chunk.get("usage") and not chunk.get("choices"):

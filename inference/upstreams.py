@@ -5,7 +5,11 @@ stops answering leaves the routing until it answers again; what each server hold
 Requests pick a replica by rendezvous hashing on the model they name, so each ``ft:`` model stays
 on one replica (its adapter loaded once, warm), with bounded load: a replica holding more than
 ``LOAD_FACTOR`` times its share of the requests in flight spills the next one to the model's
-second choice."""
+second choice.
+
+A replica URL written ``dns+http://NAME:PORT`` stands for every address ``NAME`` resolves to (a
+Kubernetes headless Service: one per ready pod), looked up again every ``WATCH_INTERVAL_S``: a new
+pod joins the ring, a gone one leaves it."""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import contextlib
 import hashlib
 import logging
 import math
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,6 +36,8 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 2.0
 READY_POLL_S = 0.5
 LOAD_FACTOR = 1.25  # bounded load: at most this times a replica's share of the requests in flight
+DNS_SCHEME = "dns+"
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 @dataclass
@@ -41,6 +49,7 @@ class Upstream:
     loaded: set[str] = field(default_factory=set)  # adapters this process knows it loaded
     listed_adapters: int | None = None  # adapters the server listed at the watcher's last look
     in_flight: int = 0  # requests this API process has at this server now
+    discovered_by: str | None = None  # the dns+ URL whose name resolved to this replica
 
     def reset(self) -> None:
         self.ready = False
@@ -52,22 +61,34 @@ class Upstreams:
     """Starts, watches and restarts the vLLM servers; never blocks the API while they boot."""
 
     def __init__(
-        self, settings: Settings, vllm: VLLMClient, *, spawn: bool, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        vllm: VLLMClient,
+        *,
+        spawn: bool,
+        metrics: Metrics | None = None,
+        resolve: Resolver | None = None,
     ) -> None:
         """``spawn``: run a vLLM child for each model without an external URL (else not served);
-        ``metrics``: where each replica's readiness is published."""
+        ``metrics``: where each replica's readiness is published; ``resolve``: a name and port's
+        addresses (the system's resolver unless given)."""
         self.settings = settings
         self.vllm = vllm
         self.metrics = metrics
+        self.resolve = resolve or _addresses
         self._replicas: dict[str, list[Upstream]] = {}
+        self._discovered: list[tuple[BaseModelConfig, str]] = []
         for model in settings.fine_tunable_models:
             urls = settings.vllm_replicas(model.name)
             if urls:
+                self._discovered += [(model, url) for url in urls if url.startswith(DNS_SCHEME)]
+                # A dns+ URL holds the place of its replicas until its name resolves.
                 self._replicas[model.name] = [Upstream(model, url) for url in urls]
             else:
                 process = VLLMProcess(model, settings) if spawn else None
                 self._replicas[model.name] = [Upstream(model, "", process)]
         self._tasks: list[asyncio.Task[None]] = []
+        self._watchers: dict[int, asyncio.Task[None]] = {}
 
     def serves(self, name: str) -> bool:
         return name in self._replicas
@@ -109,18 +130,72 @@ class Upstreams:
             for upstream in replicas:
                 if upstream.process is None and not upstream.base_url:
                     continue  # not served by this node
-                self._tasks.append(asyncio.create_task(self._keep_serving(upstream)))
+                if not upstream.base_url.startswith(DNS_SCHEME):
+                    self._watch(upstream)
+        if self._discovered:
+            self._tasks.append(asyncio.create_task(self._keep_resolving()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._watchers.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for replicas in self._replicas.values():
             for upstream in replicas:
                 if upstream.process is not None:
                     await run_in_threadpool(upstream.process.stop)
+
+    def _watch(self, upstream: Upstream) -> None:
+        self._watchers[id(upstream)] = asyncio.create_task(self._keep_serving(upstream))
+
+    async def _keep_resolving(self) -> None:
+        while True:
+            await self.resolve_names()
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    async def resolve_names(self) -> None:
+        """Make each ``dns+`` URL's replicas those its name resolves to now."""
+        for model, url in self._discovered:
+            template = httpx.URL(url.removeprefix(DNS_SCHEME))
+            port = template.port or (443 if template.scheme == "https" else 80)
+            try:
+                addresses = await self.resolve(template.host, port)
+            except OSError as exc:  # keep what we have: a resolver hiccup is not a dead pod
+                log.warning("could not resolve %s for %s: %r", template.host, model.name, exc)
+                continue
+            urls = [str(template.copy_with(host=address)) for address in addresses]
+            self._resolved(model, url, urls)
+
+    def _resolved(self, model: BaseModelConfig, name: str, urls: list[str]) -> None:
+        """Replace the replicas ``name`` resolved to with ``urls``: new ones start being watched,
+        gone ones stop (and leave the ring); with none, ``name`` holds their place (not ready)."""
+        current = self._replicas[model.name]
+        ours = [u for u in current if u.discovered_by == name or u.base_url == name]
+        kept = [u for u in ours if u.base_url in urls]
+        known = {u.base_url for u in kept}
+        added = [Upstream(model, url, discovered_by=name) for url in urls if url not in known]
+        if not kept and not added:
+            kept = [u for u in ours if u.base_url == name] or [Upstream(model, name)]
+        others = [u for u in current if u not in ours]
+        self._replicas[model.name] = others + kept + added
+        for upstream in ours:
+            if upstream not in kept and upstream.base_url != name:
+                log.info("vLLM replica %s of %s is gone", upstream.base_url, model.name)
+                self._unwatch(upstream)
+        for upstream in added:
+            log.info("vLLM replica %s of %s found (%s)", upstream.base_url, model.name, name)
+            self._watch(upstream)
+
+    def _unwatch(self, upstream: Upstream) -> None:
+        upstream.reset()
+        task = self._watchers.pop(id(upstream), None)
+        if task is not None:
+            task.cancel()
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.upstream_ready.remove(upstream.model.name, upstream.base_url)
 
     async def _keep_serving(self, upstream: Upstream) -> None:
         """Bring the upstream up, then watch it; a dead child is restarted."""
@@ -175,6 +250,12 @@ class Upstreams:
                 return True
             await asyncio.sleep(READY_POLL_S)
         return False
+
+
+async def _addresses(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, in a stable order."""
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in found})
 
 
 def _rank(key: str, url: str) -> int:

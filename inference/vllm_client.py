@@ -33,7 +33,9 @@ class VLLMClient:
                 limits=httpx.Limits(
                     max_connections=MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY_S
                 ),
-                headers={"authorization": f"Bearer {key}"} if key else {},
+                # Uncompressed: the gateway relays vLLM's bytes as they come.
+                headers={"accept-encoding": "identity"}
+                | ({"authorization": f"Bearer {key}"} if key else {}),
             )
         )
 

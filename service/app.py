@@ -107,7 +107,7 @@ def build_state(settings: Settings, *, serve_models: bool = False) -> AppState:
         settings=settings,
         db=db,
         blobs=blobs,
-        access=AccessService(db),
+        access=AccessService(db, key_cache_seconds=settings.key_cache_seconds),
         limiter=limiter,
         metrics=metrics,
         gateway=gateway,
@@ -155,6 +155,7 @@ def create_app(settings: Settings, *, serve_models: bool = False) -> FastAPI:
                     await task
             await webhooks.aclose()
             await state.gateway.aclose()
+            state.access.close()
             state.db.dispose()
 
     app = FastAPI(

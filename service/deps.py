@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from service.auth.principal import Admin, Principal
 from service.auth.service import AccessService
@@ -37,18 +38,25 @@ Access = Annotated[AccessService, provided(AccessService)]
 bearer = HTTPBearer(auto_error=False, description="An OpenFT API key: `sk-openft-...`")
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     access: Access,
     limiter: Limiter,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     openai_project: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
+    """The caller: a key this process checked good and nothing changed since costs no query
+    and no hop to the thread pool; any other goes to the database."""
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-    principal = access.authenticate(authorization, openai_project)
+    principal = access.remembered(authorization, openai_project)
+    if principal is None:
+        principal = await run_in_threadpool(access.authenticate, authorization, openai_project)
     add_log_ids(project_id=principal.project_id, project=principal.project_slug)
     # Counted once the key is known good; RequestIdMiddleware puts the headers on the response.
-    request.state.rate_limit_headers = limiter.admit(principal)
+    if limiter.limits_of(principal).unlimited:
+        request.state.rate_limit_headers = {}
+    else:
+        request.state.rate_limit_headers = await run_in_threadpool(limiter.admit, principal)
     return principal
 
 

@@ -65,6 +65,10 @@ class ModelGateway(Protocol):
         """A streamed chat completion as its chunks (the last holds ``usage``), on a client
         request's path; errors before the first chunk are raised here, not in the iterator."""
 
+    async def usage_written(self) -> None:
+        """Wait until the usage rows of the requests answered so far are written (they are
+        written off the requests' path, shortly after each answer)."""
+
     async def count_tokens(self, principal: Principal, body: dict[str, Any]) -> int:
         """The prompt tokens of a chat request (``model``, ``messages``, ``tools``) as its model's
         server renders them, chat template included; nothing is generated or counted as usage."""

@@ -65,3 +65,6 @@ def configure_logging(level: str = "info", log_format: LogFormat = "text") -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every call to a model server at INFO: a line per served request that the
+    # access log already has (and its cost on the serving path); kept at debug level.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else "WARNING")

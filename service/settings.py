@@ -256,6 +256,13 @@ class Settings(BaseSettings):
         default=True,
         description="Count prompts to fine-tuned models against their training data (drift).",
     )
+    key_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long an API process trusts a key it checked good without asking the "
+        "database again; any revocation or limit change drops every process's copy at once, "
+        "this only bounds a lost notification. 0: a query per request.",
+    )
     rate_limit_requests_per_minute: int | None = Field(
         default=None, ge=1, description="Requests per minute per API key; unset: unlimited."
     )

@@ -1,13 +1,18 @@
 """Durable usage: one row per project, model and hour, added to as requests and jobs finish.
 
 Prometheus counters reset when a process restarts; these rows do not, so chargeback and the
-``openft usage report`` read them. The gateway adds each served request, the worker each finished
-job (trained tokens and seconds). Costs are computed from them with the base model's prices.
+``openft usage report`` read them. The gateway adds served requests through ``UsageWriter`` (off the
+request's path, many requests per transaction), the worker each finished job (trained tokens and
+seconds). Costs are computed from them with the base model's prices.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -15,12 +20,15 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from service.db.database import Database
 from service.db.models import Project, UsageHour
 from service.prices import cost_of
 from service.settings import BaseModelConfig
 
 HOUR = 3600
 COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "trained_tokens", "training_seconds")
+WRITE_EVERY_S = 1.0
+log = logging.getLogger(__name__)
 
 
 def add_usage(
@@ -57,6 +65,88 @@ def add_usage(
         set_={name: getattr(UsageHour, name) + statement.excluded[name] for name in COUNTERS},
     )
     session.execute(statement)
+
+
+@dataclass(frozen=True, order=True)
+class ServedKey:
+    """The usage row a served request adds to (its hour is the hour it was served)."""
+
+    project_id: str
+    model: str
+    base_model: str
+    hour: int
+
+
+class UsageWriter:
+    """Writes served requests' usage rows off the requests' path: requests are counted here, in
+    memory, and written every ``WRITE_EVERY_S`` (or at once when ``flush`` asks), summed per row,
+    in one transaction. A process killed with SIGKILL loses at most that last second's counts;
+    a stopped one writes them first."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queued: Counter[tuple[ServedKey, str]] = Counter()
+        self._writing = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(
+        self, *, project_id: str, model: str, base_model: str, prompt: int, completion: int
+    ) -> None:
+        """Count one served request (on the event loop; no I/O)."""
+        key = ServedKey(project_id, model, base_model, int(time.time() // HOUR * HOUR))
+        self._queued[key, "requests"] += 1
+        self._queued[key, "prompt_tokens"] += prompt
+        self._queued[key, "completion_tokens"] += completion
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._write_every_second())
+
+    async def flush(self) -> None:
+        """Write everything counted so far, now (batch lines before their outcome)."""
+        await self._write_counted()
+
+    async def aclose(self) -> None:
+        """Write what is left and stop (at shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._write_counted()
+
+    async def _write_every_second(self) -> None:
+        while self._queued:
+            await asyncio.sleep(WRITE_EVERY_S)
+            await self._write_counted()
+
+    async def _write_counted(self) -> None:
+        """Write what is counted; a write under way finishes first (so after this, every
+        request counted before the call is in the database)."""
+        async with self._writing:
+            if not self._queued:
+                return
+            taken, self._queued = self._queued, Counter()
+            try:
+                await asyncio.to_thread(self._write, taken)
+            except Exception:  # a request's answer never fails over bookkeeping; say so loudly
+                log.exception("could not write the usage of %d served requests", _requests(taken))
+
+    def _write(self, taken: Counter[tuple[ServedKey, str]]) -> None:
+        rows: dict[ServedKey, dict[str, int]] = {}
+        for (key, counter), value in taken.items():
+            rows.setdefault(key, {})[counter] = value
+        with self._db.write() as session:
+            for key, counters in sorted(rows.items()):  # one lock order for every writer
+                add_usage(
+                    session,
+                    project_id=key.project_id,
+                    model=key.model,
+                    base_model=key.base_model,
+                    at=key.hour,
+                    **counters,
+                )
+
+
+def _requests(taken: Counter[tuple[ServedKey, str]]) -> int:
+    return sum(value for (_, counter), value in taken.items() if counter == "requests")
 
 
 @dataclass(frozen=True)

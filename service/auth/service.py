@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from service.auth import repository
+from service.auth.key_cache import KeyCache, KeyChanges
 from service.auth.keys import (
     generate_admin_key,
     generate_api_key,
@@ -61,8 +62,15 @@ class KeyListing:
 
 
 class AccessService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, key_cache_seconds: float = 0.0) -> None:
+        """``key_cache_seconds``: how long a good key may be trusted without a query (an API
+        process's setting; 0 checks every request against the database)."""
         self._db = db
+        self._changes = KeyChanges(db)
+        self._cache = KeyCache(self._changes, key_cache_seconds)
+
+    def close(self) -> None:
+        self._changes.close()
 
     def issue_key(self, project_slug: str, name: str | None = None) -> IssuedKey:
         """A new key for ``project_slug``, creating the project on first use."""
@@ -137,6 +145,7 @@ class AccessService:
                 row.requests_per_minute = requests_per_minute or None
             if tokens_per_minute is not None:
                 row.tokens_per_minute = tokens_per_minute or None
+        self._changes.announce()
 
     def set_project_limits(
         self, project_slug: str, *, max_active_jobs: int | None, storage_quota_bytes: int | None
@@ -152,6 +161,7 @@ class AccessService:
                 project.storage_quota_bytes = (
                     None if storage_quota_bytes < 0 else storage_quota_bytes
                 )
+        self._changes.announce()
 
     def revoke_key(self, key_id: str) -> None:
         """Revoke a project key or an admin key; it fails on its next request."""
@@ -163,6 +173,7 @@ class AccessService:
                 raise NotFoundError(f"No such API key: {key_id}", param="key_id")
             if row.revoked_at is None:
                 row.revoked_at = int(time.time())
+        self._changes.announce()
 
     def authenticate_admin(self, authorization: str | None) -> Admin:
         """Check a bearer admin key; a project key gets OpenAI's insufficient-permissions 401."""
@@ -182,11 +193,23 @@ class AccessService:
             code="invalid_api_key",
         )
 
+    def remembered(self, authorization: str | None, project_header: str | None) -> Principal | None:
+        """The caller, when its key was checked good by this process and nothing about keys
+        changed since (no query: for the event loop); None means ask ``authenticate``."""
+        token = _bearer_token(authorization)
+        principal = self._cache.get(hash_api_key(token))
+        if principal is not None:
+            _check_project_header(principal, project_header)
+        return principal
+
     def authenticate(self, authorization: str | None, project_header: str | None) -> Principal:
-        """Check a bearer key (and the optional ``OpenAI-Project`` header) against the database."""
+        """Check a bearer key (and the optional ``OpenAI-Project`` header) against the database;
+        a good key is remembered (``remembered``)."""
         key = _bearer_token(authorization)
+        key_hash = hash_api_key(key)
+        stamp = self._cache.stamp()  # before the query: a change after it voids the entry
         with self._db.read() as session:
-            found = repository.active_key_with_project(session, hash_api_key(key))
+            found = repository.active_key_with_project(session, key_hash)
         if found is None:
             raise AuthenticationError(
                 f"Incorrect API key provided: {mask_api_key(key)}. An operator can list keys with "
@@ -194,12 +217,7 @@ class AccessService:
                 code="invalid_api_key",
             )
         api_key, project = found
-        if project_header and project_header not in (project.id, project.slug):
-            raise AuthenticationError(
-                "OpenAI-Project header should match project for API key",
-                code="mismatched_project",
-            )
-        return Principal(
+        principal = Principal(
             project.id,
             project.slug,
             api_key.id,
@@ -207,6 +225,17 @@ class AccessService:
             tokens_per_minute=api_key.tokens_per_minute,
             max_active_jobs=project.max_active_jobs,
             storage_quota_bytes=project.storage_quota_bytes,
+        )
+        self._cache.put(key_hash, principal, stamp)
+        _check_project_header(principal, project_header)
+        return principal
+
+
+def _check_project_header(principal: Principal, project_header: str | None) -> None:
+    if project_header and project_header not in (principal.project_id, principal.project_slug):
+        raise AuthenticationError(
+            "OpenAI-Project header should match project for API key",
+            code="mismatched_project",
         )
 
 

@@ -355,8 +355,9 @@ class BatchRunner:
         forwarded = asked.forwarded if asked is not None else body
         await self.limiter.admit_tokens(principal, [forwarded])
         response = await self.gateway.forward(principal, endpoint, self._lowered(forwarded))
-        if response.background is not None:
-            await response.background()  # the usage row and metrics, as for any request
+        # The line's outcome is written after its usage row: a crash never drops the row of a
+        # finished line (nor sends the line again).
+        await self.gateway.usage_written()
         answer: dict[str, Any] = orjson.loads(bytes(response.body))
         if asked is not None and asked.store:
             await run_in_threadpool(

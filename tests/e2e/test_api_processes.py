@@ -19,6 +19,8 @@ import openai
 import pytest
 
 from inference.upstreams import WATCH_INTERVAL_S
+from service.auth.service import AccessService
+from service.db.database import Database
 from tests.e2e.conftest import METRICS_TOKEN
 from tests.e2e.test_fine_tune_end_to_end import (
     ask,
@@ -132,3 +134,26 @@ def test_a_replica_with_two_processes_serves_and_counts_a_model_trained_elsewher
         in_a_row = in_a_row + 1 if counted == 1 else 0
         assert counted in (0, 1) and time.monotonic() < deadline, counted
         time.sleep(0.1)
+
+
+def test_a_key_revoked_elsewhere_is_refused_by_every_process_at_once(
+    api_processes: ServerProcess,
+) -> None:
+    key = api_processes.cli("keys", "create", "--project", "revoked-soon")
+    database = Database(f"sqlite:///{api_processes.env['OPENFT_DATA_DIR']}/openft.db")
+    key_id = AccessService(database).authenticate(f"Bearer {key}", None).key_id
+    database.dispose()
+
+    def statuses() -> list[int]:
+        """One request per new connection, so both processes answer some."""
+        return [
+            httpx.get(
+                f"{api_processes.api_url}/models",
+                headers={"authorization": f"Bearer {key}", "connection": "close"},
+            ).status_code
+            for _ in range(24)
+        ]
+
+    assert set(statuses()) == {200}  # each process has checked the key and remembers it
+    api_processes.cli("keys", "revoke", key_id)  # a third process
+    assert set(statuses()) == {401}

@@ -18,4 +18,5 @@ def state(empty_database_url: str, tmp_path: Path) -> Iterator[AppState]:
     wired = build_state(Settings(data_dir=tmp_path / "data", database_url=empty_database_url))
     migrate.upgrade(wired.db)
     yield wired
+    wired.access.close()
     wired.db.dispose()

@@ -52,6 +52,9 @@ class ScriptedGateway:
         answer = {"object": "chat.completion", "model": body["model"], "usage": usage}
         return JSONResponse(answer)
 
+    async def usage_written(self) -> None:
+        """Nothing to write: the scripted answers are not counted."""
+
 
 def batch_runner(state: AppState, gateway: ScriptedGateway) -> BatchRunner:
     settings = state.settings.model_copy(update={"batch_concurrency_per_model": 2})

@@ -28,6 +28,10 @@ CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
+INFERENCE_POOL_KINDS = {
+    ("inference.networking.k8s.io/v1", "InferencePool"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+}
 
 
 def tool(name: str) -> str:
@@ -120,7 +124,7 @@ def rendered(overlay: str) -> list[dict[str, Any]]:
 
 def validate(doc: dict[str, Any]) -> bool:
     """Validate a manifest; False when it is a custom resource (skipped, see CUSTOM_KINDS)."""
-    if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+    if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS | INFERENCE_POOL_KINDS:
         return False
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     return True
@@ -143,14 +147,15 @@ def test_the_kubernetes_overlays_render_and_validate(overlay: str) -> None:
     replicas = by_name[("StatefulSet", "openft-vllm")]["spec"]
     vllm = replicas["template"]["spec"]["containers"][0]
     assert "--api-key=$(OPENFT_VLLM_API_KEY)" in vllm["args"]
-    # Two replicas, listed one by one, each pulling adapters into a volume of its own.
+    # Two replicas behind a headless Service the gateway resolves into its pods, each pulling
+    # adapters into a volume of its own.
     assert (
         replicas["replicas"] == 2
         and by_name[("Service", "openft-vllm")]["spec"]["clusterIP"] == "None"
     )
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     urls = json.loads(config["OPENFT_VLLM_URLS"])["tiny-chat"]
-    assert urls == [f"http://openft-vllm-{i}.openft-vllm:8001" for i in range(2)]
+    assert urls == ["dns+http://openft-vllm:8001"]
     assert config["OPENFT_VLLM_ADAPTERS_FROM_BLOBS"] == "true"
     mounts = {m["mountPath"]: m for m in vllm["volumeMounts"]}
     assert mounts["/var/lib/openft"].get("readOnly") is True
@@ -163,6 +168,25 @@ def test_the_kubernetes_overlays_render_and_validate(overlay: str) -> None:
     else:
         assert gpus is None and vllm["image"].endswith(":cpu")
         assert skipped == {k for k in CUSTOM_KINDS if k[1] == "ServiceMonitor"}
+
+
+def test_the_inference_pool_overlay_routes_vllm_through_the_inference_gateway() -> None:
+    docs = rendered("inference-pool")
+
+    skipped = {(d["apiVersion"], d["kind"]) for d in docs if not validate(d)}
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert skipped == CUSTOM_KINDS | INFERENCE_POOL_KINDS
+    vllm = by_name[("StatefulSet", "openft-vllm")]["spec"]["template"]
+    pool = by_name[("InferencePool", "openft-vllm")]["spec"]
+    assert pool["selector"]["matchLabels"] == vllm["metadata"]["labels"]
+    assert pool["targetPorts"] == [{"number": 8001}]
+    route = by_name[("HTTPRoute", "openft-vllm")]["spec"]["rules"][0]["backendRefs"][0]
+    assert (route["kind"], route["name"]) == ("InferencePool", "openft-vllm")
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert json.loads(config["OPENFT_VLLM_URLS"]) == {"tiny-chat": "http://inference-gateway"}
+    assert config["OPENFT_VLLM_ADAPTERS_FROM_BLOBS"] == "true"  # pods still pull adapters
+    allowed = by_name[("NetworkPolicy", "openft-vllm")]["spec"]["ingress"][0]["from"]
+    assert any("inferencepool" in p.get("podSelector", {}).get("matchLabels", {}) for p in allowed)
 
 
 def test_strict_validation_catches_a_misspelt_field() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
@@ -12,7 +14,7 @@ from service.db.models import FineTuningJob
 from service.files.upload import ReceivedUpload
 from service.jobs.schemas import CreateJobRequest
 from service.settings import BaseModelConfig
-from service.usage import HOUR, add_usage, report
+from service.usage import HOUR, WRITE_EVERY_S, UsageWriter, add_usage, report
 
 T0 = 1_790_000_000 // HOUR * HOUR
 
@@ -106,3 +108,41 @@ def test_job_metrics_are_read_from_the_database_at_scrape_time(state: AppState) 
     assert values[("openft_training_seconds_total", labels)] == 80
     assert values[("openft_queue_oldest_wait_seconds", ())] >= 0
     assert waiting
+
+
+def test_served_requests_are_written_together_off_their_path(state: AppState) -> None:
+    issued = state.access.issue_key("acme")
+
+    def totals() -> dict[str, tuple[int, int, int]]:
+        with state.db.read() as session:
+            lines = report(session, since=0, until=2**40, project="acme")
+        return {line.model: (line.requests, line.prompt_tokens, line.completion_tokens)
+                for line in lines}  # fmt: skip
+
+    async def serve() -> list[dict[str, tuple[int, int, int]]]:
+        writer = UsageWriter(state.db)
+        seen = []
+        for i in range(50):
+            model = "tiny-chat" if i % 2 else "ft:tiny-chat:acme::a"
+            writer.add(project_id=issued.project_id, model=model, base_model="tiny-chat",
+                       prompt=3, completion=i)  # fmt: skip
+        seen.append(totals())  # counted, not yet written: nothing on the requests' path
+        await writer.flush()
+        seen.append(totals())
+        writer.add(project_id=issued.project_id, model="tiny-chat", base_model="tiny-chat",
+                   prompt=1, completion=1)  # fmt: skip
+        await asyncio.sleep(WRITE_EVERY_S * 2.5)  # written by the timer, nobody asking
+        seen.append(totals())
+        writer.add(project_id=issued.project_id, model="tiny-chat", base_model="tiny-chat",
+                   prompt=1, completion=1)  # fmt: skip
+        await writer.aclose()  # shutdown writes what is left
+        seen.append(totals())
+        return seen
+
+    before, flushed, timed, closed = asyncio.run(serve())
+
+    assert before == {}
+    odd, even = sum(range(1, 50, 2)), sum(range(0, 50, 2))
+    assert flushed == {"tiny-chat": (25, 75, odd), "ft:tiny-chat:acme::a": (25, 75, even)}
+    assert timed["tiny-chat"] == (26, 76, odd + 1)
+    assert closed["tiny-chat"] == (27, 77, odd + 2)

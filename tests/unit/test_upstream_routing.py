@@ -4,12 +4,13 @@ and a replica over its bounded load spills to the model's next choice."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
 import httpx
 
-from inference.upstreams import Upstream, Upstreams
+from inference.upstreams import Upstream, Upstreams, _addresses
 from inference.vllm_client import VLLMClient
 from service.settings import Settings
 
@@ -78,3 +79,51 @@ def test_one_url_is_still_accepted_as_a_string(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, vllm_urls={"tiny-chat": URLS[0]})
     assert settings.vllm_replicas("tiny-chat") == [URLS[0]]
     assert settings.vllm_replicas("other") == []
+
+
+def test_a_headless_service_name_is_one_replica_per_address_it_resolves_to(
+    tmp_path: Path,
+) -> None:
+    answers = [["127.0.0.1"], ["127.0.0.1", "127.0.0.2"], ["127.0.0.2"], [], ["127.0.0.3"]]
+    asked: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        if len(asked) > len(answers):
+            raise OSError("no such name")  # a resolver hiccup keeps the replicas it knew
+        return answers[len(asked) - 1]
+
+    name = "dns+http://vllm-pods:9"  # port 9 (discard): nothing answers, nothing hangs
+    settings = Settings(data_dir=tmp_path, vllm_urls={"tiny-chat": [name, "http://fixed:1"]})
+    upstreams = Upstreams(settings, VLLMClient(httpx.AsyncClient()), spawn=False, resolve=resolve)
+
+    def urls() -> list[str]:
+        return sorted(u.base_url for u in upstreams.replicas("tiny-chat"))
+
+    async def follow() -> list[list[str]]:
+        # Before the name resolves it holds its replicas' place: known, not ready (a 503).
+        seen = [urls()]
+        holder = upstreams.pick("tiny-chat", "tiny-chat")
+        assert holder is not None and not holder.ready
+        for _ in range(len(answers) + 1):
+            await upstreams.resolve_names()
+            seen.append(urls())
+        await upstreams.stop()
+        return seen
+
+    seen = asyncio.run(follow())
+
+    assert asked[0] == ("vllm-pods", 9)
+    assert seen == [
+        [name, "http://fixed:1"],
+        ["http://127.0.0.1:9", "http://fixed:1"],
+        ["http://127.0.0.1:9", "http://127.0.0.2:9", "http://fixed:1"],
+        ["http://127.0.0.2:9", "http://fixed:1"],
+        [name, "http://fixed:1"],  # every pod gone: the name holds the place again
+        ["http://127.0.0.3:9", "http://fixed:1"],
+        ["http://127.0.0.3:9", "http://fixed:1"],  # could not resolve: kept
+    ]
+
+
+def test_the_system_resolver_answers_every_address_of_a_name() -> None:
+    assert "127.0.0.1" in asyncio.run(_addresses("localhost", 80))
