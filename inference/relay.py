@@ -9,8 +9,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
+
+from inference.vllm_client import RawStream
 
 EVENT_END = b"\n\n"
 USAGE = b'"usage"'
@@ -19,7 +20,7 @@ USAGE = b'"usage"'
 class SSERelay:
     """Passes SSE bytes through untouched, except the usage-only chunk nobody asked for."""
 
-    def __init__(self, response: httpx.Response, keep_usage_chunk: bool) -> None:
+    def __init__(self, response: RawStream, keep_usage_chunk: bool) -> None:
         self.response = response
         self.keep_usage_chunk = keep_usage_chunk
         self.usage: dict[str, Any] | None = None

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -187,43 +188,78 @@ def test_an_unrelated_process_named_in_a_pidfile_is_left_alone(tmp_path: Path) -
     bystander.wait()
 
 
-def _gateway_over(transport: httpx.MockTransport) -> tuple[Gateway, httpx.AsyncClient]:
-    client = httpx.AsyncClient(transport=transport)
-    gateway = Gateway(None, None, None, VLLMClient(client), Metrics())  # type: ignore[arg-type]
-    return gateway, client
+async def _fake_vllm(answer: Callable[[int], bool]) -> tuple[asyncio.Server, str]:
+    """A server on loopback that reads each request and, when ``answer(n)`` says so for the
+    n-th connection, answers 200 with JSON; else drops the connection unanswered."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )  # fmt: skip
+        await reader.readexactly(length)
+        if answer(connections):
+            body = b'{"ok": true}'
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
 
 
 def test_a_connection_vllm_dropped_before_answering_is_tried_once_more() -> None:
-    attempts: list[int] = []
+    async def scenario() -> tuple[int, bytes]:
+        server, url = await _fake_vllm(lambda n: n > 1)
+        client = VLLMClient(httpx.AsyncClient())
+        response = await client.send(url, "/v1/chat/completions", {"model": "tiny"})
+        body = await response.aread()
+        await response.aclose()
+        await client.aclose()
+        server.close()
+        return response.status_code, body
 
-    def vllm(request: httpx.Request) -> httpx.Response:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise httpx.ReadError("")  # a pooled keep-alive connection closed as it was reused
-        return httpx.Response(200, json={"ok": True})
-
-    client = httpx.AsyncClient(transport=httpx.MockTransport(vllm))
-
-    response = asyncio.run(
-        VLLMClient(client).send("http://vllm", "/v1/chat/completions", {"model": "tiny"})
-    )
-
-    assert response.status_code == 200 and len(attempts) == 2
-    asyncio.run(client.aclose())
+    assert asyncio.run(scenario()) == (200, b'{"ok": true}')
 
 
 def test_a_vllm_that_keeps_dropping_connections_is_a_503() -> None:
-    def vllm(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadError("")
-
-    gateway, client = _gateway_over(httpx.MockTransport(vllm))
-    target = Target(Upstream(MODEL, "http://vllm"), None)
+    async def scenario() -> None:
+        server, url = await _fake_vllm(lambda n: False)
+        client = VLLMClient(httpx.AsyncClient())
+        gateway = Gateway(None, None, None, client, Metrics())  # type: ignore[arg-type]
+        target = Target(Upstream(MODEL, url), None)
+        try:
+            await gateway._send(target, "/v1/chat/completions", {"model": "tiny"})
+        finally:
+            await client.aclose()
+            server.close()
 
     with pytest.raises(ServiceUnavailableError) as refused:
-        asyncio.run(gateway._send(target, "/v1/chat/completions", {"model": "tiny"}))
+        asyncio.run(scenario())
 
     assert refused.value.headers["retry-after"]
-    asyncio.run(client.aclose())
+
+
+def test_a_refused_connection_is_a_503_that_takes_the_replica_out() -> None:
+    async def scenario() -> Upstream:
+        server, url = await _fake_vllm(lambda n: True)
+        server.close()
+        await server.wait_closed()  # nothing listens there now
+        client = VLLMClient(httpx.AsyncClient())
+        gateway = Gateway(None, None, None, client, Metrics())  # type: ignore[arg-type]
+        replica = Upstream(MODEL, url, ready=True)
+        with pytest.raises(ServiceUnavailableError):
+            await gateway._send(Target(replica, None), "/v1/chat/completions", {"model": "x"})
+        await client.aclose()
+        return replica
+
+    assert asyncio.run(scenario()).ready is False
 
 
 def test_on_a_gpu_vllm_takes_only_its_share_of_the_card_and_on_a_cpu_its_kv_cache(
