@@ -80,14 +80,16 @@ class ServedKey:
 class UsageWriter:
     """Writes served requests' usage rows off the requests' path: requests are counted here, in
     memory, and written every ``WRITE_EVERY_S`` (or at once when ``flush`` asks), summed per row,
-    in one transaction. A process killed with SIGKILL loses at most that last second's counts;
-    a stopped one writes them first."""
+    in one transaction. A write that fails (the database down) keeps its counts for the next
+    one. A process killed with SIGKILL loses at most what was not yet written; a stopped one
+    writes it first."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._queued: Counter[tuple[ServedKey, str]] = Counter()
         self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def add(
         self, *, project_id: str, model: str, base_model: str, prompt: int, completion: int
@@ -97,7 +99,11 @@ class UsageWriter:
         self._queued[key, "requests"] += 1
         self._queued[key, "prompt_tokens"] += prompt
         self._queued[key, "completion_tokens"] += completion
-        if self._task is None or self._task.done():
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Have the timer write what is counted (unless stopping: ``aclose`` writes it)."""
+        if not self._closing and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._write_every_second())
 
     async def flush(self) -> None:
@@ -106,6 +112,7 @@ class UsageWriter:
 
     async def aclose(self) -> None:
         """Write what is left and stop (at shutdown)."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,8 +133,11 @@ class UsageWriter:
             taken, self._queued = self._queued, Counter()
             try:
                 await asyncio.to_thread(self._write, taken)
-            except Exception:  # a request's answer never fails over bookkeeping; say so loudly
-                log.exception("could not write the usage of %d served requests", _requests(taken))
+            except Exception:  # e.g. the database is down: keep the counts for the next write
+                self._queued.update(taken)
+                log.exception("could not write the usage of %d served requests; will retry",
+                              _requests(taken))  # fmt: skip
+                self._schedule()
 
     def _write(self, taken: Counter[tuple[ServedKey, str]]) -> None:
         rows: dict[ServedKey, dict[str, int]] = {}

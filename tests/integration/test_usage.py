@@ -146,3 +146,37 @@ def test_served_requests_are_written_together_off_their_path(state: AppState) ->
     assert flushed == {"tiny-chat": (25, 75, odd), "ft:tiny-chat:acme::a": (25, 75, even)}
     assert timed["tiny-chat"] == (26, 76, odd + 1)
     assert closed["tiny-chat"] == (27, 77, odd + 2)
+
+
+def test_counts_a_failed_write_could_not_store_wait_for_the_next(state: AppState) -> None:
+    issued = state.access.issue_key("acme")
+    writer = UsageWriter(state.db)
+    real_write = writer._write
+    failures = iter([DatabaseDown("the database is restarting")])
+
+    def flaky(taken: object) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_write(taken)  # type: ignore[arg-type]
+
+    writer._write = flaky  # type: ignore[method-assign]
+
+    async def serve() -> None:
+        for _ in range(3):
+            writer.add(project_id=issued.project_id, model="tiny-chat", base_model="tiny-chat",
+                       prompt=2, completion=1)  # fmt: skip
+        await writer.flush()  # fails: the counts stay
+        writer.add(project_id=issued.project_id, model="tiny-chat", base_model="tiny-chat",
+                   prompt=2, completion=1)  # fmt: skip
+        await writer.aclose()
+
+    asyncio.run(serve())
+
+    with state.db.read() as session:
+        (line,) = report(session, since=0, until=2**40, project="acme")
+    assert (line.requests, line.prompt_tokens, line.completion_tokens) == (4, 8, 4)
+
+
+class DatabaseDown(Exception):
+    pass
