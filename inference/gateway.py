@@ -330,7 +330,7 @@ class Gateway:
             log.exception("could not count a request to %s", model)
             return
         # The estimate was charged up front; now the tokens really used are known.
-        limited = self.limiter is not None and self.limiter.limits_of(principal).tokens is not None
+        limited = self.limiter is not None and self.limiter.counts_tokens(principal)
         correction = prompt + completion - estimated_tokens(body) if limited and usage else 0
         drift = target.adapter is not None and self.token_drift is not None
         if correction or drift:

@@ -9,11 +9,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from inference.vllm_client import RawStream
+from service import sse
+from service.sse import EVENT_END
 
-EVENT_END = b"\n\n"
 USAGE = b'"usage"'
 
 
@@ -48,17 +47,11 @@ class SSERelay:
         """The events of ``complete``, noting the usage chunk's figures and leaving it out
         unless the client asked for it."""
         kept = []
-        for event in complete.split(EVENT_END)[:-1]:
-            if self._keep(event):
-                kept.append(event + EVENT_END)
+        for event in sse.events(complete):
+            chunk = sse.chunk_of(event) if USAGE in event else None
+            if chunk is not None and sse.is_usage_only(chunk):
+                self.usage = chunk["usage"]
+                if not self.keep_usage_chunk:
+                    continue
+            kept.append(event)
         return b"".join(kept)
-
-    def _keep(self, event: bytes) -> bool:
-        payload = event.removeprefix(b"data: ").strip()
-        if not payload.startswith(b"{") or USAGE not in payload:
-            return True
-        chunk = orjson.loads(payload)
-        if chunk.get("usage") and not chunk.get("choices"):
-            self.usage = chunk["usage"]
-            return self.keep_usage_chunk
-        return True

@@ -142,14 +142,18 @@ class RateLimiter:
         """Charge the estimated tokens of all ``bodies`` to a key with a tokens-per-minute limit,
         at once or not at all (the 429): work made of many requests either fits the key's minute
         or does not start. The ``x-ratelimit-*`` headers; for other keys nothing (no query)."""
-        if self.limits_of(principal).tokens is None:
+        if not self.counts_tokens(principal):
             return {}
         tokens = sum(estimated_tokens(body) for body in bodies)
         return await run_in_threadpool(self.admit, principal, requests=0, tokens=tokens)
 
+    def counts_tokens(self, principal: Principal) -> bool:
+        """Whether the key has a token limit, so answers' real token counts must be charged."""
+        return self.limits_of(principal).tokens is not None
+
     def charge(self, principal: Principal, tokens: int) -> None:
         """Add tokens known only after the answer (negative to give back an over-estimate)."""
-        if tokens == 0 or self.limits_of(principal).tokens is None:
+        if tokens == 0 or not self.counts_tokens(principal):
             return
         window = int(time.time() // WINDOW_S * WINDOW_S)
         with self._db.write() as session:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 
+from service import sse
 from service.auth.principal import Principal
 from service.completions import repository
 from service.db.clock import database_now
@@ -22,7 +22,6 @@ from service.pagination import Order, list_envelope, page_in_memory, split_page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-EVENT_END = b"\n\n"
 DAY_S = 86_400
 METADATA_KEYS = 16
 METADATA_KEY_CHARS = 64
@@ -249,19 +248,17 @@ class ChatCompletionStore:
             async for raw in events:
                 data = raw.encode() if isinstance(raw, str) else bytes(raw)
                 kept = []  # a read of the relay may hold several events
-                for event, end in _events(data):
-                    payload = event.removeprefix(b"data: ").strip()
-                    if payload.startswith(b"{"):
-                        chunk = orjson.loads(payload)
+                for event in sse.events(data):
+                    chunk = sse.chunk_of(event)
+                    if chunk is not None:
                         streamed.feed(chunk)
-                        usage_only = chunk.get("usage") and not chunk.get("choices")
-                        if usage_only and not client_wants_usage:
+                        if sse.is_usage_only(chunk) and not client_wants_usage:
                             continue
-                    elif payload == b"[DONE]" and streamed.answer.get("id"):
+                    elif sse.payload(event) == sse.DONE and streamed.answer.get("id"):
                         await run_in_threadpool(
                             self.add, principal, request.forwarded, streamed.completion(), request
                         )
-                    kept.append(event + end)
+                    kept.append(event)
                 if kept:
                     yield b"".join(kept)
         finally:  # also when the client goes: closing the relay aborts vLLM's answer and counts
@@ -360,11 +357,3 @@ class ChatCompletionStore:
         if row is None:
             raise completion_not_found(completion_id)
         return row
-
-
-def _events(data: bytes) -> list[tuple[bytes, bytes]]:
-    """The server-sent events in ``data``, each with the blank line that ended it (none for an
-    unfinished last one); blank pieces left out."""
-    pieces = data.split(EVENT_END)
-    ends = [EVENT_END] * (len(pieces) - 1) + [b""]
-    return [(piece, end) for piece, end in zip(pieces, ends, strict=True) if piece.strip()]
