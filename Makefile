@@ -72,6 +72,7 @@ bench: install-ml system-deps
 	$(BIN)/python bench/api_throughput.py
 	$(BIN)/python bench/queue_claims.py
 	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/in_vllm_accounting.py
 	$(BIN)/python bench/responses_overhead.py
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/first_request.py --jobs 10
