@@ -4,11 +4,15 @@ On SQLite the connection runs in WAL mode with a busy timeout, and write transac
 ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing at their first write.
 
 A database that is down, restarting, full or too busy raises ``ServiceUnavailableError`` out of
-both scopes (the API's 503 with ``retry-after``); the pool's pre-ping reconnects once it is back.
+both scopes (the API's 503 with ``retry-after``). A pooled PostgreSQL connection is checked at
+checkout without a round trip: one the server closed while it sat idle (a restart, a failover, an
+idle timeout) has a readable socket, and is replaced before use; one that dies mid-statement
+fails that request with the 503 and the pool drops its other connections of the same age.
 """
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,13 +37,28 @@ def create_db_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and explicit BEGIN handling."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url)
+        event.listen(engine, "checkout", _replace_if_closed_by_server)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False})
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def _replace_if_closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """An idle connection has nothing to read: a readable socket means the server closed it (and
+    said why). ``DisconnectionError`` has the pool open a fresh connection instead."""
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        closed = bool(poller.poll(0))
+    except Exception as exc:  # closed on our side already (the driver's "connection is closed")
+        raise sa_exc.DisconnectionError(str(exc)) from exc
+    if closed:
+        raise sa_exc.DisconnectionError("the server closed this idle connection")
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
@@ -70,6 +89,8 @@ class Database:
             reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._readers = sessionmaker(reader, expire_on_commit=False)
         self._writers = sessionmaker(writer, expire_on_commit=False)
+        # One statement is its own transaction on PostgreSQL: no BEGIN and COMMIT round trips.
+        self._statements = self._readers if reader is not self.engine else self._writers
 
     @property
     def dialect(self) -> str:
@@ -84,6 +105,17 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One transaction, committed when the block ends and rolled back if it raises."""
         with database_errors(), self._writers() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write_one(self) -> Iterator[Session]:
+        """For a single write statement, atomic by itself: one round trip on PostgreSQL (no
+        transaction around it); on SQLite a write transaction like ``write()``."""
+        if self._statements is self._writers:
+            with self.write() as session:
+                yield session
+            return
+        with database_errors(), self._statements() as session:
             yield session
 
     def ping(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from service import job_records, queue
 from service.app import build_state, create_app
@@ -229,6 +229,25 @@ def test_a_postgresql_restart_under_load_loses_and_repeats_no_job(
     lost_holders = set().union(*(c.interrupted for c in claimers), reaped)
     assert handed_out_again <= lost_holders, "a job was re-claimed while its holder still had it"
     assert [f["id"] for f in files] == [training], "the upload during the outage left no file"
+
+
+def test_connections_the_server_closed_while_idle_are_replaced_before_use(
+    private_pg: private_postgres.PrivateServer,
+) -> None:
+    """No pre-ping round trip, yet the first request after a restart is served: the pool sees
+    at checkout that the server closed its idle connections and opens fresh ones."""
+    db = Database(private_pg.create_database("closed_while_idle"))
+    try:
+        with db.read() as session:  # the pool now holds a connection
+            assert session.execute(text("SELECT 1")).scalar_one() == 1
+        private_pg.stop("fast")
+        private_pg.start()
+        with db.read() as session:
+            assert session.execute(text("SELECT 2")).scalar_one() == 2
+        with db.write_one() as session:  # the one-statement path checks out the same way
+            assert session.execute(text("SELECT 3")).scalar_one() == 3
+    finally:
+        db.dispose()
 
 
 def test_a_training_worker_rides_out_a_postgresql_restart(
