@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, delete, or_, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, delete, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import File
 from service.pagination import Cursor, Order, after_cursor
 
 
-def _live(now: int) -> ColumnElement[bool]:
+def _live(now: int | BindParameter[int]) -> ColumnElement[bool]:
     return or_(File.expires_at.is_(None), File.expires_at > now)
 
 
+# Built once: a retrieve (polled by clients) skips building and coercing the statement.
+_LIVE_BY_ID = select(File).where(
+    File.project_id == bindparam("project_id"),
+    File.id == bindparam("file_id"),
+    _live(bindparam("now")),
+)
+
+
 def get(session: Session, project_id: str, file_id: str, now: int) -> File | None:
-    return session.scalars(
-        select(File).where(File.project_id == project_id, File.id == file_id, _live(now))
-    ).one_or_none()
+    found = session.scalars(_LIVE_BY_ID, {"project_id": project_id, "file_id": file_id, "now": now})
+    return found.one_or_none()
 
 
 def position(project_id: str, file_id: str) -> Select[int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from service.blobstore.keys import FINAL, checkpoint_variant
@@ -18,13 +18,15 @@ from service.db.models import (
 )
 from service.pagination import Cursor, after_cursor
 
+# Built once: a retrieve (the SDK's polling loop) skips building and coercing the statement.
+_BY_ID = select(FineTuningJob).where(
+    FineTuningJob.project_id == bindparam("project_id"), FineTuningJob.id == bindparam("job_id")
+)
+
 
 def get(session: Session, project_id: str, job_id: str) -> FineTuningJob | None:
-    return session.scalars(
-        select(FineTuningJob).where(
-            FineTuningJob.project_id == project_id, FineTuningJob.id == job_id
-        )
-    ).one_or_none()
+    found = session.scalars(_BY_ID, {"project_id": project_id, "job_id": job_id})
+    return found.one_or_none()
 
 
 def position(project_id: str, job_id: str) -> Select[int]:
