@@ -106,7 +106,10 @@ def serve(
     try:
         if api_workers == 1:
             app = create_app(settings, serve_models=vllm)
-            uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
+            uvicorn.run(
+                app, host=host, port=port, log_level=log_level, log_config=None,
+                access_log=settings.access_log,
+            )  # fmt: skip
         else:
             _serve_api_processes(settings, host, port, api_workers, vllm, log_level)
     finally:
@@ -130,6 +133,7 @@ def _serve_api_processes(
         uvicorn.run(
             "service.app:app_from_environment", factory=True, workers=count,
             host=host, port=port, log_level=log_level, log_config=None,
+            access_log=settings.access_log,
         )  # fmt: skip
     finally:
         if fleet is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 import string
 from typing import NamedTuple
@@ -9,8 +10,16 @@ from typing import NamedTuple
 _BASE62 = string.ascii_letters + string.digits
 
 
+_UNBIASED = 248  # 4 x 62: bytes below it map evenly onto the alphabet
+
+
 def base62(length: int) -> str:
-    return "".join(secrets.choice(_BASE62) for _ in range(length))
+    """``length`` characters from the OS's secure random source, in one read of it (not one
+    read per character)."""
+    chosen: list[str] = []
+    while len(chosen) < length:
+        chosen += [_BASE62[b % 62] for b in secrets.token_bytes(2 * length) if b < _UNBIASED]
+    return "".join(chosen[:length])
 
 
 def new_project_id() -> str:
@@ -26,7 +35,9 @@ def new_file_id() -> str:
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(16)
+    """Unique, not secret: the process's Mersenne Twister (seeded from the OS, re-seeded in a
+    forked child), not a read of the OS's random source on every request."""
+    return f"req_{random.getrandbits(128):032x}"
 
 
 def new_job_id() -> str:

@@ -252,6 +252,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="`json`: one JSON object per log line, with request/job ids."
     )
+    access_log: bool = Field(
+        default=True,
+        description="One log line per HTTP request (uvicorn's access log); off where a proxy "
+        "or the HTTP metrics already record requests.",
+    )
     drift_enabled: bool = Field(
         default=True,
         description="Count prompts to fine-tuned models against their training data (drift).",

@@ -69,3 +69,20 @@ def test_the_api_entry_point_serves_the_api_and_no_training_or_vllm(tmp_path: Pa
     assert children.count("multiprocessing.spawn") == 2, children  # the two API processes
     assert "trainer.worker" not in children and "vllm" not in children
     assert ready["status"] == "ready", ready
+
+
+def test_the_access_log_can_be_turned_off(tmp_path: Path) -> None:
+    settings = {"OPENFT_LOG_FORMAT": "json", "OPENFT_ACCESS_LOG": "false"}
+    server = start_server(tmp_path, settings, "--workers", "0", "--no-vllm")
+    try:
+        key = server.bootstrap_key()
+        for _ in range(3):
+            response = httpx.get(
+                server.api_url + "/files/file-nope", headers={"authorization": f"Bearer {key}"}
+            )
+            assert response.status_code == 404
+        time.sleep(0.5)  # a line would be written before the response is sent; give it time
+    finally:
+        server.stop()
+    loggers = {line.get("logger") for line in json_lines(server.stderr_path)}
+    assert loggers and "uvicorn.access" not in loggers, loggers
