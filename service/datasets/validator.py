@@ -5,6 +5,11 @@ problems (not UTF-8, not one JSON object per line, a line over the limit); the w
 stored file in ``validating_files`` with the job's method and the base model's tokenizer, and a
 file with any problem fails the job with OpenAI's error object. Memory stays flat: the validator
 keeps counters, the first few problems and one partial line, never the file.
+
+The upload check (``structure_only``) takes a fed chunk at once when msgspec reads every line of
+it as a JSON object without building its values (``msgspec.Raw``) and the chunk is UTF-8 (msgspec
+does not check the UTF-8 of skipped values); it refuses nothing orjson accepts, so any other chunk
+goes line by line through the exact check, which finds and words the problem.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from service.datasets import fast_chat
@@ -44,6 +50,8 @@ METHOD_FORMATS = {
 ItemCheck = Callable[[dict[str, Any]], str | None]
 _BOM = b"\xef\xbb\xbf"
 _BLANK = frozenset(b" \t\r\n\f\v")
+
+_read_object = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
 # Counts the tokens of one valid example with the base model's tokenizer (before truncation).
 TokenCounter = Callable[[dict[str, Any]], int]
@@ -152,6 +160,7 @@ class DatasetValidator:
         accepts_images: bool = False,
         max_line_bytes: int = 64 * MIB,
         item_check: ItemCheck | None = None,
+        structure_only: bool = False,
     ) -> None:
         self.report = ValidationReport(param, file_id, method, token_limit=token_limit)
         self.line = 0  # number of the line being checked, 1-based
@@ -165,16 +174,35 @@ class DatasetValidator:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._skipping_long_line = False
+        self._structure_only = structure_only
 
     def feed(self, data: bytes) -> None:
         lines = data.split(b"\n")
         tail = lines.pop()
         if lines and (self._pending or self._skipping_long_line):
             lines[0] = self._take_pending(lines[0])
-        for raw in lines:
-            self._check_line(raw)
+        if self._structure_only and self._all_objects(lines):
+            self.line += len(lines)
+            self.report.n_examples += len(lines)
+        else:
+            for raw in lines:
+                self._check_line(raw)
         if tail:
             self._hold(tail)
+
+    def _all_objects(self, lines: list[bytes]) -> bool:
+        """Whether every line is certainly one JSON object within the limits (False: ask
+        ``_check_line``, which also knows blank lines and the byte order mark)."""
+        if not lines or max(map(len, lines)) > self._max_line_bytes:
+            return False
+        if self.line == 0 and lines[0].startswith(_BOM):
+            return False
+        for raw in lines:
+            try:
+                _read_object(raw)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                return False
+        return all(map(bytes.isascii, lines)) or _utf8(lines)
 
     def finish(self) -> ValidationReport:
         if self._pending or self._skipping_long_line:
@@ -217,6 +245,9 @@ class DatasetValidator:
             return
         report = self.report
         report.n_examples += 1
+        if self._structure_only:
+            self._check_structure(raw)
+            return
         if (
             report.format in (None, CHAT)
             and self._method != "reinforcement"
@@ -235,6 +266,15 @@ class DatasetValidator:
             self._structural(f"expected a JSON object, got {json_kind(example)}")
             return
         self._check_example(example)
+
+    def _check_structure(self, raw: bytes) -> None:
+        try:
+            example = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self._structural(_parse_problem(raw, exc))
+            return
+        if type(example) is not dict:
+            self._structural(f"expected a JSON object, got {json_kind(example)}")
 
     def _check_example(self, example: dict[str, Any]) -> None:
         found = format_of(example, self._method)
@@ -313,6 +353,14 @@ class DatasetValidator:
         self.report.n_problems += 1
         if len(self.report.problems) < LISTED_PROBLEMS:
             self.report.problems.append(problem)
+
+
+def _utf8(lines: list[bytes]) -> bool:
+    try:
+        b"".join(lines).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _parse_problem(raw: bytes, exc: orjson.JSONDecodeError) -> str:

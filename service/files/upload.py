@@ -136,7 +136,7 @@ class MultipartUpload:
         purpose = self.received.fields.get("purpose", "fine-tune")
         if self._limits.check_fine_tune and purpose == "fine-tune":
             self.received.dataset_check = DatasetValidator(
-                max_line_bytes=self._limits.max_line_bytes
+                max_line_bytes=self._limits.max_line_bytes, structure_only=True
             )
         self._in_file = True
 

@@ -258,7 +258,7 @@ class UploadsService:
         """Stream the parts into ``blob``; returns their MD5 (hex). Checks fine-tune JSONL."""
         md5 = hashlib.md5(usedforsecurity=False)
         check = (
-            DatasetValidator(max_line_bytes=self._max_line_bytes)
+            DatasetValidator(max_line_bytes=self._max_line_bytes, structure_only=True)
             if purpose == "fine-tune"
             else None
         )

@@ -171,3 +171,30 @@ def test_the_fast_path_takes_the_valid_examples() -> None:
     for example in VALID_EXAMPLES:
         assert check_chat(example, accepts_images=False) == []
         assert fast_chat.accepts(orjson.dumps(example))
+
+
+def structure(data: bytes, chunk: int, structure_only: bool) -> tuple[object, int]:
+    validator = DatasetValidator(max_line_bytes=256, structure_only=structure_only)
+    for start in range(0, len(data), chunk):
+        validator.feed(data[start : start + chunk])
+    report = validator.finish()
+    return report.first_structural, report.n_examples
+
+
+line_pieces = st.one_of(
+    json_values.map(orjson.dumps),
+    st.binary(max_size=40),
+    st.sampled_from([b"", b"  ", b"\xef\xbb\xbf{}", b'{"a": "\xc3("}', b'{"a": "\xed\xa0\x80"}',
+                     b'{"\xff": 1}', b'{"a": "\xc3\xa9"}', b"[1]", b'{"a": 1}\r', b"{" * 300]),
+)  # fmt: skip
+
+
+@FUZZ
+@given(st.lists(line_pieces, max_size=12), st.integers(min_value=1, max_value=600))
+def test_the_upload_check_finds_the_same_first_problem_as_the_full_check(
+    lines: list[bytes], chunk: int
+) -> None:
+    """The upload check's all-at-once path never passes a line the exact check refuses: both
+    name the same first structural problem (or none) and count the same examples."""
+    data = b"\n".join(lines)
+    assert structure(data, chunk, structure_only=True) == structure(data, chunk, False)
