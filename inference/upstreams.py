@@ -5,7 +5,9 @@ stops answering leaves the routing until it answers again; what each server hold
 Requests pick a replica by rendezvous hashing on the model they name, so each ``ft:`` model stays
 on one replica (its adapter loaded once, warm), with bounded load: a replica holding more than
 ``LOAD_FACTOR`` times its share of the requests in flight spills the next one to the model's
-second choice.
+second choice. A replica's load is this process's requests at it now plus the other API
+processes' (and any other client's), read from the replica's own running and waiting gauges at
+each look (every ``WATCH_INTERVAL_S``), less this process's share at that moment.
 
 A replica URL written ``dns+http://NAME:PORT`` stands for every address ``NAME`` resolves to (a
 Kubernetes headless Service: one per ready pod), looked up again every ``WATCH_INTERVAL_S``: a new
@@ -49,10 +51,16 @@ class Upstream:
     loaded: set[str] = field(default_factory=set)  # adapters this process knows it loaded
     listed_adapters: int | None = None  # adapters the server listed at the watcher's last look
     in_flight: int = 0  # requests this API process has at this server now
+    others_in_flight: int = 0  # everyone else's, from the server's own gauges at the last look
     discovered_by: str | None = None  # the dns+ URL whose name resolved to this replica
+
+    @property
+    def load(self) -> int:
+        return self.in_flight + self.others_in_flight
 
     def reset(self) -> None:
         self.ready = False
+        self.others_in_flight = 0
         self.loaded.clear()
         self.listed_adapters = None
 
@@ -108,9 +116,9 @@ class Upstreams:
         if len(ready) <= 1:
             return ready[0] if ready else replicas[0]
         ranked = sorted(ready, key=lambda upstream: _rank(key, upstream.base_url), reverse=True)
-        total = sum(upstream.in_flight for upstream in ready) + 1
+        total = sum(upstream.load for upstream in ready) + 1
         bound = math.ceil(LOAD_FACTOR * total / len(ready))
-        return next((u for u in ranked if u.in_flight < bound), ranked[0])
+        return next((u for u in ranked if u.load < bound), ranked[0])
 
     def status(self) -> dict[str, ServerStatus]:
         """Per base model: ready while any replica is; the adapters the ready ones listed."""
@@ -223,6 +231,9 @@ class Upstreams:
             return
         upstream.ready = True
         upstream.listed_adapters = sum(1 for name in served if name != upstream.model.name)
+        mine = upstream.in_flight
+        depth = await self.vllm.queue_depth(upstream.base_url)
+        upstream.others_in_flight = max(0, depth - min(mine, upstream.in_flight)) if depth else 0
 
     async def _bring_up(self, upstream: Upstream) -> None:
         process = upstream.process

@@ -7,6 +7,7 @@ errors are ``httpx`` errors either way, for the caller to map (the gateway's 503
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -119,6 +120,17 @@ class VLLMClient:
             return False
         return response.status_code == 200
 
+    async def queue_depth(self, base_url: str) -> int | None:
+        """The requests the server is running and holding in its queue, from its own metrics
+        (every API process's requests, not only this one's); None when it does not say."""
+        try:
+            response = await self.http.get(f"{base_url}/metrics", timeout=HEALTH_TIMEOUT_S)
+        except httpx.TransportError:
+            return None
+        if response.status_code != 200:
+            return None
+        return requests_in_server(response.text)
+
     async def served_models(self, base_url: str) -> set[str]:
         """The names the server serves: its base model and every adapter it holds (vLLM's list
         is the truth, whichever API process or replica loaded an adapter)."""
@@ -193,3 +205,18 @@ def _transport_error(exc: Exception) -> httpx.TransportError:
     if isinstance(exc, TimeoutError):
         return httpx.ReadTimeout(message)
     return httpx.ReadError(message)
+
+
+QUEUE_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+def requests_in_server(exposition: str) -> int | None:
+    """The sum of vLLM's running and waiting gauges (over engines) in Prometheus text; None
+    when neither is there."""
+    total, seen = 0.0, False
+    for line in exposition.splitlines():
+        if line.startswith(QUEUE_GAUGES) and line.split("{", 1)[0].split(" ", 1)[0] in QUEUE_GAUGES:
+            with contextlib.suppress(ValueError, IndexError):
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+    return round(total) if seen else None

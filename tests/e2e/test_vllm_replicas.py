@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from inference.vllm_client import requests_in_server
 from inference.vllm_process import VLLMProcess
 from service.settings import Settings
 from tests.e2e.conftest import METRICS_TOKEN
@@ -130,6 +131,9 @@ def test_one_model_one_replica_failover_and_deletion(
     } and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ready["replicas"] == {"tiny-chat": {"ready": 2, "total": 2}}
+    # Bounded load counts every API process's requests from each replica's own gauges.
+    exposed = [httpx.get(p.base_url + "/metrics").text for p in replicas]
+    assert [requests_in_server(text) for text in exposed] == [0, 0]
     training = client.files.create(file=("train.jsonl", fact_lines()), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=training.id)
     done = wait_for(client, job.id, TERMINAL)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from inference.upstreams import Upstream, Upstreams, _addresses
-from inference.vllm_client import VLLMClient
+from inference.vllm_client import VLLMClient, requests_in_server
 from service.settings import Settings
 
 URLS = ["http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"]
@@ -127,3 +127,49 @@ def test_a_headless_service_name_is_one_replica_per_address_it_resolves_to(
 
 def test_the_system_resolver_answers_every_address_of_a_name() -> None:
     assert "127.0.0.1" in asyncio.run(_addresses("localhost", 80))
+
+
+EXPOSITION = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="tiny-chat"} 3.0
+vllm:num_requests_running{engine="1",model_name="tiny-chat"} 1.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="tiny-chat"} 2.0
+vllm:num_requests_waiting_by_reason{engine="0",reason="capacity"} 2.0
+vllm:num_requests_kv_fetch_by_stage{stage="x"} 9.0
+"""
+
+
+def test_a_replicas_queue_is_read_from_its_own_gauges() -> None:
+    assert requests_in_server(EXPOSITION) == 6  # running on both engines + waiting, no others
+    assert requests_in_server("# nothing here\nother_metric 4.0\n") is None
+
+
+def test_other_processes_requests_count_toward_a_replicas_bounded_load(tmp_path: Path) -> None:
+    """What the replica reports beyond this process's own requests is the others' load: a
+    replica busy with another API process's requests spills this one's hot model."""
+    upstreams = replicas(tmp_path, URLS[:2])
+    home = chosen(upstreams, "ft:hot")
+    other = next(u for u in upstreams.replicas("tiny-chat") if u is not home)
+    depth = {home.base_url: 5, other.base_url: 0}
+
+    def vllm(request: httpx.Request) -> httpx.Response:
+        base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "tiny-chat"}]})
+        running = f'vllm:num_requests_running{{engine="0"}} {depth[base]}.0\n'
+        return httpx.Response(200, text=running)
+
+    upstreams.vllm = VLLMClient(httpx.AsyncClient(transport=httpx.MockTransport(vllm)))
+    home.in_flight = 1  # one of the five is this process's
+
+    async def look() -> None:
+        for upstream in upstreams.replicas("tiny-chat"):
+            await upstreams._look(upstream)
+
+    asyncio.run(look())
+    assert (home.others_in_flight, other.others_in_flight) == (4, 0)
+    assert chosen(upstreams, "ft:hot") is other  # load 5 of 6: over ceil(1.25 * 6 / 2) = 4
+    depth[home.base_url] = 1  # the others' requests finished
+    asyncio.run(look())
+    assert home.others_in_flight == 0 and chosen(upstreams, "ft:hot") is home
