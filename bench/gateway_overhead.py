@@ -102,12 +102,18 @@ async def round_of(
     return requests * tokens / elapsed, firsts, totals
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load of the serving overhead benches: requests per round, concurrent clients, output
+    tokens per request, rounds."""
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_load_arguments(parser)
     parser.add_argument("--synthetic", action="store_true", help="bench/synthetic_vllm.py")
     add_serving_arguments(parser)
     args = parser.parse_args()

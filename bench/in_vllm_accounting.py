@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 import orjson
-from gateway_overhead import cpu_seconds, round_of
+from gateway_overhead import add_load_arguments, cpu_seconds, round_of
 from results import print_table, write_result
 from serving import free_port, start_openft, stop
 from starlette.concurrency import run_in_threadpool
@@ -47,7 +47,6 @@ from service.metrics import Metrics
 from service.settings import DEMO_MODEL_NAME, Settings
 from service.usage import UsageWriter
 
-USAGE = b'"usage"'
 CHAT = "/v1/chat/completions"
 
 
@@ -94,8 +93,8 @@ class InVLLMAccounting:
                 first = first or time.perf_counter()
                 if not stream:
                     usage = orjson.loads(data).get("usage")
-                elif USAGE in data:
-                    message["body"], usage = _usage_taken(data, keep_usage)
+                elif sse.USAGE in data:
+                    message["body"], usage = sse.usage_taken(data, keep_usage)
             await send(message)
 
         await self.app(scope, replay, counting)
@@ -108,20 +107,6 @@ class InVLLMAccounting:
             project_id=principal.project_id, model=self.base.name, base_model=self.base.name,
             prompt=prompt, completion=completion,
         )  # fmt: skip
-
-
-def _usage_taken(data: bytes, keep_usage: bool) -> tuple[bytes, dict[str, Any] | None]:
-    """The streamed events in ``data`` (the usage-only chunk left out unless asked), and its
-    usage."""
-    kept, usage = [], None
-    for event in sse.events(data):
-        chunk = sse.chunk_of(event) if USAGE in event else None
-        if chunk is not None and sse.is_usage_only(chunk):
-            usage = chunk["usage"]
-            if not keep_usage:
-                continue
-        kept.append(event)
-    return b"".join(kept), usage
 
 
 async def _asking_for_usage(receive: Receive) -> tuple[dict[str, Any], bytes]:
@@ -152,10 +137,7 @@ class AccountingVLLM(VLLMProcess):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    add_load_arguments(parser)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="openft-bench-in-vllm-"))
     os.environ["OPENFT_DATA_DIR"] = str(workdir / "data")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from gateway_overhead import cpu_seconds
+from gateway_overhead import add_load_arguments, cpu_seconds
 from results import print_table, write_result
 from serving import ServedBase, add_serving_arguments, result_name, start_openft, stop
 
@@ -99,10 +99,7 @@ async def round_of(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    add_load_arguments(parser)
     add_serving_arguments(parser)
     args = parser.parse_args()
     served = ServedBase.of(args.base_model)

@@ -11,9 +11,7 @@ from typing import Any
 
 from inference.vllm_client import RawStream
 from service import sse
-from service.sse import EVENT_END
-
-USAGE = b'"usage"'
+from service.sse import EVENT_END, USAGE
 
 
 class SSERelay:
@@ -35,23 +33,11 @@ class SSERelay:
                 continue
             complete, partial = data[:end], data[end:]
             if USAGE in complete:
-                complete = self._without_unasked_usage(complete)
+                complete, usage = sse.usage_taken(complete, self.keep_usage_chunk)
+                self.usage = usage or self.usage
             if complete:
                 if self.first_chunk_at is None:
                     self.first_chunk_at = time.perf_counter()
                 yield complete
         if partial.strip():
             yield partial
-
-    def _without_unasked_usage(self, complete: bytes) -> bytes:
-        """The events of ``complete``, noting the usage chunk's figures and leaving it out
-        unless the client asked for it."""
-        kept = []
-        for event in sse.events(complete):
-            chunk = sse.chunk_of(event) if USAGE in event else None
-            if chunk is not None and sse.is_usage_only(chunk):
-                self.usage = chunk["usage"]
-                if not self.keep_usage_chunk:
-                    continue
-            kept.append(event)
-        return b"".join(kept)

@@ -9,6 +9,7 @@ import orjson
 
 EVENT_END = b"\n\n"
 DONE = b"[DONE]"
+USAGE = b'"usage"'
 
 
 def events(data: bytes) -> list[bytes]:
@@ -36,3 +37,17 @@ def chunk_of(event: bytes) -> dict[str, Any] | None:
 def is_usage_only(chunk: dict[str, Any]) -> bool:
     """The chunk ``stream_options.include_usage`` adds after the last choice: usage, no choices."""
     return bool(chunk.get("usage")) and not chunk.get("choices")
+
+
+def usage_taken(data: bytes, keep_chunk: bool) -> tuple[bytes, dict[str, Any] | None]:
+    """The events of ``data`` (the usage-only chunk left out unless ``keep_chunk``), and that
+    chunk's usage; only events that mention ``usage`` are parsed."""
+    kept, usage = [], None
+    for event in events(data):
+        chunk = chunk_of(event) if USAGE in event else None
+        if chunk is not None and is_usage_only(chunk):
+            usage = chunk["usage"]
+            if not keep_chunk:
+                continue
+        kept.append(event)
+    return b"".join(kept), usage

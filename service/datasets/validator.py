@@ -245,11 +245,9 @@ class DatasetValidator:
             return
         report = self.report
         report.n_examples += 1
-        if self._structure_only:
-            self._check_structure(raw)
-            return
         if (
-            report.format in (None, CHAT)
+            not self._structure_only
+            and report.format in (None, CHAT)
             and self._method != "reinforcement"
             and fast_chat.accepts(raw)
         ):
@@ -257,24 +255,21 @@ class DatasetValidator:
             if self._counts(CHAT):
                 self._count(orjson.loads(raw))
             return
-        try:
-            example = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            self._structural(_parse_problem(raw, exc))
-            return
-        if type(example) is not dict:
-            self._structural(f"expected a JSON object, got {json_kind(example)}")
-            return
-        self._check_example(example)
+        example = self._json_object(raw)
+        if example is not None and not self._structure_only:
+            self._check_example(example)
 
-    def _check_structure(self, raw: bytes) -> None:
+    def _json_object(self, raw: bytes) -> dict[str, Any] | None:
+        """The line's JSON object; None, with its structural problem noted, for anything else."""
         try:
             example = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             self._structural(_parse_problem(raw, exc))
-            return
+            return None
         if type(example) is not dict:
             self._structural(f"expected a JSON object, got {json_kind(example)}")
+            return None
+        return example
 
     def _check_example(self, example: dict[str, Any]) -> None:
         found = format_of(example, self._method)

@@ -106,8 +106,6 @@ class Database:
             reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._readers = sessionmaker(reader, expire_on_commit=False)
         self._writers = sessionmaker(writer, expire_on_commit=False)
-        # One statement is its own transaction on PostgreSQL: no BEGIN and COMMIT round trips.
-        self._statements = self._readers if reader is not self.engine else self._writers
 
     @property
     def dialect(self) -> str:
@@ -128,11 +126,12 @@ class Database:
     def write_one(self) -> Iterator[Session]:
         """For a single write statement, atomic by itself: one round trip on PostgreSQL (no
         transaction around it); on SQLite a write transaction like ``write()``."""
-        if self._statements is self._writers:
+        if self.dialect != "postgresql":
             with self.write() as session:
                 yield session
             return
-        with database_errors(), self._statements() as session:
+        # The readers' autocommit connections: the statement is its own transaction.
+        with database_errors(), self._readers() as session:
             yield session
 
     def ping(self) -> None:
