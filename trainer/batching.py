@@ -10,6 +10,7 @@ accumulated gradient is exactly that of the step's mean loss over all its loss t
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -94,12 +95,20 @@ def accumulate_gradients(
     total_loss_tokens = sum(loss_tokens(e) for e in batch)
     loss_sum = 0.0
     correct = padded = 0
+    keeps_logits = _keeps_logits(model)
     for group in length_groups(batch, tokens_per_forward, min_fill):
         input_ids, labels, attention = pad(group)
         input_ids, labels, attention = input_ids.to(device), labels.to(device), attention.to(device)
         padded += input_ids.numel()
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
-        targets = labels[:, 1:]
+        targets = labels[:, 1:]  # position i predicts token i + 1
+        if keeps_logits:  # the vocabulary projection only where some row's next token trains
+            positions = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
+            targets = targets[:, positions]
+            logits = model(
+                input_ids=input_ids, attention_mask=attention, logits_to_keep=positions
+            ).logits
+        else:
+            logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
         group_loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(),
             targets.reshape(-1),
@@ -112,6 +121,16 @@ def accumulate_gradients(
         trained = targets != IGNORE_INDEX
         correct += int(((logits.argmax(-1) == targets) & trained).sum().item())
     return StepTotals(loss_sum, total_loss_tokens, correct, padded)
+
+
+def _keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether the model (under its adapter) computes logits at chosen positions only
+    (transformers' ``logits_to_keep``, as a tensor of positions). On a prompt of 40 tokens
+    and an answer of 12, the projection onto a 49k vocabulary and its loss are then done on 12
+    positions instead of 52; the loss and gradients are the same."""
+    get_base_model = getattr(model, "get_base_model", None)
+    inner = get_base_model() if callable(get_base_model) else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def pad(group: list[TokenizedExample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

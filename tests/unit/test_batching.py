@@ -94,6 +94,18 @@ def test_grouped_batches_give_the_loss_and_gradients_of_the_padded_step(budget: 
         assert totals.padded_tokens < len(batch) * 200  # fewer tokens than padding them all
 
 
+def test_the_vocabulary_projection_runs_only_where_a_next_token_trains() -> None:
+    model = tiny_llama()
+    batch = examples([30, 31, 29])
+    rows: list[int] = []
+    model.lm_head.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[1]))
+
+    accumulate_gradients(model, batch, tokens_per_forward=100_000)
+
+    trained = {i - 1 for e in batch for i, label in enumerate(e.labels) if label != IGNORE_INDEX}
+    assert rows == [len(trained - {-1})] and rows[0] < 30
+
+
 def test_the_same_seed_and_data_give_the_same_adapter(tmp_path: Path) -> None:
     model_dir = tmp_path / "base"
     tiny_llama().save_pretrained(model_dir)
