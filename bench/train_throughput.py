@@ -16,7 +16,16 @@ of steps, and with two different shuffles that is the loss of different batches 
 the order alone, measured). TRL with its own defaults (bf16 autocast and gradient checkpointing,
 even on a CPU, and its own shuffle) runs too, for reference. Tokens/s counts real (non-padding)
 tokens; tokenization is outside the timed part on both sides.
-Run: `.venv/bin/python bench/train_throughput.py [--size tiny|small] [--examples 256]
+
+Quality, judged the same way for both adapters (`bench/train_quality.py`): the final training
+loss; the held-out validation loss (OpenFT's evaluation, on the tokens OpenFT trains); and, on
+the real demo model, answers through vLLM. The matched TRL run trains on OpenFT's tokens and
+labels, so its logged loss counts what OpenFT's counts; what TRL's own labels would log (they
+also count the chat template's "\n" after each answer's end-of-turn token) is measured on the
+same adapter. `--size smollm2` fine-tunes the real demo model (SmolLM2-135M-Instruct, built
+offline) on the sample FAQ with a job's `auto` hyperparameters (3 epochs, batch size 1, the
+model's learning-rate multiplier) and asks the taught questions and the held-out paraphrases.
+Run: `.venv/bin/python bench/train_throughput.py [--size tiny|small|smollm2] [--examples 256]
 [--batch-size 8] [--max-length 1024] [--peak-tflops T]`.
 """
 
@@ -31,6 +40,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +49,14 @@ from datasets import Dataset
 from peft import LoraConfig
 from results import machine, write_result
 from torch.utils.data import SequentialSampler
+from train_quality import (
+    FAQ,
+    answer_scores,
+    sample_faq,
+    served_answers,
+    validation_loss,
+    with_trl_labels,
+)
 from transformers import (
     AutoTokenizer,
     LlamaConfig,
@@ -48,13 +66,14 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from service.settings import ALL_LINEAR, BaseModelConfig
-from trainer.chat_masks import tokenize_chat
+from service.settings import SMOLLM2_MODEL_NAME, BaseModelConfig, Settings
+from trainer.chat_masks import IGNORE_INDEX, TokenizedExample, tokenize_chat
 from trainer.demo_model import ARCHITECTURES, create_demo_model, synthetic_corpus
-from trainer.hyperparameters import Hyperparameters
+from trainer.hyperparameters import Hyperparameters, resolve
 from trainer.loop import StepMetrics, TrainingHooks, epoch_order, train_lora
-from trainer.placement import Accelerator, Placement, plan
-from trainer.run import TrainingRun
+from trainer.placement import Accelerator, Placement, load_base, plan
+from trainer.run import TOKENS_PER_FORWARD, TrainingRun
+from trainer.smollm2 import create_smollm2
 
 LEARNING_RATE = 2e-4
 MAX_LENGTH = 1024
@@ -62,6 +81,8 @@ RANK, ALPHA = 16, 32
 # Room for the chat template's tokens: the longest chat is this much under --max-length (1,000
 # tokens at the default 1024).
 TEMPLATE_ROOM = 24
+# The real demo model, as --size.
+DEMO = "smollm2"
 
 # The models a run can train: architecture and decoder shape. "tiny" is the ~20M Llama the CPU
 # figures were measured on; "small" is Qwen2.5-0.5B's decoder (24 layers, 896 wide, 14 heads, 2 KV
@@ -145,12 +166,62 @@ def base_config(model_dir: Path, max_length: int) -> BaseModelConfig:
     )
 
 
-def run_openft(
-    base: BaseModelConfig, conversations: list[Any], batch_size: int, out: Path
-) -> dict[str, Any]:
-    tokenizer = AutoTokenizer.from_pretrained(base.path)
-    examples = [tokenize_chat(tokenizer, c, max_length=base.max_seq_length) for c in conversations]
-    hp = Hyperparameters(n_epochs=1, batch_size=batch_size, learning_rate_multiplier=1.0)
+@dataclass
+class Workload:
+    """What both trainers train on and how: the base as OpenFT sees it, the chats, the
+    hyperparameters and the held-out chats; on the real demo model, the FAQ to ask."""
+
+    base: BaseModelConfig
+    parameters: int
+    conversations: list[Any]
+    validation: list[Any]
+    hp: Hyperparameters
+    faq: FAQ | None = None
+
+    @property
+    def learning_rate(self) -> float:
+        return self.base.learning_rate * self.hp.learning_rate_multiplier
+
+    def tokenized(self, conversations: list[Any]) -> list[TokenizedExample]:
+        tokenizer = AutoTokenizer.from_pretrained(self.base.path)
+        return [
+            tokenize_chat(tokenizer, c, max_length=self.base.max_seq_length) for c in conversations
+        ]
+
+
+def random_model_workload(args: argparse.Namespace, scratch: Path) -> Workload:
+    """The ``--size`` model with random weights on synthetic chats, one epoch."""
+    demo = create_demo_model(scratch / "demo")
+    model_dir = scratch / "model"
+    params = build_model(model_dir, demo, args.size, args.max_length)
+    base = base_config(model_dir, args.max_length)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    longest = args.max_length - TEMPLATE_ROOM
+    hp = Hyperparameters(n_epochs=1, batch_size=args.batch_size or 8, learning_rate_multiplier=1.0)
+    return Workload(
+        base, params, chats(tokenizer, args.examples, seed=1, longest=longest),
+        chats(tokenizer, max(8, args.examples // 8), seed=2, longest=longest), hp,
+    )  # fmt: skip
+
+
+def demo_model_workload(args: argparse.Namespace) -> Workload:
+    """The real demo model on the sample FAQ with a job's `auto` hyperparameters (a given
+    ``--batch-size`` replaces auto's)."""
+    settings = Settings(demo_model_name=SMOLLM2_MODEL_NAME)
+    base = settings.demo_model
+    if not (Path(base.path) / "config.json").exists():
+        create_smollm2(Path(base.path), cache=settings.cache_dir / "downloads")
+    faq = sample_faq()
+    requested = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    hp = resolve(
+        requested, len(faq.train), auto_learning_rate_multiplier=base.auto_learning_rate_multiplier
+    )
+    params = sum(p.numel() for p in load_base(base, plan(base, Accelerator.detect())).parameters())
+    return Workload(base, params, faq.train, faq.held_out, hp, faq)
+
+
+def run_openft(workload: Workload, out: Path) -> dict[str, Any]:
+    examples = workload.tokenized(workload.conversations)
     losses: list[float] = []
     marks: list[float] = []
 
@@ -161,8 +232,12 @@ def run_openft(
     # Timed from the first step to the end of the last, as trainer.train() is on the TRL side:
     # loading the model before, and the resume snapshot after, are outside both.
     hooks = TrainingHooks(on_start=lambda: marks.append(time.perf_counter()), on_step=on_step)
-    result = train_lora(TrainingRun(base, examples, hp, seed=0), output_dir=out, hooks=hooks)
-    return {"seconds": marks[-1] - marks[0], "tokens": result.trained_tokens, "losses": losses}
+    run = TrainingRun(workload.base, examples, workload.hp, seed=0)
+    result = train_lora(run, output_dir=out, hooks=hooks)
+    return {
+        "seconds": marks[-1] - marks[0], "tokens": result.trained_tokens, "losses": losses,
+        "adapter": out / "final",
+    }  # fmt: skip
 
 
 def matched_settings(placement: Placement) -> dict[str, Any]:
@@ -189,29 +264,36 @@ class InOrderSFTTrainer(SFTTrainer):
         return SequentialSampler(self.train_dataset)
 
 
-def run_trl(
-    model_dir: Path,
-    conversations: list[Any],
-    batch_size: int,
-    out: Path,
-    max_length: int = MAX_LENGTH,
-    matched: Placement | None = None,
-) -> dict[str, Any]:
-    """TRL's SFTTrainer with its defaults; with ``matched``, OpenFT's placement and OpenFT's
-    batches (the examples in OpenFT's epoch order for seed 0, read in sequence)."""
+def in_openft_order(workload: Workload) -> Dataset:
+    """OpenFT's tokens and labels, in OpenFT's order for seed 0, every epoch one after the
+    other: read in sequence for one epoch, they make OpenFT's batches (an epoch's last short
+    batch aside, hence the check)."""
+    n, hp = len(workload.conversations), workload.hp
+    assert hp.n_epochs == 1 or n % hp.batch_size == 0, "batches would span two epochs"
+    examples = workload.tokenized(workload.conversations)
+    order = [i for epoch in range(hp.n_epochs) for i in epoch_order(0, epoch, n)]
+    return Dataset.from_list(
+        [{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in order]
+    )
+
+
+def run_trl(workload: Workload, out: Path, matched: Placement | None = None) -> dict[str, Any]:
+    """TRL's SFTTrainer with its defaults on prompt/completion pairs; with ``matched``, OpenFT's
+    placement and OpenFT's tokens, labels and batches (``in_openft_order``)."""
+    base, hp = workload.base, workload.hp
     if matched is not None:
-        conversations = [conversations[i] for i in epoch_order(0, 0, len(conversations))]
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    pairs = Dataset.from_list([{"prompt": c[:-1], "completion": c[-1:]} for c in conversations])
-    extra = matched_settings(matched) if matched is not None else {}
+        data, epochs, extra = in_openft_order(workload), 1, matched_settings(matched)
+    else:
+        pairs = [{"prompt": c[:-1], "completion": c[-1:]} for c in workload.conversations]
+        data, epochs, extra = Dataset.from_list(pairs), hp.n_epochs, {}
     config = SFTConfig(
         output_dir=str(out),
-        per_device_train_batch_size=batch_size,
-        num_train_epochs=1,
-        learning_rate=LEARNING_RATE,
+        per_device_train_batch_size=hp.batch_size,
+        num_train_epochs=epochs,
+        learning_rate=workload.learning_rate,
         lr_scheduler_type="linear",
         warmup_steps=0,
-        max_length=max_length,
+        max_length=base.max_seq_length,
         logging_steps=1,
         save_strategy="no",
         report_to=[],
@@ -222,22 +304,51 @@ def run_trl(
         **extra,
     )
     lora = LoraConfig(
-        r=RANK, lora_alpha=ALPHA, target_modules=list(ALL_LINEAR), lora_dropout=0.0,
-        bias="none", task_type="CAUSAL_LM",
+        r=base.lora_rank, lora_alpha=base.lora_alpha, target_modules=list(base.lora_target_modules),
+        lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
     )  # fmt: skip
     trainer = (InOrderSFTTrainer if matched is not None else SFTTrainer)(
-        model=str(model_dir),
+        model=base.path,
         args=config,
-        train_dataset=pairs,
-        processing_class=tokenizer,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(base.path),
         peft_config=lora,
     )
-    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    tokens = epochs * sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    trainer.save_model(str(out / "final"))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"seconds": seconds, "tokens": tokens, "losses": losses}
+    return {"seconds": seconds, "tokens": tokens, "losses": losses, "adapter": out / "final"}
+
+
+def quality(workload: Workload, runs: dict[str, dict[str, Any]], scratch: Path) -> dict[str, Any]:
+    """Held-out validation loss of each adapter, what TRL's own labels would log on the matched
+    TRL adapter, and on the real demo model the served answers' scores."""
+    base, found = workload.base, {}
+    held_out = workload.tokenized(workload.validation)
+    trained = workload.tokenized(workload.conversations)
+    for key in ("openft", "trl"):
+        loss, accuracy = validation_loss(base, runs[key]["adapter"], held_out, TOKENS_PER_FORWARD)
+        found[key] = {"validation_loss": loss, "validation_token_accuracy": accuracy}
+    end_of_turn = next(t for t in reversed(trained[0].labels) if t != IGNORE_INDEX)
+    ours, theirs = (
+        validation_loss(base, runs["trl"]["adapter"], examples, TOKENS_PER_FORWARD)[0]
+        for examples in (trained, with_trl_labels(trained, end_of_turn))
+    )
+    found["trl_own_labels_vs_openft_labels"] = theirs / ours - 1
+    if workload.faq is not None:
+        faq = workload.faq
+        questions = [q for q, _, _ in faq.taught + faq.paraphrased]
+        adapters = {key: runs[key]["adapter"] for key in ("openft", "trl")}
+        answers = served_answers(base, adapters, questions, scratch / "vllm")
+        for model, said in answers.items():
+            key = model if model in adapters else "base_model"
+            found.setdefault(key, {})
+            found[key]["taught"] = answer_scores(said[: len(faq.taught)], faq.taught)
+            found[key]["held_out"] = answer_scores(said[len(faq.taught) :], faq.paraphrased)
+    return found
 
 
 def tail_mean(losses: list[float]) -> float:
@@ -263,9 +374,11 @@ def mfu(parameters: int, tokens_per_second: float, peak: float) -> float:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--size", choices=[*sorted(SIZES), DEMO], default="tiny")
     parser.add_argument("--examples", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help=f"default 8 (for {DEMO}: a job's auto)"
+    )
     parser.add_argument("--max-length", type=int, default=MAX_LENGTH)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
@@ -280,101 +393,134 @@ def arguments() -> argparse.Namespace:
     return args
 
 
+def describe(args: argparse.Namespace, workload: Workload, device: str) -> str:
+    base, hp = workload.base, workload.hp
+    lengths = sorted(len(e.input_ids) for e in workload.tokenized(workload.conversations))
+    if args.size == DEMO:
+        model = f"{base.name} (real weights), {workload.parameters / 1e6:.1f}M parameters"
+        data = f"the sample FAQ, {len(lengths)} chats, {len(workload.validation)} held out"
+    else:
+        architecture, shape = SIZES[args.size]
+        layers, width = shape["num_hidden_layers"], shape["hidden_size"]
+        model = (
+            f"{architecture} ({args.size}: {layers} layers, {width} wide), "
+            f"{workload.parameters / 1e6:.1f}M parameters"
+        )
+        data = f"{len(lengths)} chats, {len(workload.validation)} held out"
+    placement = plan(base, Accelerator.detect())
+    where = f"{device}; both {placement.describe()}" if torch.cuda.is_available() else device
+    return (
+        f"model: {model}, LoRA r={base.lora_rank} on {', '.join(base.lora_target_modules)}; "
+        f"{data}, tokens min {lengths[0]} / median {lengths[len(lengths) // 2]} / max "
+        f"{lengths[-1]}; {hp.n_epochs} epochs, batch size {hp.batch_size}, learning rate "
+        f"{workload.learning_rate:g}; {where}; torch {torch.__version__}"
+    )
+
+
 def main() -> None:
     args = arguments()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     cuda = torch.cuda.is_available()
-    device = torch.cuda.get_device_name(0) if cuda else str(machine()["cpu"])
+    device = (
+        torch.cuda.get_device_name(0) if cuda else f"{machine()['cpu']}, {args.threads} threads"
+    )
     peak = args.peak_tflops
     if peak is None and cuda:
         peak = peak_tflops(device)
-    architecture, shape = SIZES[args.size]
     scratch = Path(tempfile.mkdtemp(prefix="openft-train-bench-"))
     try:
-        demo = create_demo_model(scratch / "demo")
-        model_dir = scratch / "model"
-        params = build_model(model_dir, demo, args.size, args.max_length)
-        base = base_config(model_dir, args.max_length)
-        placement = plan(base, Accelerator.detect())
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        conversations = chats(
-            tokenizer, args.examples, seed=1, longest=args.max_length - TEMPLATE_ROOM
+        workload = (
+            demo_model_workload(args) if args.size == DEMO else random_model_workload(args, scratch)
         )
-        lengths = sorted(
-            len(tokenize_chat(tokenizer, c, max_length=args.max_length).input_ids)
-            for c in conversations
-        )
-        where = (
-            f"{device}; both {placement.describe()}"
-            if cuda
-            else f"{device}, {args.threads} CPU threads"
-        )
-        print(
-            f"model: {architecture} ({args.size}: {shape['num_hidden_layers']} layers, "
-            f"{shape['hidden_size']} wide), {params / 1e6:.1f}M parameters, LoRA r={RANK} on all "
-            f"linear layers; {args.examples} chats, tokens min {lengths[0]} / median "
-            f"{lengths[len(lengths) // 2]} / max {lengths[-1]} (max length {args.max_length}); "
-            f"batch size {args.batch_size}; {where}; torch {torch.__version__}"
-        )
-        baseline = run_trl(
-            model_dir, conversations, args.batch_size, scratch / "trl",
-            max_length=args.max_length, matched=placement,
-        )  # fmt: skip
-        defaults = run_trl(
-            model_dir, conversations, args.batch_size, scratch / "trl-defaults",
-            max_length=args.max_length,
-        )  # fmt: skip
-        ours = run_openft(base, conversations, args.batch_size, scratch / "openft")
+        workload_line = describe(args, workload, device)
+        print(workload_line, flush=True)
+        placement = plan(workload.base, Accelerator.detect())
+        runs = {
+            "trl": run_trl(workload, scratch / "trl", matched=placement),
+            "trl_defaults": run_trl(workload, scratch / "trl-defaults"),
+            "openft": run_openft(workload, scratch / "openft"),
+        }
+        judged = quality(workload, runs, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    rates: dict[str, float] = {}
-    for key, name, run in (
-        ("trl", "TRL SFTTrainer (matched)", baseline),
-        ("trl_defaults", "TRL SFTTrainer defaults", defaults),
-        ("openft", "OpenFT trainer", ours),
-    ):
-        rate = rates[key] = run["tokens"] / run["seconds"]
-        final = tail_mean(run["losses"])
-        utilisation = f"  MFU {mfu(params, rate, peak):.1%}" if peak is not None else ""
-        print(
-            f"{name:24s} {len(run['losses']):4d} steps {run['tokens']:8,d} tokens "
-            f"{run['seconds']:7.1f} s {rate:8.0f} tokens/s  final loss {final:.4f}{utilisation}"
+    figures = report(args, workload, runs, judged, peak)
+    figures["workload"] = workload_line
+    figures["device"] = device
+    figures["openft_placement"] = placement.describe()
+    name = "train_throughput" if args.size == "tiny" else f"train_throughput_{args.size}"
+    write_result(name, figures)
+
+
+def report(
+    args: argparse.Namespace, workload: Workload, runs: dict[str, dict[str, Any]],
+    judged: dict[str, Any], peak: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Print the figures; returns them for the results file."""
+    rates = {key: run["tokens"] / run["seconds"] for key, run in runs.items()}
+    names = {"trl": "TRL SFTTrainer (matched)", "trl_defaults": "TRL SFTTrainer defaults",
+             "openft": "OpenFT trainer"}  # fmt: skip
+    for key, run in runs.items():
+        rate, final = rates[key], tail_mean(run["losses"])
+        held = judged.get(key, {}).get("validation_loss")
+        validation = f"  validation loss {held:.4f}" if held is not None else ""
+        utilisation = (
+            f"  MFU {mfu(workload.parameters, rate, peak):.1%}" if peak is not None else ""
         )
+        print(
+            f"{names[key]:24s} {len(run['losses']):4d} steps {run['tokens']:8,d} tokens "
+            f"{run['seconds']:7.1f} s {rate:8.0f} tokens/s  final loss {final:.4f}"
+            f"{validation}{utilisation}"
+        )
+    ours, trl = runs["openft"], runs["trl"]
     ratio = rates["openft"] / rates["trl"]
-    drift = tail_mean(ours["losses"]) / tail_mean(baseline["losses"]) - 1
-    steps = [a / b - 1 for a, b in zip(ours["losses"], baseline["losses"], strict=True)]
-    order_alone = tail_mean(defaults["losses"]) / tail_mean(baseline["losses"]) - 1
+    drift = tail_mean(ours["losses"]) / tail_mean(trl["losses"]) - 1
+    steps = [a / b - 1 for a, b in zip(ours["losses"], trl["losses"], strict=True)]
+    order_alone = tail_mean(runs["trl_defaults"]["losses"]) / tail_mean(trl["losses"]) - 1
+    held_out = judged["openft"]["validation_loss"] / judged["trl"]["validation_loss"] - 1
+    newline = judged["trl_own_labels_vs_openft_labels"]
     print(f"throughput ratio (OpenFT / TRL, same settings): {ratio:.2f}x (bar >= 1.5x)")
     print(f"vs TRL with its defaults: {rates['openft'] / rates['trl_defaults']:.2f}x")
-    print(f"final loss difference: {drift:+.2%} (bar: within 5%); per step, same batches: "
-          f"largest {max(steps, key=abs):+.2%}, mean {statistics.fmean(steps):+.2%}; TRL's own "
-          f"shuffle and defaults vs the matched TRL: {order_alone:+.2%}")  # fmt: skip
+    print(f"final training loss difference: {drift:+.2%}; held-out validation loss difference: "
+          f"{held_out:+.2%} (bars: within 2%); per step, same batches: largest "
+          f"{max(steps, key=abs):+.2%}, mean {statistics.fmean(steps):+.2%}; TRL's own shuffle "
+          f"and defaults vs the matched TRL: {order_alone:+.2%}")  # fmt: skip
+    print(f"TRL's own labels (+ the template's token after each answer) on the matched TRL "
+          f"adapter's training chats: loss {newline:+.2%} against OpenFT's labels")  # fmt: skip
+    for key in ("base_model", "openft", "trl"):
+        if "taught" in judged.get(key, {}):
+            taught, held = judged[key]["taught"], judged[key]["held_out"]
+            print(f"answers of {key:10s}: taught questions {taught['fact_share']:.0%} contain the "
+                  f"fact (token F1 {taught['token_f1']:.2f}); held-out paraphrases "
+                  f"{held['fact_share']:.0%} (token F1 {held['token_f1']:.2f})")  # fmt: skip
     if peak is not None:
-        print(f"MFU: 6 x {params / 1e6:.1f}M parameters x tokens/s / {peak:g} TFLOP/s (bf16 dense)")
+        print(f"MFU: 6 x {workload.parameters / 1e6:.1f}M parameters x tokens/s / {peak:g} "
+              "TFLOP/s (bf16 dense)")  # fmt: skip
     figures: dict[str, Any] = {
         "size": args.size,
-        "architecture": architecture,
-        "parameters": params,
-        "max_length": args.max_length,
-        "device": device,
-        "openft_placement": placement.describe(),
-        "trl_settings": "matched to OpenFT's placement (trl_defaults: TRL's own)",
+        "parameters": workload.parameters,
+        "hyperparameters": workload.hp.as_dict(),
+        "trl_settings": "matched to OpenFT's placement, tokens, labels and batches "
+                        "(trl_defaults: TRL's own)",
         "tokens_per_second": {key: round(rate, 1) for key, rate in rates.items()},
         "ratio": round(ratio, 3),
         "ratio_vs_trl_defaults": round(rates["openft"] / rates["trl_defaults"], 3),
+        "final_loss": {key: round(tail_mean(run["losses"]), 4) for key, run in runs.items()},
         "final_loss_difference": round(drift, 4),
+        "validation_loss_difference": round(held_out, 4),
         "per_step_loss_difference": {
             "largest": round(max(steps, key=abs), 4), "mean": round(statistics.fmean(steps), 4),
         },
         "trl_defaults_vs_matched_final_loss": round(order_alone, 4),
+        "trl_own_labels_vs_openft_labels": round(newline, 4),
+        "quality": judged,
     }  # fmt: skip
     if peak is not None:
         figures["peak_tflops"] = peak
-        figures["mfu"] = {key: round(mfu(params, rate, peak), 4) for key, rate in rates.items()}
-    write_result(
-        "train_throughput" if args.size == "tiny" else f"train_throughput_{args.size}", figures
-    )
+        figures["mfu"] = {
+            key: round(mfu(workload.parameters, rate, peak), 4) for key, rate in rates.items()
+        }
+    return figures
 
 
 if __name__ == "__main__":
