@@ -53,11 +53,13 @@ test: install-ml system-deps clients
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
 # On an NVIDIA GPU host: CUDA training (bf16, fused attention, QLoRA) and the CUDA vLLM end to end
-# (tests/gpu), then the training and serving benchmarks at the small model's size. Not in `make test`.
+# (tests/gpu), then the training and serving benchmarks at the small model's size, and training
+# quality on the real demo model (its first build needs a package index). Not in `make test`.
 test-gpu: $(VENV)/.installed-ml-cuda
 	$(BIN)/pytest tests/gpu --durations=30 $(PYTEST_ARGS)
 	$(BIN)/python -m trainer.demo_model --output $(GPU_MODEL) --size small
 	$(BIN)/python bench/train_throughput.py --size small
+	$(BIN)/python bench/train_throughput.py --size smollm2
 	$(BIN)/python bench/first_request.py --jobs 5 --base-model $(GPU_MODEL) --label gpu
 	$(BIN)/python bench/gateway_overhead.py --base-model $(GPU_MODEL) --label gpu
 	$(BIN)/python bench/adapters.py --base-model $(GPU_MODEL) --label gpu
@@ -66,7 +68,7 @@ test-fast: install-ml
 	$(BIN)/pytest tests/unit --durations=30 $(PYTEST_ARGS)
 
 # Every benchmark, each against its baseline in the same run; figures in bench/results/*.json.
-# About 36 minutes on a 2-core CPU machine (PostgreSQL on 127.0.0.1 for lists, queue and soak).
+# About 50 minutes on a 2-core CPU machine (PostgreSQL on 127.0.0.1 for lists, queue and soak).
 bench: install-ml system-deps
 	$(BIN)/python bench/lists.py
 	$(BIN)/python bench/api_throughput.py
@@ -75,11 +77,13 @@ bench: install-ml system-deps
 	$(BIN)/python bench/in_vllm_accounting.py
 	$(BIN)/python bench/responses_overhead.py
 	$(BIN)/python bench/adapters.py
+	$(BIN)/python bench/adapters.py --replicas 2
 	$(BIN)/python bench/first_request.py --jobs 10
 	$(BIN)/python bench/drift_overhead.py --requests 50000
 	$(BIN)/python bench/validation_throughput.py --mb 100
 	$(BIN)/python bench/upload.py --mb 200
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/train_throughput.py --size smollm2
 	$(BIN)/python bench/rft_throughput.py --steps 6 --prompts-per-step 2 --samples 8
 	$(BIN)/python bench/batch_interactive.py
 	$(BIN)/python bench/soak.py --minutes 10
