@@ -19,13 +19,12 @@ import argparse
 import json
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
-from serving import start_openft
+from serving import greedy_answers, start_openft
 
 from service.settings import SMOLLM2_MODEL_NAME, Settings
 from trainer.smollm2 import create_smollm2
@@ -67,15 +66,7 @@ def catalog(n_examples: int) -> tuple[bytes, Pairs, Pairs]:
 
 
 def share(client: OpenAI, model: str, pairs: list[tuple[str, str]]) -> float:
-    def answer(question: str) -> str:
-        reply = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": question}],
-            temperature=0, max_tokens=48,
-        )  # fmt: skip
-        return reply.choices[0].message.content or ""
-
-    with ThreadPoolExecutor(8) as pool:  # vLLM batches them
-        answers = list(pool.map(answer, [q for q, _ in pairs]))
+    answers = greedy_answers(client, model, [q for q, _ in pairs])
     expected = [fact.lower() for _, fact in pairs]
     hits = sum(fact in a.lower() for a, fact in zip(answers, expected, strict=True))
     return hits / len(pairs)

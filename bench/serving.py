@@ -1,5 +1,6 @@
 """Starting `openft serve` for a benchmark: a scratch data folder, a free port, the first key;
-and which base model it serves (the demo model, or `--base-model PATH` as `bench-base`)."""
+which base model it serves (the demo model, or `--base-model PATH` as `bench-base`); and asking a
+served model questions."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from openai import OpenAI
 
 from service.settings import DEMO_MODEL_NAME
 
@@ -129,3 +132,17 @@ def stop(server: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
+
+
+def greedy_answers(client: OpenAI, model: str, questions: list[str]) -> list[str]:
+    """``model``'s greedy answers (48 tokens at most), asked 8 at a time (vLLM batches them)."""
+
+    def ask(question: str) -> str:
+        reply = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}],
+            temperature=0, max_tokens=48,
+        )  # fmt: skip
+        return reply.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(ask, questions))

@@ -16,7 +16,6 @@ import re
 import string
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 from openai import OpenAI
 from peft import PeftModel
+from serving import greedy_answers
 
 from inference.vllm_process import VLLMProcess
 from service.settings import BaseModelConfig, Settings
@@ -103,19 +103,7 @@ def served_answers(
             )
             loaded.raise_for_status()
         client = OpenAI(base_url=vllm.base_url + "/v1", api_key="unused", max_retries=0)
-
-        def ask(model: str, question: str) -> str:
-            reply = client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": question}],
-                temperature=0, max_tokens=48,
-            )  # fmt: skip
-            return reply.choices[0].message.content or ""
-
-        with ThreadPoolExecutor(8) as pool:  # vLLM batches them
-            return {
-                model: list(pool.map(lambda q, m=model: ask(m, q), questions))
-                for model in (base.name, *adapters)
-            }
+        return {model: greedy_answers(client, model, questions) for model in (base.name, *adapters)}
     finally:
         vllm.stop()
 
