@@ -95,13 +95,13 @@ def accumulate_gradients(
     total_loss_tokens = sum(loss_tokens(e) for e in batch)
     loss_sum = 0.0
     correct = padded = 0
-    keeps_logits = _keeps_logits(model)
+    selects_positions = keeps_logits(model)
     for group in length_groups(batch, tokens_per_forward, min_fill):
         input_ids, labels, attention = pad(group)
         input_ids, labels, attention = input_ids.to(device), labels.to(device), attention.to(device)
         padded += input_ids.numel()
         targets = labels[:, 1:]  # position i predicts token i + 1
-        if keeps_logits:  # the vocabulary projection only where some row's next token trains
+        if selects_positions:  # the vocabulary projection only where some row's next token trains
             positions = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
             targets = targets[:, positions]
             logits = model(
@@ -123,7 +123,7 @@ def accumulate_gradients(
     return StepTotals(loss_sum, total_loss_tokens, correct, padded)
 
 
-def _keeps_logits(model: torch.nn.Module) -> bool:
+def keeps_logits(model: torch.nn.Module) -> bool:
     """Whether the model (under its adapter) computes logits at chosen positions only
     (transformers' ``logits_to_keep``, as a tensor of positions). On a prompt of 40 tokens
     and an answer of 12, the projection onto a 49k vocabulary and its loss are then done on 12

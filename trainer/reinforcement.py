@@ -27,10 +27,13 @@ from transformers import PreTrainedTokenizerBase
 from graders.config import Grader, parse_grader, walk
 from graders.grading import Grade, GradingServices, grade_batch
 from graders.samples import Sample
+from trainer.batching import keeps_logits
 from trainer.dataset import PromptExample, TrainingExample
 from trainer.objectives import TrainingFailed
 
 ADVANTAGE_EPS = 1e-4
+# Answers sampled by one ``generate`` call at most (a step's prompts x samples_per_prompt, split).
+SEQUENCES_PER_GENERATE = 64
 _HERMES_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 ERROR_FLAGS = (
     "sample_parse_error",
@@ -81,9 +84,7 @@ class ReinforcementObjective:
         mean reward)."""
         prompts = _prompts(batch)
         started = time.perf_counter()
-        groups = [
-            self._sample(model, p, self.setup.samples_per_prompt, greedy=False) for p in prompts
-        ]
+        groups = self._sample(model, prompts, self.setup.samples_per_prompt, greedy=False)
         sampled = time.perf_counter()
         answers = [a for group in groups for a in group]
         grades = grade_batch(
@@ -111,11 +112,8 @@ class ReinforcementObjective:
     def evaluate(self, model: PeftModel, examples: list[TrainingExample]) -> tuple[float, float]:
         """(0, mean reward) over ``examples``' answers: greedy with one sample, else sampled."""
         count = self.setup.eval_samples
-        answers = [
-            answer
-            for prompt in _prompts(examples)
-            for answer in self._sample(model, prompt, count, greedy=count == 1)
-        ]
+        groups = self._sample(model, _prompts(examples), count, greedy=count == 1)
+        answers = [answer for group in groups for answer in group]
         grades = grade_batch(
             self.grader, [(a.sample, a.prompt.item) for a in answers], self.grading
         )
@@ -133,11 +131,35 @@ class ReinforcementObjective:
         return self._details
 
     def _sample(
-        self, model: PeftModel, prompt: PromptExample, count: int, *, greedy: bool
-    ) -> list[Answer]:
+        self, model: PeftModel, prompts: list[PromptExample], count: int, *, greedy: bool
+    ) -> list[list[Answer]]:
+        """``count`` answers to each prompt, grouped by prompt, from as few ``generate`` calls as
+        ``SEQUENCES_PER_GENERATE`` allows: decoding reads every weight once per token whatever
+        the batch, so one left-padded batch costs little more than one prompt."""
+        per_call = max(1, SEQUENCES_PER_GENERATE // count)
+        groups: list[list[Answer]] = []
+        was_training = model.training
+        model.eval()
+        try:
+            for first in range(0, len(prompts), per_call):
+                groups += self._generate(model, prompts[first : first + per_call], count, greedy)
+        finally:
+            model.train(was_training)
+        return groups
+
+    def _generate(
+        self, model: PeftModel, prompts: list[PromptExample], count: int, greedy: bool
+    ) -> list[list[Answer]]:
         device = next(model.parameters()).device
-        input_ids = torch.tensor([prompt.prompt_ids], device=device)
         stop = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id or stop or 0
+        width = max(len(p.prompt_ids) for p in prompts)
+        input_ids = torch.tensor(
+            [[pad] * (width - len(p.prompt_ids)) + p.prompt_ids for p in prompts]
+        )
+        attention_mask = torch.tensor(
+            [[0] * (width - len(p.prompt_ids)) + [1] * len(p.prompt_ids) for p in prompts]
+        )
         options: dict[str, Any] = (
             {"do_sample": False}
             if greedy
@@ -148,30 +170,31 @@ class ReinforcementObjective:
                 "top_k": 0,
             }
         )
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                output = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    max_new_tokens=self.setup.max_completion_tokens,
-                    num_return_sequences=count,
-                    pad_token_id=self.tokenizer.pad_token_id or stop,
-                    eos_token_id=stop,
-                    use_cache=True,
-                    **options,
-                )
-        finally:
-            model.train(was_training)
-        answers = []
-        for row in output[:, input_ids.shape[1] :].tolist():
-            tokens, finished = _until_stop(row, stop)
-            text = str(
-                self.tokenizer.decode(tokens[:-1] if finished else tokens, skip_special_tokens=True)
+        with torch.no_grad():
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=self.setup.max_completion_tokens,
+                num_return_sequences=count,
+                pad_token_id=pad,
+                eos_token_id=stop,
+                use_cache=True,
+                **options,
             )
-            answers.append(Answer(prompt, tokens, self._sample_of(text, finished)))
-        return answers
+        rows = output[:, width:].tolist()  # prompt i's answers are rows i * count ...
+        groups = []
+        for index, prompt in enumerate(prompts):
+            answers = []
+            for row in rows[index * count : (index + 1) * count]:
+                tokens, finished = _until_stop(row, stop)
+                text = str(
+                    self.tokenizer.decode(
+                        tokens[:-1] if finished else tokens, skip_special_tokens=True
+                    )
+                )
+                answers.append(Answer(prompt, tokens, self._sample_of(text, finished)))
+            groups.append(answers)
+        return groups
 
     def _sample_of(self, text: str, finished: bool) -> Sample:
         calls = [
@@ -205,10 +228,10 @@ class ReinforcementObjective:
             mask[row, : len(sequence)] = 1
             taken[row, len(prompt) : len(sequence)] = True
         ids, mask, taken = ids.to(device), mask.to(device), taken.to(device)
-        policy = _token_logps(model, ids, mask)
+        policy = _token_logps(model, ids, mask, len(prompt))
         with torch.no_grad(), model.disable_adapter():
-            reference = _token_logps(model, ids, mask)
-        targets = taken[:, 1:].float()
+            reference = _token_logps(model, ids, mask, len(prompt))
+        targets = taken[:, len(prompt) :].float()
         delta = reference - policy
         kl = torch.exp(delta) - delta - 1
         per_token = -advantages.to(device).unsqueeze(1) * policy + self.setup.kl_beta * kl
@@ -286,11 +309,19 @@ def _function(arguments_json: str) -> dict[str, Any]:
     return {"name": str(call.get("name", "")), "arguments": json.dumps(call.get("arguments", {}))}
 
 
-def _token_logps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """log p of each next token (positions 1..n), shape (batch, n - 1)."""
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+def _token_logps(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int
+) -> torch.Tensor:
+    """log p of each token from position ``start`` on, shape (batch, n - start): the logits (a
+    vocabulary's width each) are taken at those positions only, not over the prompt."""
+    if keeps_logits(model):
+        keep = ids.shape[1] - start + 1
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+    else:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, start - 1 :]
+    logits = logits[:, :-1].float()
     logps = torch.log_softmax(logits, dim=-1)
-    return logps.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return logps.gather(-1, ids[:, start:].unsqueeze(-1)).squeeze(-1)
 
 
 def _prompts(examples: list[TrainingExample]) -> list[PromptExample]:

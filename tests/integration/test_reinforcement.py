@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 
 from graders.config import item_problem, parse_grader
@@ -22,7 +23,7 @@ from trainer.demo_model import create_demo_model
 from trainer.hyperparameters import resolve
 from trainer.judge import HttpJudge
 from trainer.loop import TrainingHooks, TrainingStopped, train_lora
-from trainer.placement import load_tokenizer
+from trainer.placement import Accelerator, load_base, load_tokenizer, plan
 from trainer.reinforcement import ReinforcementSetup
 from trainer.run import ReinforcementRun, TrainingRun
 
@@ -188,3 +189,32 @@ def test_two_processes_share_each_steps_prompts(base: BaseModelConfig, tmp_path:
     assert [m.step for m in result.steps if m.full_valid_mean_token_accuracy is not None] == [2, 4]
     weights = load_file(tmp_path / "two" / "final" / "adapter_model.safetensors")
     assert any(not torch.equal(w, torch.zeros_like(w)) for w in weights.values())
+
+
+def test_prompts_sampled_in_one_batch_get_the_answers_each_gets_alone(
+    base: BaseModelConfig,
+) -> None:
+    """A step's prompts go through ``generate`` together, left-padded to the longest: greedy,
+    each prompt's answer is the one it gets on its own, and answers stay grouped by prompt."""
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi."}], "target": 40},
+        {"messages": [{"role": "user", "content": "Tell me a long story " * 6}], "target": 40},
+        {"messages": [{"role": "user", "content": "Tell me about thing 7."}], "target": 40},
+    ]
+    examples = prompts(base, "".join(json.dumps(row) + "\n" for row in rows).encode())
+    assert len({len(e.prompt_ids) for e in examples if isinstance(e, PromptExample)}) == 3
+    objective = run_of(base).objective()
+    model = get_peft_model(
+        load_base(base, plan(base, Accelerator.detect())),
+        LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+
+    together = objective._sample(model, examples, 1, greedy=True)  # type: ignore[attr-defined]
+    alone = [objective._sample(model, [e], 1, greedy=True)[0] for e in examples]  # type: ignore[attr-defined]
+    sampled = objective._sample(model, examples, 3, greedy=False)  # type: ignore[attr-defined]
+
+    assert [[a.tokens for a in group] for group in together] == [
+        [a.tokens for a in group] for group in alone
+    ]
+    assert all(group[0].tokens for group in together)
+    assert [[a.prompt for a in group] for group in sampled] == [[e, e, e] for e in examples]
