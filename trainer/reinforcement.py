@@ -216,22 +216,18 @@ class ReinforcementObjective:
         """GRPO's loss over one prompt's answers: each answer's mean over its tokens, then the
         mean over the group."""
         device = next(model.parameters()).device
-        prompt = group[0].prompt.prompt_ids
-        width = len(prompt) + max(len(a.tokens) for a in group)
+        width = max(len(a.tokens) for a in group)
         pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(group), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(group), width), dtype=torch.long)
-        taken = torch.zeros((len(group), width), dtype=torch.bool)
+        answers = torch.full((len(group), width), pad, dtype=torch.long)
         for row, answer in enumerate(group):
-            sequence = prompt + answer.tokens
-            ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
-            taken[row, len(prompt) : len(sequence)] = True
-        ids, mask, taken = ids.to(device), mask.to(device), taken.to(device)
-        policy = _token_logps(model, ids, mask, len(prompt))
+            answers[row, : len(answer.tokens)] = torch.tensor(answer.tokens)
+        lengths = torch.tensor([len(a.tokens) for a in group])
+        targets = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float().to(device)
+        prompt = torch.tensor([group[0].prompt.prompt_ids], device=device)
+        answers = answers.to(device)
+        policy = _answer_logps(model, prompt, answers, targets)
         with torch.no_grad(), model.disable_adapter():
-            reference = _token_logps(model, ids, mask, len(prompt))
-        targets = taken[:, len(prompt) :].float()
+            reference = _answer_logps(model, prompt, answers, targets)
         delta = reference - policy
         kl = torch.exp(delta) - delta - 1
         per_token = -advantages.to(device).unsqueeze(1) * policy + self.setup.kl_beta * kl
@@ -307,6 +303,31 @@ def _function(arguments_json: str) -> dict[str, Any]:
     if not isinstance(call, dict):
         return {"name": "", "arguments": arguments_json}
     return {"name": str(call.get("name", "")), "arguments": json.dumps(call.get("arguments", {}))}
+
+
+def _answer_logps(
+    model: torch.nn.Module, prompt: torch.Tensor, answers: torch.Tensor, taken: torch.Tensor
+) -> torch.Tensor:
+    """log p of each answer token after the shared prompt, shape (group, width); ``answers`` are
+    right-padded (``taken`` marks their tokens). The prompt, most of each sequence, goes through
+    the model once: its keys and values are repeated for the group, and gradients flow back
+    through them, so the log-probs and their gradients are those of each full sequence."""
+    group, width = answers.shape
+    keep = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    opened = model(input_ids=prompt, use_cache=True, **keep)
+    cache = opened.past_key_values
+    if cache is None:  # no cache under gradient checkpointing: each sequence whole
+        ids = torch.cat([prompt.expand(group, -1), answers], dim=1)
+        mask = torch.cat([torch.ones_like(prompt).expand(group, -1), taken.long()], dim=1)
+        return _token_logps(model, ids, mask, prompt.shape[1])
+    logits = opened.logits[:, -1:].expand(group, -1, -1)
+    if width > 1:  # the answers' last tokens predict nothing that is scored
+        cache.batch_repeat_interleave(group)
+        # right padding: a token never attends to the padding after it, so no mask is needed
+        rest = model(input_ids=answers[:, :-1], past_key_values=cache, use_cache=True).logits
+        logits = torch.cat([logits, rest], dim=1)
+    logps = torch.log_softmax(logits.float(), dim=-1)
+    return logps.gather(-1, answers.unsqueeze(-1)).squeeze(-1)
 
 
 def _token_logps(

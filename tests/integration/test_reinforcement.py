@@ -24,7 +24,7 @@ from trainer.hyperparameters import resolve
 from trainer.judge import HttpJudge
 from trainer.loop import TrainingHooks, TrainingStopped, train_lora
 from trainer.placement import Accelerator, load_base, load_tokenizer, plan
-from trainer.reinforcement import ReinforcementSetup
+from trainer.reinforcement import ReinforcementSetup, _answer_logps, _token_logps
 from trainer.run import ReinforcementRun, TrainingRun
 
 # Longer answers score higher: a reward every sample differs on, so every group has a signal.
@@ -218,3 +218,43 @@ def test_prompts_sampled_in_one_batch_get_the_answers_each_gets_alone(
     ]
     assert all(group[0].tokens for group in together)
     assert [[a.prompt for a in group] for group in sampled] == [[e, e, e] for e in examples]
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_answers_scored_after_one_pass_over_their_prompt_match_whole_sequences(
+    base: BaseModelConfig, checkpointing: bool
+) -> None:
+    """GRPO runs a group's shared prompt once and repeats its keys and values for the answers:
+    the log-probs and their gradients are those of each whole sequence (under gradient
+    checkpointing, which keeps no cache, the whole sequences are what runs)."""
+    model = get_peft_model(
+        load_base(base, plan(base, Accelerator.detect())),
+        LoraConfig(
+            r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False
+        ),
+    )
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    generator = torch.Generator().manual_seed(3)
+    prompt = torch.randint(3, 200, (1, 11), generator=generator)
+    lengths = torch.tensor([5, 1, 3, 5])
+    answers = torch.randint(3, 200, (4, 5), generator=generator)
+    taken = (torch.arange(5).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    answers[taken == 0] = 0
+    trained = [p for p in model.parameters() if p.requires_grad]
+
+    def scored(logps: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        ((logps * taken).sum(1) / taken.sum(1)).mean().backward()
+        return logps.detach() * taken, [p.grad.clone() for p in trained]  # type: ignore[union-attr]
+
+    shared = scored(_answer_logps(model, prompt, answers, taken))
+    ids = torch.cat([prompt.expand(4, -1), answers], dim=1)
+    mask = torch.cat([torch.ones(4, 11, dtype=torch.long), taken.long()], dim=1)
+    whole = scored(_token_logps(model, ids, mask, 11))
+
+    torch.testing.assert_close(shared[0], whole[0], rtol=1e-4, atol=1e-5)
+    for got, expected in zip(shared[1], whole[1], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in shared[1])
