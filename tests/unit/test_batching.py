@@ -13,8 +13,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from service.settings import BaseModelConfig
 from trainer.batching import accumulate_gradients, length_groups, loss_tokens, pad
 from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
+from trainer.dataset import PreferencePair
 from trainer.hyperparameters import Hyperparameters
 from trainer.loop import train_lora
+from trainer.objectives import answer_logps
 from trainer.run import TrainingRun
 
 VOCAB = 96
@@ -123,3 +125,42 @@ def test_the_same_seed_and_data_give_the_same_adapter(tmp_path: Path) -> None:
     assert first.keys() == second.keys() and first
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert any(not torch.equal(first[name], other_seed[name]) for name in first)
+
+
+def test_a_preference_pair_projects_onto_the_vocabulary_only_where_an_answer_token_is_next() -> (
+    None
+):
+    """DPO's answer log-probs with logits at the answers' positions only: the same sums and
+    gradients as over every position."""
+    model = tiny_llama()
+    prompt = [5, 9, 14, 2, 33, 7, 21]
+    end = 3  # the template's token after the answer, which takes no loss
+
+    def chat(answer: list[int]) -> TokenizedExample:
+        ids = prompt + answer + [end]
+        labels = [IGNORE_INDEX] * len(prompt) + answer + [IGNORE_INDEX]
+        return TokenizedExample(ids, labels, len(answer), len(ids))
+
+    pair = PreferencePair(chat([40, 41, 42, 43, 44]), chat([40, 50, 51]))
+    rows: list[int] = []
+    model.lm_head.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[1]))
+
+    def summed(logps: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        logps.sum().backward()
+        return logps.detach(), {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        }  # type: ignore[union-attr]
+
+    got = summed(answer_logps(model, pair))
+    input_ids, labels, attention = pad([pair.chosen, pair.rejected])
+    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+    targets = labels[:, 1:]
+    every = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+    expected = summed((every.squeeze(-1) * (targets != IGNORE_INDEX)).sum(-1))
+
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-5)
+    assert got[1].keys() == expected[1].keys()
+    for name, grad in got[1].items():
+        torch.testing.assert_close(grad, expected[1][name], rtol=1e-4, atol=1e-6)
+    assert rows == [5, len(pair.chosen.input_ids)]  # the longer answer's 5 positions, then all
