@@ -170,12 +170,17 @@ class ReinforcementObjective:
                 "top_k": 0,
             }
         )
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        if count > 1 and width > 1:  # each prompt read once, not once per answer
+            options["past_key_values"] = _prompt_cache(model, input_ids, attention_mask, count)
+            input_ids = input_ids.repeat_interleave(count, dim=0)
+            attention_mask = attention_mask.repeat_interleave(count, dim=0)
         with torch.no_grad():
             output = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
+                input_ids=input_ids,
+                attention_mask=attention_mask,
                 max_new_tokens=self.setup.max_completion_tokens,
-                num_return_sequences=count,
+                num_return_sequences=1 if "past_key_values" in options else count,
                 pad_token_id=pad,
                 eos_token_id=stop,
                 use_cache=True,
@@ -328,6 +333,28 @@ def _answer_logps(
         logits = torch.cat([logits, rest], dim=1)
     logps = torch.log_softmax(logits.float(), dim=-1)
     return logps.gather(-1, answers.unsqueeze(-1)).squeeze(-1)
+
+
+def _prompt_cache(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, count: int
+) -> Any:
+    """The left-padded prompts' keys and values, computed once per prompt and repeated for its
+    ``count`` answers (``generate`` would run each prompt ``count`` times); each prompt's last
+    token is left for ``generate``, which starts from one. Positions count from each prompt's
+    first real token, as ``generate``'s do."""
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    keep = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    with torch.no_grad():
+        opened = model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            **keep,
+        )
+    cache = opened.past_key_values
+    cache.batch_repeat_interleave(count)
+    return cache
 
 
 def _token_logps(

@@ -195,7 +195,8 @@ def test_prompts_sampled_in_one_batch_get_the_answers_each_gets_alone(
     base: BaseModelConfig,
 ) -> None:
     """A step's prompts go through ``generate`` together, left-padded to the longest: greedy,
-    each prompt's answer is the one it gets on its own, and answers stay grouped by prompt."""
+    each prompt's answer is the one it gets on its own (also when its keys and values are
+    computed once for several answers), and answers stay grouped by prompt."""
     rows = [
         {"messages": [{"role": "user", "content": "Hi."}], "target": 40},
         {"messages": [{"role": "user", "content": "Tell me a long story " * 6}], "target": 40},
@@ -211,10 +212,15 @@ def test_prompts_sampled_in_one_batch_get_the_answers_each_gets_alone(
 
     together = objective._sample(model, examples, 1, greedy=True)  # type: ignore[attr-defined]
     alone = [objective._sample(model, [e], 1, greedy=True)[0] for e in examples]  # type: ignore[attr-defined]
+    # several answers a prompt: each prompt is read once and its keys and values repeated
+    repeated = objective._sample(model, examples, 3, greedy=True)  # type: ignore[attr-defined]
     sampled = objective._sample(model, examples, 3, greedy=False)  # type: ignore[attr-defined]
 
     assert [[a.tokens for a in group] for group in together] == [
         [a.tokens for a in group] for group in alone
+    ]
+    assert [[a.tokens for a in group] for group in repeated] == [
+        [group[0].tokens] * 3 for group in alone
     ]
     assert all(group[0].tokens for group in together)
     assert [[a.prompt for a in group] for group in sampled] == [[e, e, e] for e in examples]
