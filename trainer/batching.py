@@ -100,15 +100,7 @@ def accumulate_gradients(
         input_ids, labels, attention = pad(group)
         input_ids, labels, attention = input_ids.to(device), labels.to(device), attention.to(device)
         padded += input_ids.numel()
-        targets = labels[:, 1:]  # position i predicts token i + 1
-        if selects_positions:  # the vocabulary projection only where some row's next token trains
-            positions = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
-            targets = targets[:, positions]
-            logits = model(
-                input_ids=input_ids, attention_mask=attention, logits_to_keep=positions
-            ).logits
-        else:
-            logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+        logits, targets = trained_logits(model, input_ids, labels, attention, selects_positions)
         group_loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(),
             targets.reshape(-1),
@@ -131,6 +123,24 @@ def keeps_logits(model: torch.nn.Module) -> bool:
     get_base_model = getattr(model, "get_base_model", None)
     inner = get_base_model() if callable(get_base_model) else model
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def trained_logits(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention: torch.Tensor,
+    selects_positions: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and their targets (labels shifted by one: position i predicts token i + 1);
+    with ``selects_positions`` (``keeps_logits``), the vocabulary projection runs only where
+    some row's next token trains."""
+    targets = labels[:, 1:]
+    if not selects_positions:
+        return model(input_ids=input_ids, attention_mask=attention).logits[:, :-1], targets
+    positions = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
+    logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=positions).logits
+    return logits, targets[:, positions]
 
 
 def pad(group: list[TokenizedExample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -13,7 +13,14 @@ from typing import Any, Protocol
 import torch
 from peft import PeftModel
 
-from trainer.batching import accumulate_gradients, evaluate, keeps_logits, loss_tokens, pad
+from trainer.batching import (
+    accumulate_gradients,
+    evaluate,
+    keeps_logits,
+    loss_tokens,
+    pad,
+    trained_logits,
+)
 from trainer.chat_masks import IGNORE_INDEX, TokenizedExample
 from trainer.dataset import PreferencePair, TrainingExample
 
@@ -138,15 +145,7 @@ def answer_logps(model: torch.nn.Module, pair: PreferencePair) -> torch.Tensor:
     vocabulary projection runs only at positions whose next token is an answer's."""
     device = next(model.parameters()).device
     input_ids, labels, attention = (t.to(device) for t in pad([pair.chosen, pair.rejected]))
-    targets = labels[:, 1:]  # position i predicts token i + 1
-    if keeps_logits(model):
-        positions = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
-        targets = targets[:, positions]
-        logits = model(
-            input_ids=input_ids, attention_mask=attention, logits_to_keep=positions
-        ).logits
-    else:
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+    logits, targets = trained_logits(model, input_ids, labels, attention, keeps_logits(model))
     taken = targets != IGNORE_INDEX
     logps = torch.log_softmax(logits.float(), dim=-1)
     logps = logps.gather(-1, targets.clamp(min=0).unsqueeze(-1))
