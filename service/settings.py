@@ -450,8 +450,8 @@ class Settings(BaseSettings):
             path=str(self.models_dir / DEMO_MODEL_NAME),
             reference_file=str(self.models_dir / DEMO_MODEL_NAME / DEMO_REFERENCE_FILE),
             # Its loss sits near log(vocabulary) and moves little (a random model's reference set
-            # is its own samples, see trainer.demo_model): an aggressive job rises ~1%, a gentle
-            # one ~0%, a job on auto ~0.35%.
+            # is its own samples, see trainer.demo_model): an aggressive job rises ~0.7-1%, a
+            # gentle one ~0%, a job on auto ~0.35%.
             forgetting_warn_relative_increase=0.005,
             learning_rate=1e-3,
             serve_dtype="float32",

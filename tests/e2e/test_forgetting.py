@@ -23,8 +23,12 @@ from tests.support.server import ServerProcess
 METRIC = "openft_job_forgetting_relative_increase"
 OPENING = "Forgetting check on the 24-example reference set: loss "
 WARNING = "The reference-set loss rose by "
-GENTLE = {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 0.05}
-AGGRESSIVE = {"n_epochs": 10, "batch_size": 1, "learning_rate_multiplier": 30.0}
+# Aggressive by many steps at a moderate rate: the random model's reference loss then rises ~0.70%
+# whatever the rounding (peft's LoRA layers and trainer.fused_lora's agree to 4 digits). At very
+# high rates (10 epochs at 30, or 20 at 10) Adam's first, sign-like steps amplify rounding noise and
+# the rise landed anywhere in 0.47-0.97% with the layers or the CPU. The gentle job rises ~0%.
+GENTLE = {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 0.01}
+AGGRESSIVE = {"n_epochs": 50, "batch_size": 1, "learning_rate_multiplier": 3.0}
 THRESHOLD = 0.005  # the demo model's (see Settings.demo_model)
 SEED = 11
 
