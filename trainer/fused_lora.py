@@ -11,7 +11,8 @@ with peft's layers and 277 ms with these, with the same loss and gradients.
 
 Only the plain case takes this path (one active adapter, no dropout, no DoRA or other variant, a
 frozen ``nn.Linear`` base, everything on the CPU in one dtype); anything else, and adapters that
-are disabled or merged (DPO's reference passes), goes through peft's own forward.
+are disabled or merged (DPO's reference passes), goes through peft's own forward. The frozen
+products use the base's packed weight where ``trainer.packed_weights`` packed it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import torch
 from peft.tuners.lora import Linear as LoraLinear
+
+from trainer.packed_weights import PackedLinear, forget_packs, input_gradient, linear
 
 
 class _LoraLinearFunction(torch.autograd.Function):
@@ -38,7 +41,7 @@ class _LoraLinearFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         down = rows @ lora_a.t()
-        out = rows @ weight.t() if bias is None else torch.addmm(bias, rows, weight.t())
+        out = linear(rows, weight, bias)
         out.addmm_(down, lora_b.t(), alpha=scaling)
         ctx.save_for_backward(rows, down, weight, lora_a, lora_b)
         ctx.scaling, ctx.input_shape = scaling, x.shape
@@ -53,13 +56,30 @@ class _LoraLinearFunction(torch.autograd.Function):
         grad_b = (grad_out.t() @ down).mul_(ctx.scaling) if ctx.needs_input_grad[4] else None
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = (grad_out @ weight).addmm_(grad_down, lora_a).view(ctx.input_shape)
+            grad_x = input_gradient(grad_out, weight).addmm_(grad_down, lora_a)
+            grad_x = grad_x.view(ctx.input_shape)
         return grad_x, None, None, grad_a, grad_b, None
 
 
 class FusedLoraLinear(LoraLinear):
     """peft's LoRA ``Linear`` whose plain case is ``_LoraLinearFunction``; the same module
     otherwise (weights, state dict, merging, saving)."""
+
+    # Merging changes the base weight through ``.data``: its packs are dropped (packed_weights).
+    FORGETS_MERGED_PACKS = True
+
+    def merge(self, *args: Any, **kwargs: Any) -> None:
+        super().merge(*args, **kwargs)
+        self._forget_base_packs()
+
+    def unmerge(self) -> None:
+        super().unmerge()
+        self._forget_base_packs()
+
+    def _forget_base_packs(self) -> None:
+        weight = self.get_base_layer().weight
+        assert isinstance(weight, torch.Tensor)
+        forget_packs(weight)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         adapter = None if args or kwargs else self._fused_adapter(x)
@@ -89,7 +109,8 @@ class FusedLoraLinear(LoraLinear):
             return None
         base = self.base_layer
         frozen = [p for p in (base.weight, base.bias) if p is not None]
-        if type(base) is not torch.nn.Linear or any(p.requires_grad for p in frozen):
+        plain_base = type(base) in (torch.nn.Linear, PackedLinear)
+        if not plain_base or any(p.requires_grad for p in frozen):
             return None
         weights = (base.weight, self.lora_A[adapter].weight, self.lora_B[adapter].weight)
         if x.device.type != "cpu" or any(w.dtype != x.dtype for w in weights):

@@ -26,6 +26,7 @@ from trainer.data_parallel import Group
 from trainer.dataset import TrainingExample
 from trainer.fused_lora import fuse_lora_layers
 from trainer.objectives import Objective, TrainingFailed
+from trainer.packed_weights import pack_frozen_linears
 from trainer.placement import Accelerator, load_base, plan
 from trainer.run import TrainingRun
 from trainer.signals import Signal, new_signals
@@ -325,8 +326,9 @@ def _restore(
 def _lora_model(
     base: BaseModelConfig, start_from: Path | None = None, group: Group | None = None
 ) -> PeftModel:
-    """The base with an adapter to train (its LoRA layers ``trainer.fused_lora``'s); in a
-    data-parallel job, on this rank's GPU and starting from the leader's adapter weights."""
+    """The base with an adapter to train (its LoRA layers ``trainer.fused_lora``'s, its frozen
+    weights packed by ``trainer.packed_weights`` on a CPU); in a data-parallel job, on this
+    rank's GPU and starting from the leader's adapter weights."""
     placement = plan(base, Accelerator.detect(), None if group is None else group.rank)
     log.info("loading %s for training: %s", base.name, placement.describe())
     model = load_base(base, placement)
@@ -336,6 +338,9 @@ def _lora_model(
         peft_model = get_peft_model(model, _lora_config(base))
     assert isinstance(peft_model, PeftModel)
     fuse_lora_layers(peft_model)
+    packed = pack_frozen_linears(peft_model)
+    if packed:
+        log.info("%d frozen linear layers multiply by oneDNN-packed weights", packed)
     if group is not None:
         group.same_start([p for p in peft_model.parameters() if p.requires_grad])
     return peft_model

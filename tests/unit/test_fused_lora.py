@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainer.fused_lora import FusedLoraLinear, fuse_lora_layers
+from trainer.packed_weights import PackedLinear, pack_frozen_linears
 
 
 def lora_model(dropout: float = 0.0) -> torch.nn.Module:
@@ -26,6 +28,17 @@ def lora_model(dropout: float = 0.0) -> torch.nn.Module:
             if "lora_B" in name:
                 parameter.normal_(0, 0.2)
     return model
+
+
+def fused_copy(model: torch.nn.Module, packed: bool) -> torch.nn.Module:
+    """``model`` with fused LoRA layers, and with its frozen weights packed (every LoRA base
+    layer and the vocabulary projection) if ``packed``."""
+    fused = copy.deepcopy(model)
+    assert fuse_lora_layers(fused) == 2 * 7  # q, k, v, o, gate, up, down in each layer
+    if packed:
+        assert pack_frozen_linears(fused, available=1 << 40) == 2 * 7 + 1
+        assert type(fused.get_base_model().lm_head) is PackedLinear
+    return fused
 
 
 def loss_and_grads(model: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -53,10 +66,12 @@ def fused_calls(model: torch.nn.Module) -> list[str]:
     return seen
 
 
-def test_fused_layers_give_peft_s_loss_and_gradients_through_their_own_function() -> None:
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
+def test_fused_layers_give_peft_s_loss_and_gradients_through_their_own_function(
+    packed: bool,
+) -> None:
     peft_model = lora_model()
-    fused = copy.deepcopy(peft_model)
-    assert fuse_lora_layers(fused) == 2 * 7  # q, k, v, o, gate, up, down in each layer
+    fused = fused_copy(peft_model, packed)
     expected_loss, expected = loss_and_grads(peft_model)
     loss, grads = loss_and_grads(fused)
     torch.testing.assert_close(loss, expected_loss)
@@ -68,10 +83,10 @@ def test_fused_layers_give_peft_s_loss_and_gradients_through_their_own_function(
     assert fused.state_dict().keys() == peft_model.state_dict().keys()
 
 
-def test_disabled_merged_or_dropped_out_adapters_take_peft_s_own_forward() -> None:
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
+def test_disabled_merged_or_dropped_out_adapters_take_peft_s_own_forward(packed: bool) -> None:
     peft_model = lora_model()
-    fused = copy.deepcopy(peft_model)
-    fuse_lora_layers(fused)
+    fused = fused_copy(peft_model, packed)
     ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
     with torch.no_grad():
         adapted = fused(input_ids=ids).logits
@@ -88,6 +103,12 @@ def test_disabled_merged_or_dropped_out_adapters_take_peft_s_own_forward() -> No
     dropping = lora_model(dropout=0.5)
     fuse_lora_layers(dropping)
     assert "_LoraLinearFunctionBackward" not in fused_calls(dropping)
+
+
+def test_the_base_layers_of_peft_s_own_lora_layers_are_not_packed() -> None:
+    model = lora_model()  # peft's layers merge into their base through .data, unseen by packs
+    assert pack_frozen_linears(model, available=1 << 40) == 1  # the vocabulary projection only
+    assert not any(type(m) is PackedLinear for m in model.modules() if hasattr(m, "base_layer"))
 
 
 def test_inputs_of_another_dtype_than_the_adapter_take_peft_s_forward() -> None:
