@@ -13,6 +13,14 @@ Only the plain case takes this path (one active adapter, no dropout, no DoRA or 
 frozen ``nn.Linear`` base, everything on the CPU in one dtype); anything else, and adapters that
 are disabled or merged (DPO's reference passes), goes through peft's own forward. The frozen
 products use the base's packed weight where ``trainer.packed_weights`` packed it.
+
+Layers that read the same input (a decoder layer's q, k and v projections; its gate and up
+projections: ``SIBLINGS``) are one function: the first one called computes the others' outputs
+too and leaves each with its layer until that layer is called with the same input (unchanged, the
+adapter unchanged, gradients on or off as then). Their backward is one autograd node, so the
+input's gradient through their frozen weights is one product over the concatenated gradients:
+on SmolLM2 a 52-token step 394 -> 374 ms (median, the two alternating in one process), the same
+gradients.
 """
 
 from __future__ import annotations
@@ -24,41 +32,58 @@ from peft.tuners.lora import Linear as LoraLinear
 
 from trainer.packed_weights import PackedLinear, forget_packs, input_gradient, linear
 
+# LoRA layers that read the same input in the decoders trained here (Llama, Qwen2, Mistral, ...),
+# by their names in the same parent module: computed as one function (gate and up's backward
+# product on SmolLM2 at 52 rows: 53 -> 35 ms a step).
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
 
 class _LoraLinearFunction(torch.autograd.Function):
-    """``x @ weight.T + bias + scaling * (x @ lora_a.T) @ lora_b.T`` with ``weight`` and
-    ``bias`` frozen."""
+    """For each layer i of a group reading ``x``: ``x @ weight_i.T + bias_i + scaling_i *
+    (x @ a_i.T) @ b_i.T``, weights and biases frozen; ``layers`` is (weight, bias, a, b) for
+    each in turn."""
 
     @staticmethod
     def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        lora_a: torch.Tensor,
-        lora_b: torch.Tensor,
-        scaling: float,
-    ) -> torch.Tensor:
+        ctx: Any, x: torch.Tensor, scalings: tuple[float, ...], *layers: torch.Tensor | None
+    ) -> tuple[torch.Tensor, ...]:
         rows = x.reshape(-1, x.shape[-1])
-        down = rows @ lora_a.t()
-        out = linear(rows, weight, bias)
-        out.addmm_(down, lora_b.t(), alpha=scaling)
-        ctx.save_for_backward(rows, down, weight, lora_a, lora_b)
-        ctx.scaling, ctx.input_shape = scaling, x.shape
-        return out.view(*x.shape[:-1], out.shape[-1])
+        outputs, saved = [], [rows]
+        for i, scaling in enumerate(scalings):
+            weight, bias, lora_a, lora_b = layers[4 * i : 4 * i + 4]
+            assert weight is not None and lora_a is not None and lora_b is not None
+            down = rows @ lora_a.t()
+            out = linear(rows, weight, bias)
+            out.addmm_(down, lora_b.t(), alpha=scaling)
+            outputs.append(out.view(*x.shape[:-1], out.shape[-1]))
+            saved += [down, weight, lora_a, lora_b]
+        ctx.save_for_backward(*saved)
+        ctx.scalings, ctx.input_shape = scalings, x.shape
+        return tuple(outputs)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        rows, down, weight, lora_a, lora_b = ctx.saved_tensors
-        grad_out = grad.reshape(-1, grad.shape[-1])
-        grad_down = (grad_out @ lora_b).mul_(ctx.scaling)
-        grad_a = grad_down.t() @ rows if ctx.needs_input_grad[3] else None
-        grad_b = (grad_out.t() @ down).mul_(ctx.scaling) if ctx.needs_input_grad[4] else None
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        rows, *saved = ctx.saved_tensors
+        grad_outs, weights, adapter_terms = [], [], []
+        layer_grads: list[torch.Tensor | None] = []
+        for i, (grad, scaling) in enumerate(zip(grads, ctx.scalings, strict=True)):
+            down, weight, lora_a, lora_b = saved[4 * i : 4 * i + 4]
+            grad_out = grad.reshape(-1, grad.shape[-1])
+            grad_down = (grad_out @ lora_b).mul_(scaling)
+            needs_a, needs_b = ctx.needs_input_grad[4 + 4 * i : 6 + 4 * i]
+            grad_a = grad_down.t() @ rows if needs_a else None
+            grad_b = (grad_out.t() @ down).mul_(scaling) if needs_b else None
+            layer_grads += [None, None, grad_a, grad_b]
+            grad_outs.append(grad_out)
+            weights.append(weight)
+            adapter_terms.append((grad_down, lora_a))
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = input_gradient(grad_out, weight).addmm_(grad_down, lora_a)
+            grad_x = input_gradient(grad_outs, weights)
+            for grad_down, lora_a in adapter_terms:
+                grad_x.addmm_(grad_down, lora_a)
             grad_x = grad_x.view(ctx.input_shape)
-        return grad_x, None, None, grad_a, grad_b, None
+        return grad_x, None, *layer_grads
 
 
 class FusedLoraLinear(LoraLinear):
@@ -86,13 +111,35 @@ class FusedLoraLinear(LoraLinear):
         if adapter is None:
             result: torch.Tensor = super().forward(x, *args, **kwargs)
             return result
-        base = self.base_layer
+        stashed, self._stashed = self._stashed, None
+        if stashed is not None and stashed[0] is x and stashed[1] == self._stash_key(x, adapter):
+            output: torch.Tensor = stashed[2]
+            return output
+        group = [(self, adapter)]
+        for sibling in self._siblings:
+            sibling_adapter = sibling._fused_adapter(x)
+            if sibling_adapter is not None:
+                group.append((sibling, sibling_adapter))
+        inputs: list[Any] = []
+        for layer, name in group:
+            base = layer.base_layer
+            inputs += [base.weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight]
+        scalings = tuple(layer.scaling[name] for layer, name in group)
+        outputs: tuple[torch.Tensor, ...] = _LoraLinearFunction.apply(x, scalings, *inputs)
+        for (layer, name), out in zip(group[1:], outputs[1:], strict=True):
+            layer._stashed = (x, layer._stash_key(x, name), out)
+        return outputs[0]
+
+    # Set by ``fuse_lora_layers``: the layers reading this one's input (``SIBLINGS``), and the
+    # output one of them computed for this layer (input, ``_stash_key``, output) until it is used.
+    _siblings: tuple[FusedLoraLinear, ...] = ()
+    _stashed: tuple[torch.Tensor, tuple[Any, ...], torch.Tensor] | None = None
+
+    def _stash_key(self, x: torch.Tensor, adapter: str) -> tuple[Any, ...]:
+        """What a stashed output was computed from, besides the input tensor itself."""
         lora_a, lora_b = self.lora_A[adapter].weight, self.lora_B[adapter].weight
-        scaling = self.scaling[adapter]
-        fused: torch.Tensor = _LoraLinearFunction.apply(
-            x, base.weight, base.bias, lora_a, lora_b, scaling
-        )
-        return fused
+        grad = torch.is_grad_enabled()
+        return (x._version, adapter, lora_a._version, lora_b._version, grad)
 
     def _fused_adapter(self, x: torch.Tensor) -> str | None:
         """The one adapter the fused function computes on ``x``, or None where peft's forward
@@ -119,11 +166,18 @@ class FusedLoraLinear(LoraLinear):
 
 
 def fuse_lora_layers(model: torch.nn.Module) -> int:
-    """Make ``model``'s LoRA linear layers ``FusedLoraLinear`` (in place, weights untouched);
-    how many there were."""
+    """Make ``model``'s LoRA linear layers ``FusedLoraLinear`` (in place, weights untouched),
+    siblings (``SIBLINGS``) knowing each other; how many there were."""
     count = 0
     for module in model.modules():
         if type(module) is LoraLinear:
             module.__class__ = FusedLoraLinear
             count += 1
+    for parent in model.modules():
+        children = dict(parent.named_children())
+        for names in SIBLINGS:
+            group = [children[n] for n in names if type(children.get(n)) is FusedLoraLinear]
+            for layer in group:
+                siblings = tuple(other for other in group if other is not layer)
+                object.__setattr__(layer, "_siblings", siblings)
     return count

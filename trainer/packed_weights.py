@@ -19,6 +19,7 @@ float32 rounding (a different summation order).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,18 @@ MEMORY_SHARE = 0.25
 
 
 @dataclass
-class _Packs:
-    key: tuple[int, int]  # the weight's storage and version when packed
-    forward: torch.Tensor  # W in oneDNN's layout: x @ W.T
-    backward: torch.Tensor | None = None  # W.T in oneDNN's layout: grad @ W
+class _Pack:
+    key: tuple[tuple[int, int], ...]  # each packed weight's storage and version when packed
+    weights: frozenset[int]  # their ids
+    packed: torch.Tensor  # in oneDNN's layout
 
 
-# The weights to pack (None until first used), keyed by the weight itself: nothing is added to
-# modules (state dicts, deepcopy unchanged), and the packs go with the weight.
+# The weights to pack, keyed by the weight itself (nothing is added to modules: state dicts and
+# deepcopy are unchanged, and the packs go with the weight): its forward pack (W), None until
+# first used. Backward packs (W.T, or the concatenated weights of layers that read the same input
+# transposed) are keyed by their first weight.
 _PACKS: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+_BACKWARD_PACKS: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
 
 
 def _can_pack() -> bool:
@@ -48,18 +52,26 @@ def _can_pack() -> bool:
     )
 
 
-def _packs(weight: torch.Tensor, backward: bool) -> _Packs | None:
-    """``weight``'s packs (the backward one made on first need); None where it is not packed."""
-    if weight not in _PACKS:
+def _pack(
+    cache: WeakTensorKeyDictionary,
+    weights: Sequence[torch.Tensor],
+    make: Callable[[], torch.Tensor],
+) -> torch.Tensor | None:
+    """The pack ``make`` builds from ``weights`` (kept in ``cache`` until one of them changes);
+    None where any of them is not packed."""
+    if not all(w in _PACKS for w in weights):
         return None
-    key = (weight.data_ptr(), weight._version)
-    packs: _Packs | None = _PACKS[weight]
-    if packs is None or packs.key != key:
-        packs = _Packs(key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
-        _PACKS[weight] = packs
-    if backward and packs.backward is None:
-        packs.backward = torch.ops.mkldnn._reorder_linear_weight(weight.detach().t())
-    return packs
+    key = tuple((w.data_ptr(), w._version) for w in weights)
+    pack: _Pack | None = cache.get(weights[0])
+    if pack is None or pack.key != key:
+        pack = _Pack(key, frozenset(id(w) for w in weights), make())
+        cache[weights[0]] = pack
+    return pack.packed
+
+
+def _reorder(weight: torch.Tensor) -> torch.Tensor:
+    packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+    return packed
 
 
 def _oneDNN(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -71,18 +83,23 @@ def _oneDNN(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None)
 
 def linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``rows @ weight.T + bias`` for 2-D ``rows``."""
-    packs = _packs(weight, backward=False)
-    if packs is not None:
-        return _oneDNN(rows, packs.forward, bias)
+    packed = _pack(_PACKS, [weight], lambda: _reorder(weight))
+    if packed is not None:
+        return _oneDNN(rows, packed, bias)
     return rows @ weight.t() if bias is None else torch.addmm(bias, rows, weight.t())
 
 
-def input_gradient(grad_rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``grad_rows @ weight``: the gradient of ``linear``'s input."""
-    packs = _packs(weight, backward=True)
-    if packs is not None and packs.backward is not None:
-        return _oneDNN(grad_rows, packs.backward, None)
-    return grad_rows @ weight
+def input_gradient(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sum(g @ w for g, w in zip(grads, weights))``: the gradient of the input that ``linear``
+    layers share (one layer or several reading the same input), in one product over the
+    concatenated gradients where every weight is packed."""
+    packed = _pack(_BACKWARD_PACKS, weights, lambda: _reorder(torch.cat(list(weights)).t()))
+    if packed is not None:
+        return _oneDNN(torch.cat(list(grads), 1) if len(grads) > 1 else grads[0], packed, None)
+    result = grads[0] @ weights[0]
+    for grad, weight in zip(grads[1:], weights[1:], strict=True):
+        result.addmm_(grad, weight)
+    return result
 
 
 class _FrozenLinearFunction(torch.autograd.Function):
@@ -100,7 +117,7 @@ class _FrozenLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         grad_rows = grad.reshape(-1, grad.shape[-1])
-        return input_gradient(grad_rows, ctx.weight).view(ctx.input_shape), None, None
+        return input_gradient([grad_rows], [ctx.weight]).view(ctx.input_shape), None, None
 
 
 class PackedLinear(torch.nn.Linear):
@@ -128,10 +145,13 @@ def packed_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def forget_packs(weight: torch.Tensor) -> None:
-    """Drop ``weight``'s packs (repacked on next use): for code that changes it through
-    ``.data``, which leaves its version as it was (peft's merging)."""
+    """Drop the packs made from ``weight`` (made again on next use): for code that changes it
+    through ``.data``, which leaves its version as it was (peft's merging)."""
     if weight in _PACKS:
         _PACKS[weight] = None
+    for first, pack in list(_BACKWARD_PACKS.items()):
+        if pack is not None and id(weight) in pack.weights:
+            del _BACKWARD_PACKS[first]
 
 
 def _available_memory() -> int:

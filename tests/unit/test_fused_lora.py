@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -118,3 +119,48 @@ def test_inputs_of_another_dtype_than_the_adapter_take_peft_s_forward() -> None:
     x = torch.randn(2, 3, layer.in_features)
     assert layer._fused_adapter(x) is not None
     assert layer._fused_adapter(x.to(torch.bfloat16)) is None
+
+
+def attention_and_mlp(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    layer = model.get_base_model().model.layers[0]
+    return layer.self_attn, layer.mlp
+
+
+def test_layers_reading_one_input_are_one_autograd_node() -> None:
+    fused = fused_copy(lora_model(), packed=True)
+    attention, mlp = attention_and_mlp(fused)
+    nodes: dict[str, object] = {}
+
+    def record(name: str) -> Any:
+        return lambda _module, _input, out: nodes.update({name: out.grad_fn}) or None
+
+    hooks = [
+        module.register_forward_hook(record(name.split(".")[-1]))
+        for name, module in fused.named_modules()
+        if name.startswith("base_model.model.model.layers.0.") and name.endswith("_proj")
+    ]
+    fused(input_ids=torch.tensor([[1, 2, 3]]))
+    for hook in hooks:
+        hook.remove()
+    node = nodes
+    assert node["q_proj"] is node["k_proj"] is node["v_proj"]
+    assert node["gate_proj"] is node["up_proj"]
+    assert len({id(n) for n in node.values()}) == 4  # qkv, o, gate+up, down
+    assert attention.k_proj._stashed is None and mlp.up_proj._stashed is None  # all taken
+
+
+def test_a_sibling_called_on_another_input_or_after_its_adapter_changed_computes_its_own() -> None:
+    peft_model = lora_model()
+    fused = fused_copy(peft_model, packed=True)
+    attention, _ = attention_and_mlp(fused)
+    plain, _ = attention_and_mlp(peft_model)
+    x, other = torch.randn(1, 4, 32), torch.randn(1, 4, 32)
+    with torch.no_grad():
+        attention.q_proj(x)
+        torch.testing.assert_close(attention.k_proj(other), plain.k_proj(other))
+        attention.q_proj(x)
+        for model in (attention, plain):
+            model.v_proj.lora_B["default"].weight.mul_(3)  # as an optimizer step does
+        torch.testing.assert_close(attention.v_proj(x), plain.v_proj(x))
+        attention.q_proj(x)  # without gradients
+    assert attention.k_proj(x).requires_grad  # not the output computed without them

@@ -37,8 +37,8 @@ def test_packed_layers_give_nn_linear_s_products_and_input_gradients() -> None:
     torch.testing.assert_close(out, expected_out)
     torch.testing.assert_close(grad, expected_grad)
     for layer in packed:  # both products went through the packs
-        packs = packed_weights._PACKS[layer.weight]
-        assert packs is not None and packs.backward is not None
+        assert packed_weights._PACKS[layer.weight] is not None
+        assert packed_weights._BACKWARD_PACKS[layer.weight] is not None
     assert packed.state_dict().keys() == plain.state_dict().keys()
 
 
