@@ -10,9 +10,10 @@ the 210 decoder multiplies 88 -> 65 ms forward and 95 -> 70 ms backward; the 49,
 vocabulary projection at 12 rows 17 -> 5 ms forward and 12.5 -> 5 ms backward.
 
 Each frozen weight gets one packed copy for the forward product and, once a backward needs it, one
-for the backward (``grad @ W``), kept beside the weight (which everything else still reads) and
-rebuilt if the weight changes in place (merging an adapter); a model is packed only when twice its
-frozen linear weights fit in a quarter of the memory available. The products equal MKL's up to
+for the backward (``grad @ W``; layers that read the same input share one, of their weights
+concatenated), kept beside the weight (which everything else still reads) and rebuilt if the
+weight changes in place (merging an adapter); a model is packed only when twice its frozen linear
+weights fit in a quarter of the memory available. The products equal MKL's up to
 float32 rounding (a different summation order).
 """
 
@@ -172,7 +173,7 @@ def _keeps_packs_current(parent: torch.nn.Module | None) -> bool:
 def pack_frozen_linears(model: torch.nn.Module, available: int | None = None) -> int:
     """Make ``model``'s frozen float32 ``nn.Linear`` layers on the CPU (LoRA's base layers and
     the vocabulary projection included) ``PackedLinear``, their weights packed on first use;
-    how many. None where oneDNN is missing or the packs would not fit (``MEMORY_SHARE`` of
+    how many. 0 where oneDNN is missing or the packs would not fit (``MEMORY_SHARE`` of
     ``available`` bytes, by default what the system has available now). The base layer of an
     adapter layer that can merge into it is packed only if that layer says it calls
     ``forget_packs`` when it merges (``FORGETS_MERGED_PACKS``)."""
