@@ -198,7 +198,7 @@ def app_from_environment() -> FastAPI:
 
 
 def _forget_old_limits(state: AppState) -> None:
-    """Idempotency keys past their time and rate-limit windows past their minute."""
+    """Idempotency keys past their time and rate-limit seconds that left the minute."""
     state.limiter.sweep()
     with state.db.write() as session:
         idempotency.forget_expired(session, state.settings.idempotency_key_hours * 3600)

@@ -1,20 +1,24 @@
 """Per-key rate limits, per-project caps (active jobs, stored bytes) and OpenAI's 429s.
 
-Rate limits count requests and tokens per API key in fixed one-minute windows, in the database,
-so every API process and replica shares one count. A key without a limit (the default) costs
-nothing: no row is written. A request is admitted by one conditional UPSERT that only counts it
-when it fits; a refused request is not counted.
+Rate limits count requests and tokens per API key over a sliding minute, in the database, so
+every API process and replica shares one count: each second a key is used gets a row, and a
+key's use is the sum of the rows of the last 60 seconds (a burst at a minute's end still counts
+at the next one's start; capacity comes back as the oldest seconds leave the minute, so a
+refused request waits at most a minute). A key without a limit (the default) costs nothing: no
+row is written. A key's requests are admitted one at a time (SQLite's single writer, a
+PostgreSQL advisory lock per key): the minute is summed and the request counted only when it
+fits; a refused request is not counted.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +29,8 @@ from service.db.models import File, FineTuningJob, Project, RateLimitWindow, Upl
 from service.errors import InvalidRequestError, OpenFTError
 from service.settings import Settings
 
-WINDOW_S = 60
+MINUTE_S = 60
+ADVISORY_LOCK_CLASS = 0x6F66_726C  # PostgreSQL advisory locks of rate-limited keys
 ACTIVE_JOB_STATUSES = ("validating_files", "queued", "running", "paused")
 RATE_LIMIT_DOCS = "Limits are set by your OpenFT operator (`openft keys limits`)."
 
@@ -54,10 +59,50 @@ class KeyLimits:
 
 
 @dataclass(frozen=True)
-class WindowUse:
-    requests: int
-    tokens: int
-    resets_in_s: float
+class MinuteUse:
+    """One key's use of one limit (requests or tokens) over the minute before ``now``: what
+    each second counted, oldest first."""
+
+    seconds: tuple[tuple[int, int], ...]  # (second, amount)
+    now: float
+
+    @property
+    def used(self) -> int:
+        return max(0, sum(amount for _, amount in self.seconds))
+
+    @property
+    def resets_in_s(self) -> float:
+        """Until nothing counts any more: OpenAI's reset, back to the whole limit."""
+        counted = [second for second, amount in self.seconds if amount > 0]
+        return max(0.0, counted[-1] + MINUTE_S - self.now) if counted else 0.0
+
+    def wait_s(self, limit: int, amount: int) -> float:
+        """Until ``amount`` more fits under ``limit``, as the oldest seconds leave the minute."""
+        used = self.used
+        for second, counted in self.seconds:
+            if used + amount <= limit:
+                break
+            used -= counted
+            if used + amount <= limit:
+                return max(0.0, second + MINUTE_S - self.now)
+        return 0.0
+
+    def plus(self, second: int, amount: int) -> MinuteUse:
+        return MinuteUse((*self.seconds, (second, amount)), self.now)
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    requests: MinuteUse
+    tokens: MinuteUse
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[int, int, int]], now: float) -> KeyUse:
+        """From ``(second, requests, tokens)`` rows, oldest first."""
+        return cls(
+            MinuteUse(tuple((second, requests) for second, requests, _ in rows), now),
+            MinuteUse(tuple((second, tokens) for second, _, tokens in rows), now),
+        )
 
 
 def duration(seconds: float) -> str:
@@ -69,18 +114,17 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
-def limit_headers(limits: KeyLimits, use: WindowUse) -> dict[str, str]:
+def limit_headers(limits: KeyLimits, use: KeyUse) -> dict[str, str]:
     """``x-ratelimit-*`` for the limits a key has (none for an unlimited dimension)."""
     headers: dict[str, str] = {}
-    reset = duration(use.resets_in_s)
-    if limits.requests is not None:
-        headers["x-ratelimit-limit-requests"] = str(limits.requests)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.requests - use.requests))
-        headers["x-ratelimit-reset-requests"] = reset
-    if limits.tokens is not None:
-        headers["x-ratelimit-limit-tokens"] = str(limits.tokens)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tokens - use.tokens))
-        headers["x-ratelimit-reset-tokens"] = reset
+    for name, limit, counted in (
+        ("requests", limits.requests, use.requests),
+        ("tokens", limits.tokens, use.tokens),
+    ):
+        if limit is not None:
+            headers[f"x-ratelimit-limit-{name}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, limit - counted.used))
+            headers[f"x-ratelimit-reset-{name}"] = duration(counted.resets_in_s)
     return headers
 
 
@@ -98,10 +142,13 @@ def estimated_tokens(body: dict[str, Any]) -> int:
 
 
 class RateLimiter:
-    """Counts each limited key's requests and tokens in the shared one-minute window."""
+    """Counts each limited key's requests and tokens over the shared sliding minute."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = db
+        self._clock = clock
         self._default = KeyLimits(
             settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute
         )
@@ -122,18 +169,19 @@ class RateLimiter:
         limits = self.limits_of(principal)
         if limits.unlimited:
             return {}
-        now = time.time()
-        window = int(now // WINDOW_S * WINDOW_S)
-        resets_in = window + WINDOW_S - now
+        now = self._clock()
+        second = int(now)
         with self._db.write() as session:
-            counted = _count_if_fits(session, principal.key_id, window, limits, requests, tokens)
-            if counted is None:
-                used = _window_use(session, principal.key_id, window)
-        if counted is not None:
-            return limit_headers(limits, WindowUse(*counted, resets_in))
-        use = WindowUse(*used, resets_in)
+            _lock_key(session, principal.key_id)
+            use = _minute_use(session, principal.key_id, now)
+            fits = _fits(limits, use, requests, tokens)
+            if fits:
+                _add(session, principal.key_id, second, requests, tokens)
+        if fits:
+            counted = KeyUse(use.requests.plus(second, requests), use.tokens.plus(second, tokens))
+            return limit_headers(limits, counted)
         headers = limit_headers(limits, use)
-        headers["retry-after"] = str(max(1, math.ceil(resets_in)))
+        headers["retry-after"] = str(max(1, math.ceil(_wait_s(limits, use, requests, tokens))))
         raise _refusal(principal, limits, use, requests, tokens, headers)
 
     async def admit_tokens(
@@ -155,13 +203,12 @@ class RateLimiter:
         """Add tokens known only after the answer (negative to give back an over-estimate)."""
         if tokens == 0 or not self.counts_tokens(principal):
             return
-        window = int(time.time() // WINDOW_S * WINDOW_S)
         with self._db.write() as session:
-            _upsert(session, principal.key_id, window, 0, tokens, where=None)
+            _add(session, principal.key_id, int(self._clock()), 0, tokens)
 
-    def sweep(self, older_than_s: float = 3600) -> int:
-        """Drop windows long past (they only matter for the current minute)."""
-        cutoff = int(time.time() - older_than_s)
+    def sweep(self, older_than_s: float = 2 * MINUTE_S) -> int:
+        """Drop seconds that left the minute."""
+        cutoff = int(self._clock() - older_than_s)
         with self._db.write() as session:
             result = session.execute(
                 delete(RateLimitWindow).where(RateLimitWindow.window_start < cutoff)
@@ -169,80 +216,82 @@ class RateLimiter:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def _wait_s(limits: KeyLimits, use: KeyUse, requests: int, tokens: int) -> float:
+    """Until a refused request would fit every limit it was refused by."""
+    waits = [0.0]
+    if limits.requests is not None and requests <= limits.requests:
+        waits.append(use.requests.wait_s(limits.requests, requests))
+    if limits.tokens is not None and tokens <= limits.tokens:
+        waits.append(use.tokens.wait_s(limits.tokens, tokens))
+    return max(waits)
+
+
 def _refusal(
     principal: Principal,
     limits: KeyLimits,
-    use: WindowUse,
+    use: KeyUse,
     requests: int,
     tokens: int,
     headers: dict[str, str],
 ) -> RateLimitError:
-    wait = duration(use.resets_in_s)
-    if limits.requests is not None and use.requests + requests > limits.requests:
+    wait = duration(_wait_s(limits, use, requests, tokens))
+    if limits.requests is not None and use.requests.used + requests > limits.requests:
         return RateLimitError(
             f"Rate limit reached for requests per min (RPM) on API key {principal.key_id} of "
-            f"project {principal.project_slug}: Limit {limits.requests}, Used {use.requests}, "
-            f"Requested {requests}. Please try again in {wait}. {RATE_LIMIT_DOCS}",
+            f"project {principal.project_slug}: Limit {limits.requests}, Used "
+            f"{use.requests.used}, Requested {requests}. Please try again in {wait}. "
+            f"{RATE_LIMIT_DOCS}",
             error_type="requests",
             headers=headers,
         )
     assert limits.tokens is not None
     return RateLimitError(
         f"Rate limit reached for tokens per min (TPM) on API key {principal.key_id} of project "
-        f"{principal.project_slug}: Limit {limits.tokens}, Used {use.tokens}, Requested "
+        f"{principal.project_slug}: Limit {limits.tokens}, Used {use.tokens.used}, Requested "
         f"{tokens}. Please try again in {wait}. {RATE_LIMIT_DOCS}",
         error_type="tokens",
         headers=headers,
     )
 
 
-def _count_if_fits(
-    session: Session, key_id: str, window: int, limits: KeyLimits, requests: int, tokens: int
-) -> tuple[int, int] | None:
+def _fits(limits: KeyLimits, use: KeyUse, requests: int, tokens: int) -> bool:
+    return (limits.requests is None or use.requests.used + requests <= limits.requests) and (
+        limits.tokens is None or use.tokens.used + tokens <= limits.tokens
+    )
+
+
+def _lock_key(session: Session, key_id: str) -> None:
+    """Admit one request of a key at a time (SQLite's writers are serial already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(func.pg_advisory_xact_lock(ADVISORY_LOCK_CLASS, func.hashtext(key_id)))
+        )
+
+
+def _minute_use(session: Session, key_id: str, now: float) -> KeyUse:
     W = RateLimitWindow
-    if (limits.requests is not None and requests > limits.requests) or (
-        limits.tokens is not None and tokens > limits.tokens
-    ):
-        return None  # could never fit, even in an empty window
-    conditions = []
-    if limits.requests is not None:
-        conditions.append(W.requests + requests <= limits.requests)
-    if limits.tokens is not None:
-        conditions.append(W.tokens + tokens <= limits.tokens)
-    return _upsert(session, key_id, window, requests, tokens, where=conditions)
+    rows = session.execute(
+        select(W.window_start, W.requests, W.tokens)
+        .where(W.key_id == key_id, W.window_start > now - MINUTE_S)
+        .order_by(W.window_start)
+    ).all()
+    return KeyUse.of([(int(s), int(r), int(t)) for s, r, t in rows], now)
 
 
-def _upsert(
-    session: Session,
-    key_id: str,
-    window: int,
-    requests: int,
-    tokens: int,
-    *,
-    where: list[Any] | None,
-) -> tuple[int, int] | None:
-    """Insert the window or add to it (only where ``where`` holds); the new totals, or None."""
+def _add(session: Session, key_id: str, second: int, requests: int, tokens: int) -> None:
+    """Add to the key's row for ``second`` (created at zero)."""
     W = RateLimitWindow
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = insert(W).values(
-        key_id=key_id, window_start=window, requests=requests, tokens=max(0, tokens)
+    statement = (
+        insert(W)
+        .values(key_id=key_id, window_start=second, requests=requests, tokens=tokens)
+        .on_conflict_do_update(
+            index_elements=[W.key_id, W.window_start],
+            set_={"requests": W.requests + requests, "tokens": W.tokens + tokens},
+        )
     )
-    statement = values.on_conflict_do_update(
-        index_elements=[W.key_id, W.window_start],
-        set_={"requests": W.requests + requests, "tokens": W.tokens + tokens},
-        where=and_(*where) if where else None,
-    ).returning(W.requests, W.tokens)
-    row = session.execute(statement).one_or_none()
-    return None if row is None else (int(row[0]), int(row[1]))
-
-
-def _window_use(session: Session, key_id: str, window: int) -> tuple[int, int]:
-    W = RateLimitWindow
-    row = session.execute(
-        select(W.requests, W.tokens).where(W.key_id == key_id, W.window_start == window)
-    ).one_or_none()
-    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+    session.execute(statement)
 
 
 # --- per-project caps --------------------------------------------------------------------------

@@ -233,7 +233,8 @@ class UsageHour(Base):
 
 
 class RateLimitWindow(Base):
-    """Requests and tokens one API key used in one minute (shared by every API process)."""
+    """Requests and tokens one API key used in one second (the rate limits sum a minute of them;
+    shared by every API process)."""
 
     __tablename__ = "rate_limit_windows"
 

@@ -26,7 +26,7 @@ import torch
 from openai.types.fine_tuning import FineTuningJob
 from peft import PeftModel
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -282,8 +282,6 @@ def test_tokens_per_minute_are_charged_what_the_model_used(
     issued = access.issue_key("metered")
     access.set_key_limits(issued.key_id, requests_per_minute=None, tokens_per_minute=100_000)
     client = sdk(training_server.api_url, issued.key)
-    if 60 - time.time() % 60 < 20:  # stay inside one minute's window
-        time.sleep(60 - time.time() % 60 + 0.1)
 
     answer = client.chat.completions.with_raw_response.create(
         model="tiny-chat", messages=[{"role": "user", "content": "Count to ten."}], max_tokens=8
@@ -312,7 +310,7 @@ def test_tokens_per_minute_are_charged_what_the_model_used(
 def _window_tokens(database: Database, key_id: str) -> int | None:
     with database.read() as session:
         return session.scalar(
-            select(RateLimitWindow.tokens).where(RateLimitWindow.key_id == key_id)
+            select(func.sum(RateLimitWindow.tokens)).where(RateLimitWindow.key_id == key_id)
         )
 
 

@@ -3,9 +3,9 @@ PostgreSQL: what several API processes doing the same thing at once must never g
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import func, select
 
 from service.app import AppState
@@ -35,27 +35,58 @@ def _admitted(limiter: RateLimiter, principal: Principal, tokens: int = 0) -> bo
     return True
 
 
-def _wait_for_fresh_window(seconds_needed: float = 10) -> None:
-    """Keep a test inside one minute's window."""
-    if 60 - time.time() % 60 < seconds_needed:
-        time.sleep(60 - time.time() % 60 + 0.05)
-
-
 def test_concurrent_requests_never_exceed_the_limit(state: AppState) -> None:
     principal = _principal(state, rpm=25)
-    _wait_for_fresh_window()
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: _admitted(state.limiter, principal), range(60)))
 
     assert results.count(True) == 25
     with state.db.read() as session:
-        assert session.scalar(select(RateLimitWindow.requests)) == 25
+        assert session.scalar(select(func.sum(RateLimitWindow.requests))) == 25
+
+
+class Clock:
+    """Time the test moves by hand, from the start of some minute."""
+
+    def __init__(self) -> None:
+        self.now = 60.0 * 29_000_000
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_limit_holds_over_any_sixty_seconds(state: AppState) -> None:
+    principal = _principal(state, rpm=4)
+    clock = Clock()
+    limiter = RateLimiter(state.db, state.settings, clock=clock)
+    clock.now += 58.0
+    assert [_admitted(limiter, principal) for _ in range(2)] == [True, True]
+    clock.now += 1.5
+    assert [_admitted(limiter, principal) for _ in range(3)] == [True, True, False]
+
+    clock.now += 2.0  # into the next minute: the burst at the last one's end still counts
+    with pytest.raises(RateLimitError) as refused:
+        limiter.admit(principal)
+
+    # The first two leave the minute 60 s after their second (58): in 56.5 s.
+    assert refused.value.headers["retry-after"] == "57"
+    assert refused.value.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.value.headers["x-ratelimit-reset-requests"] == "58s"  # the last two's second
+    assert "Used 4" in refused.value.message and "try again in 57s" in refused.value.message
+    clock.now += 56.0
+    assert not _admitted(limiter, principal)
+    clock.now += 0.5
+    headers = limiter.admit(principal)
+    assert headers["x-ratelimit-remaining-requests"] == "1"  # 2 left the minute, 1 came in
+    assert headers["x-ratelimit-reset-requests"] == "1m0s"
+    assert [_admitted(limiter, principal) for _ in range(2)] == [True, False]
+    clock.now += 1.0  # the last two of the burst are gone too
+    assert [_admitted(limiter, principal) for _ in range(3)] == [True, True, False]
 
 
 def test_tokens_estimate_then_actual(state: AppState) -> None:
     principal = _principal(state, tpm=1000)
-    _wait_for_fresh_window()
 
     assert _admitted(state.limiter, principal, tokens=900)
     assert not _admitted(state.limiter, principal, tokens=200)
@@ -63,7 +94,7 @@ def test_tokens_estimate_then_actual(state: AppState) -> None:
 
     assert _admitted(state.limiter, principal, tokens=200)
     with state.db.read() as session:
-        assert session.scalar(select(RateLimitWindow.tokens)) == 300
+        assert session.scalar(select(func.sum(RateLimitWindow.tokens))) == 300
 
 
 def test_a_key_without_limits_writes_nothing(state: AppState) -> None:
