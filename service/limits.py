@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.auth.principal import Principal
-from service.db.database import Database
+from service.db.database import Database, add_to_row
 from service.db.models import File, FineTuningJob, Project, RateLimitWindow, Upload, UploadPart
 from service.errors import InvalidRequestError, OpenFTError
 from service.settings import Settings
@@ -79,9 +78,9 @@ class MinuteUse:
     def wait_s(self, limit: int, amount: int) -> float:
         """Until ``amount`` more fits under ``limit``, as the oldest seconds leave the minute."""
         used = self.used
+        if used + amount <= limit:
+            return 0.0
         for second, counted in self.seconds:
-            if used + amount <= limit:
-                break
             used -= counted
             if used + amount <= limit:
                 return max(0.0, second + MINUTE_S - self.now)
@@ -180,9 +179,10 @@ class RateLimiter:
         if fits:
             counted = KeyUse(use.requests.plus(second, requests), use.tokens.plus(second, tokens))
             return limit_headers(limits, counted)
+        wait_s = _wait_s(limits, use, requests, tokens)
         headers = limit_headers(limits, use)
-        headers["retry-after"] = str(max(1, math.ceil(_wait_s(limits, use, requests, tokens))))
-        raise _refusal(principal, limits, use, requests, tokens, headers)
+        headers["retry-after"] = str(max(1, math.ceil(wait_s)))
+        raise _refusal(principal, limits, use, requests, tokens, wait_s, headers)
 
     async def admit_tokens(
         self, principal: Principal, bodies: Sequence[dict[str, Any]]
@@ -232,9 +232,10 @@ def _refusal(
     use: KeyUse,
     requests: int,
     tokens: int,
+    wait_s: float,
     headers: dict[str, str],
 ) -> RateLimitError:
-    wait = duration(_wait_s(limits, use, requests, tokens))
+    wait = duration(wait_s)
     if limits.requests is not None and use.requests.used + requests > limits.requests:
         return RateLimitError(
             f"Rate limit reached for requests per min (RPM) on API key {principal.key_id} of "
@@ -251,6 +252,18 @@ def _refusal(
         f"{tokens}. Please try again in {wait}. {RATE_LIMIT_DOCS}",
         error_type="tokens",
         headers=headers,
+    )
+
+
+def _add(session: Session, key_id: str, second: int, requests: int, tokens: int) -> None:
+    """Add to the key's row for ``second`` (created with these)."""
+    values = {"key_id": key_id, "window_start": second, "requests": requests, "tokens": tokens}
+    add_to_row(
+        session,
+        RateLimitWindow,
+        values,
+        index=("key_id", "window_start"),
+        counters=("requests", "tokens"),
     )
 
 
@@ -276,22 +289,6 @@ def _minute_use(session: Session, key_id: str, now: float) -> KeyUse:
         .order_by(W.window_start)
     ).all()
     return KeyUse.of([(int(s), int(r), int(t)) for s, r, t in rows], now)
-
-
-def _add(session: Session, key_id: str, second: int, requests: int, tokens: int) -> None:
-    """Add to the key's row for ``second`` (created at zero)."""
-    W = RateLimitWindow
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(W)
-        .values(key_id=key_id, window_start=second, requests=requests, tokens=tokens)
-        .on_conflict_do_update(
-            index_elements=[W.key_id, W.window_start],
-            set_={"requests": W.requests + requests, "tokens": W.tokens + tokens},
-        )
-    )
-    session.execute(statement)
 
 
 # --- per-project caps --------------------------------------------------------------------------

@@ -16,11 +16,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from service.db.database import Database
+from service.db.database import Database, add_to_row
 from service.db.models import Project, UsageHour
 from service.prices import cost_of
 from service.settings import BaseModelConfig
@@ -57,14 +55,7 @@ def add_usage(
         "trained_tokens": trained_tokens,
         "training_seconds": training_seconds,
     }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(UsageHour).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["project_id", "model", "hour"],
-        set_={name: getattr(UsageHour, name) + statement.excluded[name] for name in COUNTERS},
-    )
-    session.execute(statement)
+    add_to_row(session, UsageHour, values, index=("project_id", "model", "hour"), counters=COUNTERS)
 
 
 @dataclass(frozen=True, order=True)

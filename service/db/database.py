@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import select
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -140,6 +142,26 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def add_to_row(
+    session: Session,
+    table: Any,
+    values: dict[str, Any],
+    *,
+    index: Sequence[str],
+    counters: Sequence[str],
+) -> None:
+    """Add ``values``' ``counters`` to ``table``'s row with ``values``' ``index`` columns, or
+    insert ``values`` as that row: one statement, safe under concurrency on both databases."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(index),
+        set_={name: getattr(table, name) + statement.excluded[name] for name in counters},
+    )
+    session.execute(statement)
 
 
 @contextmanager
